@@ -1,0 +1,7 @@
+//! strata's domain library: Nix-compatible store paths and NAR, a content-addressed store
+//! with a logical store dir and a physical root, and the manifests the tools exchange.
+//!
+//! The modules follow the pipeline: [`nix`] formats → [`store`] (add, query, verify).
+
+pub mod nix;
+pub mod store;

@@ -1,0 +1,10 @@
+//! Nix's formats, one module each: nix32, hashes, store paths, NAR, reference scanning,
+//! path-info JSON and closure graphs. Nothing here touches the store on disk.
+
+pub mod closure;
+pub mod hash;
+pub mod nar;
+pub mod nix32;
+pub mod path_info;
+pub mod refscan;
+pub mod store_path;

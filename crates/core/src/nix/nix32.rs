@@ -1,0 +1,125 @@
+//! Nix's base-32 encoding ("nix32"): the alphabet and bit order Nix uses for store path hash
+//! parts and for `sha256:<nix32>` hashes.
+//!
+//! It is not RFC 4648 base32: the alphabet omits `e o t u`, and the last byte of the input
+//! becomes the first characters of the output.
+
+/// The 32 characters Nix uses, in value order.
+pub const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+
+/// Errors decoding a nix32 string.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Nix32Error {
+    #[error("invalid nix32 character {0:?}")]
+    InvalidChar(char),
+    #[error("nix32 string of length {0} does not encode a whole number of bytes")]
+    InvalidLength(usize),
+    #[error("nix32 string has non-zero padding bits")]
+    NonZeroPadding,
+}
+
+/// Length of the nix32 encoding of `bytes` bytes.
+pub const fn encoded_len(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes * 8 - 1) / 5 + 1
+    }
+}
+
+/// Encode bytes as nix32.
+pub fn encode(input: &[u8]) -> String {
+    let len = encoded_len(input.len());
+    let mut out = String::with_capacity(len);
+    for n in (0..len).rev() {
+        let bit = n * 5;
+        let i = bit / 8;
+        let j = bit % 8;
+        let low = u16::from(input[i]) >> j;
+        let high = if i + 1 < input.len() {
+            u16::from(input[i + 1]) << (8 - j)
+        } else {
+            0
+        };
+        out.push(char::from(ALPHABET[usize::from((low | high) & 0x1f)]));
+    }
+    out
+}
+
+fn char_value(c: u8) -> Option<u8> {
+    ALPHABET.iter().position(|&a| a == c).map(|p| p as u8)
+}
+
+/// Whether `c` can appear in a nix32 string (and so in a store path hash part).
+pub fn is_nix32_char(c: u8) -> bool {
+    matches!(c, b'0'..=b'9' | b'a'..=b'd' | b'f'..=b'n' | b'p'..=b's' | b'v'..=b'z')
+}
+
+/// Decode a nix32 string into the bytes it encodes.
+pub fn decode(s: &str) -> Result<Vec<u8>, Nix32Error> {
+    let chars = s.as_bytes();
+    // The byte count is the largest whose encoding has this length.
+    let bytes = chars.len() * 5 / 8;
+    if encoded_len(bytes) != chars.len() {
+        return Err(Nix32Error::InvalidLength(chars.len()));
+    }
+    let mut out = vec![0u8; bytes];
+    for (n, &c) in chars.iter().rev().enumerate() {
+        let digit = char_value(c).ok_or(Nix32Error::InvalidChar(char::from(c)))?;
+        let bit = n * 5;
+        let i = bit / 8;
+        let j = bit % 8;
+        out[i] |= digit << j;
+        let carry = u16::from(digit) >> (8 - j);
+        if i + 1 < bytes {
+            out[i + 1] |= carry as u8;
+        } else if carry != 0 {
+            return Err(Nix32Error::NonZeroPadding);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_length() {
+        for len in 0..70 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let text = encode(&bytes);
+            assert_eq!(text.len(), encoded_len(len));
+            assert_eq!(decode(&text).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        assert_eq!(encode(&[0u8; 20]), "0".repeat(32));
+        let mut last = [0u8; 16];
+        last[15] = 1;
+        assert_eq!(encode(&last), "01000000000000000000000000");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(
+            decode("e0000000000000000000000000000000"),
+            Err(Nix32Error::InvalidChar('e'))
+        );
+        assert_eq!(decode("000"), Err(Nix32Error::InvalidLength(3)));
+        // 26 chars carry 130 bits for 128: a top digit above 7 sets bits that do not exist.
+        assert_eq!(
+            decode("zzzzzzzzzzzzzzzzzzzzzzzzzz"),
+            Err(Nix32Error::NonZeroPadding)
+        );
+    }
+
+    #[test]
+    fn char_class_matches_alphabet() {
+        for c in 0..=255u8 {
+            assert_eq!(is_nix32_char(c), ALPHABET.contains(&c), "{c}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Path-info objects, the JSON Nix prints for `nix path-info --json` and writes for
+//! `exportReferencesGraph`: `{ca?, closureSize?, narHash, narSize, path, references}`. Keys are
+//! written in Nix's (sorted) order so strata's output is byte-comparable with Nix's.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::hash::{Hash, HashAlgo};
+use super::store_path::AbsStorePath;
+
+/// A NAR hash as path-info JSON writes it: `sha256:<nix32>` (SRI and hex accepted on input).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NarHash(pub Hash);
+
+impl Serialize for NarHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_typed_nix32())
+    }
+}
+
+impl<'de> Deserialize<'de> for NarHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let hash = Hash::parse_typed(&text).map_err(serde::de::Error::custom)?;
+        if hash.algo() != HashAlgo::Sha256 {
+            return Err(serde::de::Error::custom(format!(
+                "narHash '{text}' is not SHA-256"
+            )));
+        }
+        Ok(NarHash(hash))
+    }
+}
+
+/// What is known about one valid store path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathInfo {
+    /// The content address (`fixed:r:sha256:…`, `text:sha256:…`), when the path has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Total NAR size of the path's closure; present in closure graphs.
+    #[serde(
+        rename = "closureSize",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub closure_size: Option<u64>,
+    #[serde(rename = "narHash")]
+    pub nar_hash: NarHash,
+    #[serde(rename = "narSize")]
+    pub nar_size: u64,
+    pub path: AbsStorePath,
+    /// Store paths this one mentions, sorted; a self-reference is listed.
+    pub references: BTreeSet<AbsStorePath>,
+}
+
+impl PathInfo {
+    /// Whether the path refers to itself.
+    pub fn has_self_reference(&self) -> bool {
+        self.references.contains(&self.path)
+    }
+}
+
+/// Read one or more path-info objects: a single object, a JSON array, or a stream of
+/// whitespace-separated objects/arrays (what piping several tools together produces). Errors
+/// name the line and column.
+pub fn parse_path_infos(text: &str) -> Result<Vec<PathInfo>, serde_json::Error> {
+    let mut out = Vec::new();
+    for item in serde_json::Deserializer::from_str(text).into_iter::<OneOrMany>() {
+        match item? {
+            OneOrMany::One(info) => out.push(*info),
+            OneOrMany::Many(infos) => out.extend(infos),
+        }
+    }
+    Ok(out)
+}
+
+/// A path-info object or an array of them, deserialised in place so that errors keep their
+/// line and column.
+enum OneOrMany {
+    One(Box<PathInfo>),
+    Many(Vec<PathInfo>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a path-info object or an array of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let info =
+                    PathInfo::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(OneOrMany::One(Box::new(info)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(info) = seq.next_element::<PathInfo>()? {
+                    items.push(info);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"{"ca":"text:sha256:085ssxbk2llxi98aiz181pvqm5mrhcr632v0y4a886lxyx22yq50","closureSize":128,"narHash":"sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky","narSize":128,"path":"/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-dep","references":[]}"#;
+
+    #[test]
+    fn round_trips_byte_for_byte() {
+        let info: PathInfo = serde_json::from_str(ONE).unwrap();
+        assert_eq!(serde_json::to_string(&info).unwrap(), ONE);
+    }
+
+    #[test]
+    fn reads_streams_and_arrays() {
+        let text = format!("[{ONE},{ONE}]\n{ONE}\n");
+        assert_eq!(parse_path_infos(&text).unwrap().len(), 3);
+        let err = parse_path_infos("{\"path\": 3}").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+}

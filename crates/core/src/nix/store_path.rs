@@ -1,0 +1,425 @@
+//! Store paths: the store directory, `<hash>-<name>` base names with Nix's name rules, and the
+//! fingerprints (`source`, `text`, fixed-output) whose folded SHA-256 is the hash part.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::hash::{Hash, HashAlgo, fold};
+use super::nix32;
+
+/// Length of the hash part of a store path base name.
+pub const HASH_PART_LEN: usize = 32;
+/// Longest name Nix 2.8 accepts after the hash part.
+pub const MAX_NAME_LEN: usize = 211;
+
+/// Errors about store path syntax; the texts follow Nix's `BadStorePath` messages.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum StorePathError {
+    #[error("store path '{0}' has an empty name")]
+    EmptyName(String),
+    #[error("store path '{0}' has a name longer than {MAX_NAME_LEN} characters")]
+    NameTooLong(String),
+    #[error("store path '{path}' contains illegal character '{ch}'")]
+    IllegalChar { path: String, ch: String },
+    #[error("store path name '{0}' is not allowed ('.' and '..' name nothing)")]
+    DotName(String),
+    #[error("path '{path}' is not in the Nix store '{store_dir}'")]
+    NotInStore { path: String, store_dir: String },
+    #[error("path '{0}' is not a valid store path: no 32-character nix32 hash part")]
+    BadHashPart(String),
+    #[error("store directory '{0}' must be an absolute path without a trailing slash")]
+    BadStoreDir(String),
+}
+
+/// The logical store directory (e.g. `/nix/store`): part of every store path and fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StoreDir(String);
+
+impl Default for StoreDir {
+    fn default() -> Self {
+        StoreDir("/nix/store".to_string())
+    }
+}
+
+impl fmt::Display for StoreDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StoreDir {
+    pub fn new(dir: &str) -> Result<StoreDir, StorePathError> {
+        if !dir.starts_with('/') || dir.len() < 2 || dir.ends_with('/') || dir.contains("//") {
+            return Err(StorePathError::BadStoreDir(dir.to_string()));
+        }
+        Ok(StoreDir(dir.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parse an absolute path directly inside this store dir (`/nix/store/<hash>-<name>`).
+    pub fn parse_path(&self, path: &str) -> Result<StorePath, StorePathError> {
+        let base = path
+            .strip_prefix(self.0.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|base| !base.contains('/'))
+            .ok_or_else(|| StorePathError::NotInStore {
+                path: path.to_string(),
+                store_dir: self.0.clone(),
+            })?;
+        StorePath::from_base_name(base)
+    }
+
+    /// Split an absolute path inside the store into its store path and the rest (`/bin/java`).
+    pub fn parse_path_prefix<'a>(
+        &self,
+        path: &'a str,
+    ) -> Result<(StorePath, &'a str), StorePathError> {
+        let not_in = || StorePathError::NotInStore {
+            path: path.to_string(),
+            store_dir: self.0.clone(),
+        };
+        let rest = path
+            .strip_prefix(self.0.as_str())
+            .and_then(|r| r.strip_prefix('/'));
+        let rest = rest.ok_or_else(not_in)?;
+        let (base, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        Ok((StorePath::from_base_name(base)?, tail))
+    }
+
+    /// The absolute path of a store path under this store dir.
+    pub fn display(&self, path: &StorePath) -> String {
+        format!("{}/{}", self.0, path.base_name())
+    }
+
+    /// Nix's `makeStorePath`: the hash part is nix32(fold20(sha256(fingerprint))), with
+    /// fingerprint `TYPE:ALGO:HEX:STOREDIR:NAME`.
+    pub fn make_store_path(
+        &self,
+        path_type: &str,
+        inner: &Hash,
+        name: &str,
+    ) -> Result<StorePath, StorePathError> {
+        let fingerprint = self.fingerprint(path_type, inner, name);
+        StorePath::from_fingerprint(&fingerprint, name)
+    }
+
+    /// The exact string that is hashed for a store path (see [`StoreDir::make_store_path`]).
+    pub fn fingerprint(&self, path_type: &str, inner: &Hash, name: &str) -> String {
+        format!(
+            "{path_type}:{}:{}:{}:{name}",
+            inner.algo(),
+            inner.to_hex(),
+            self.0
+        )
+    }
+
+    /// `TYPE:REF1:REF2…[:self]`: the type prefix of text and source paths with references.
+    pub fn type_with_references<'a>(
+        &self,
+        base: &str,
+        references: impl IntoIterator<Item = &'a StorePath>,
+        has_self: bool,
+    ) -> String {
+        let mut out = base.to_string();
+        let sorted: BTreeSet<String> = references.into_iter().map(|r| self.display(r)).collect();
+        for r in sorted {
+            out.push(':');
+            out.push_str(&r);
+        }
+        if has_self {
+            out.push_str(":self");
+        }
+        out
+    }
+
+    /// A `builtins.toFile`-style path: `text:REFS:sha256:<sha256 of contents>`.
+    pub fn make_text_path<'a>(
+        &self,
+        name: &str,
+        contents_sha256: &Hash,
+        references: impl IntoIterator<Item = &'a StorePath>,
+    ) -> Result<StorePath, StorePathError> {
+        let ty = self.type_with_references("text", references, false);
+        self.make_store_path(&ty, contents_sha256, name)
+    }
+
+    /// A content-addressed path (Nix's `makeFixedOutputPath`). Recursive SHA-256 with any
+    /// references is a `source` path (`nix-store --add`, floating CA outputs); anything else
+    /// hashes `fixed:out:[r:]ALGO:HEX:` into an `output:out` path and may not have references.
+    pub fn make_fixed_output_path<'a>(
+        &self,
+        name: &str,
+        method: IngestionMethod,
+        hash: &Hash,
+        references: impl IntoIterator<Item = &'a StorePath>,
+        has_self: bool,
+    ) -> Result<StorePath, StorePathError> {
+        if method == IngestionMethod::Recursive && hash.algo() == HashAlgo::Sha256 {
+            let ty = self.type_with_references("source", references, has_self);
+            self.make_store_path(&ty, hash, name)
+        } else {
+            let inner = format!(
+                "fixed:out:{}{}:{}:",
+                method.prefix(),
+                hash.algo(),
+                hash.to_hex()
+            );
+            let inner = Hash::of(HashAlgo::Sha256, inner.as_bytes());
+            self.make_store_path("output:out", &inner, name)
+        }
+    }
+}
+
+/// How a file system object is hashed for a content address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IngestionMethod {
+    /// The hash of the file's bytes (a regular file only).
+    Flat,
+    /// The hash of the NAR serialisation.
+    Recursive,
+}
+
+impl IngestionMethod {
+    /// `r:` for recursive, nothing for flat (as in `fixed:r:sha256:…`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            IngestionMethod::Flat => "",
+            IngestionMethod::Recursive => "r:",
+        }
+    }
+}
+
+/// A store path without its store directory: a 20-byte hash (as 32 nix32 chars) and a name.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StorePath {
+    hash_part: String,
+    name: String,
+}
+
+impl fmt::Debug for StorePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorePath({})", self.base_name())
+    }
+}
+
+impl fmt::Display for StorePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.hash_part, self.name)
+    }
+}
+
+/// Ordered like Nix orders them: by base name, bytewise.
+impl Ord for StorePath {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.hash_part.as_str(), self.name.as_str())
+            .cmp(&(other.hash_part.as_str(), other.name.as_str()))
+    }
+}
+
+impl PartialOrd for StorePath {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Check a store path name against Nix's rules; `shown` is what the error message names.
+pub fn check_name(name: &str, shown: &str) -> Result<(), StorePathError> {
+    if name.is_empty() {
+        return Err(StorePathError::EmptyName(shown.to_string()));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(StorePathError::NameTooLong(shown.to_string()));
+    }
+    if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
+        return Err(StorePathError::IllegalChar {
+            path: shown.to_string(),
+            ch: bad.to_string(),
+        });
+    }
+    if name == "." || name == ".." {
+        return Err(StorePathError::DotName(name.to_string()));
+    }
+    Ok(())
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '?' | '=')
+}
+
+impl StorePath {
+    /// Build from a hash part and a name, checking both.
+    pub fn new(hash_part: &str, name: &str) -> Result<StorePath, StorePathError> {
+        let base = format!("{hash_part}-{name}");
+        if hash_part.len() != HASH_PART_LEN || !hash_part.bytes().all(nix32::is_nix32_char) {
+            return Err(StorePathError::BadHashPart(base));
+        }
+        check_name(name, &base)?;
+        Ok(StorePath {
+            hash_part: hash_part.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Parse `<hash>-<name>`.
+    pub fn from_base_name(base: &str) -> Result<StorePath, StorePathError> {
+        if base.len() < HASH_PART_LEN + 2 || base.as_bytes()[HASH_PART_LEN] != b'-' {
+            return Err(StorePathError::BadHashPart(base.to_string()));
+        }
+        StorePath::new(&base[..HASH_PART_LEN], &base[HASH_PART_LEN + 1..])
+    }
+
+    /// The path whose hash part is the folded SHA-256 of `fingerprint`.
+    pub fn from_fingerprint(fingerprint: &str, name: &str) -> Result<StorePath, StorePathError> {
+        let digest = Hash::of(HashAlgo::Sha256, fingerprint.as_bytes());
+        let hash_part = nix32::encode(&fold(digest.bytes(), 20));
+        let base = format!("{hash_part}-{name}");
+        check_name(name, &base)?;
+        Ok(StorePath {
+            hash_part,
+            name: name.to_string(),
+        })
+    }
+
+    pub fn hash_part(&self) -> &str {
+        &self.hash_part
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `<hash>-<name>`.
+    pub fn base_name(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A store path together with the store dir it was written with: what manifests serialise,
+/// as the absolute path string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AbsStorePath {
+    pub store_dir: StoreDir,
+    pub path: StorePath,
+}
+
+impl AbsStorePath {
+    /// Parse any absolute store path; the store dir is everything before the last `/`.
+    pub fn parse(text: &str) -> Result<AbsStorePath, StorePathError> {
+        let (dir, base) = text
+            .rsplit_once('/')
+            .ok_or_else(|| StorePathError::BadHashPart(text.to_string()))?;
+        let store_dir = StoreDir::new(dir).map_err(|_| StorePathError::NotInStore {
+            path: text.to_string(),
+            store_dir: dir.to_string(),
+        })?;
+        Ok(AbsStorePath {
+            store_dir,
+            path: StorePath::from_base_name(base)?,
+        })
+    }
+}
+
+impl fmt::Display for AbsStorePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.store_dir, self.path)
+    }
+}
+
+impl Ord for AbsStorePath {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.to_string().cmp(&other.to_string())
+    }
+}
+
+impl PartialOrd for AbsStorePath {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Serialize for AbsStorePath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AbsStorePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        AbsStorePath::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_path_of_hello() {
+        let nar = Hash::parse_typed("sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw")
+            .unwrap();
+        let dir = StoreDir::default();
+        let p = dir
+            .make_fixed_output_path("hello.txt", IngestionMethod::Recursive, &nar, [], false)
+            .unwrap();
+        assert_eq!(
+            dir.display(&p),
+            "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt"
+        );
+    }
+
+    #[test]
+    fn name_rules() {
+        assert!(check_name("a+b=c?d_e.f-g", "x").is_ok());
+        assert!(check_name(".dotfile", "x").is_ok());
+        assert!(matches!(
+            check_name("héllo", "x"),
+            Err(StorePathError::IllegalChar { .. })
+        ));
+        assert!(matches!(
+            check_name(&"n".repeat(212), "x"),
+            Err(StorePathError::NameTooLong(_))
+        ));
+        assert!(check_name(&"n".repeat(211), "x").is_ok());
+        assert!(matches!(
+            check_name("..", "x"),
+            Err(StorePathError::DotName(_))
+        ));
+        assert!(matches!(
+            check_name("", "x"),
+            Err(StorePathError::EmptyName(_))
+        ));
+    }
+
+    #[test]
+    fn parse_paths() {
+        let dir = StoreDir::default();
+        let p = dir
+            .parse_path("/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt")
+            .unwrap();
+        assert_eq!(p.name(), "hello.txt");
+        let (q, rest) = dir
+            .parse_path_prefix("/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-jre/bin/java")
+            .unwrap();
+        assert_eq!((q.name(), rest), ("jre", "/bin/java"));
+        assert!(
+            dir.parse_path("/gnu/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt")
+                .is_err()
+        );
+        assert!(
+            dir.parse_path("/nix/store/e9pmrzmpshapij2kin22pff6fc2adavx-hello.txt")
+                .is_err()
+        );
+        assert!(StoreDir::new("relative").is_err());
+        assert!(StoreDir::new("/nix/store/").is_err());
+    }
+}
