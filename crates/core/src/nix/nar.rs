@@ -424,7 +424,7 @@ impl NarVisitor for Restorer {
     }
     fn file_end(&mut self) -> io::Result<()> {
         match self.file.take() {
-            Some(f) => f.into_inner().map_err(|e| e.into_error())?.sync_data(),
+            Some(mut f) => f.flush(),
             None => Ok(()),
         }
     }

@@ -1,1 +1,266 @@
-//! The store.
+//! The store on disk: a logical store dir (what paths are called, `/nix/store` by default)
+//! and a physical root where their files live (`ROOT/nix/store/…`, like Nix's chroot stores).
+//!
+//! Layout under the root:
+//! - `<store dir>/<hash>-<name>`: the immutable, canonicalised contents;
+//! - `nix/var/strata/db/<hash>-<name>.json`: the registration (a path-info object); a path is
+//!   valid only when both exist;
+//! - `nix/var/strata/locks/<hash>.lock`: per-path locks taken while a path is written;
+//! - `nix/var/strata/tmp/`: scratch copies, renamed into place when complete.
+
+mod add;
+mod db;
+mod fsutil;
+mod verify;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use add::{AddMethod, AddOptions};
+pub use verify::VerifyProblem;
+
+use crate::nix::closure::{ClosureError, ClosureGraph};
+use crate::nix::nar::NarError;
+use crate::nix::path_info::PathInfo;
+use crate::nix::store_path::{AbsStorePath, StoreDir, StorePath, StorePathError};
+
+/// Environment variable naming the physical root.
+pub const ROOT_ENV: &str = "STRATA_STORE_ROOT";
+/// Environment variable naming the logical store dir.
+pub const STORE_DIR_ENV: &str = "STRATA_STORE_DIR";
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Nar(#[from] NarError),
+    #[error(transparent)]
+    Path(#[from] StorePathError),
+    #[error(transparent)]
+    Closure(#[from] ClosureError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("'{0}' does not exist")]
+    Missing(PathBuf),
+    #[error("'{0}' is not a regular file (flat hashing takes one file)")]
+    NotAFile(PathBuf),
+    #[error("registration '{path}' is damaged: {reason}")]
+    BadRegistration { path: PathBuf, reason: String },
+    #[error("path '{0}' is not valid in this store")]
+    NotValid(String),
+    #[error("no store root: set --store-root or {ROOT_ENV}, or HOME for the default")]
+    NoRoot,
+    #[error(
+        "path '{path}' is in store dir '{found}', but this store's dir is '{expected}' (--store-dir)"
+    )]
+    WrongStoreDir {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Where a store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub store_dir: StoreDir,
+    pub root: PathBuf,
+}
+
+impl StoreConfig {
+    /// Flags win over the environment (`STRATA_STORE_ROOT`, `STRATA_STORE_DIR`), which wins
+    /// over the defaults (`$XDG_DATA_HOME/strata` or `~/.local/share/strata`, `/nix/store`).
+    pub fn from_env_and_flags(
+        store_dir: Option<String>,
+        root: Option<PathBuf>,
+    ) -> Result<StoreConfig, StoreError> {
+        let store_dir = match store_dir.or_else(|| non_empty_env(STORE_DIR_ENV)) {
+            Some(dir) => StoreDir::new(&dir)?,
+            None => StoreDir::default(),
+        };
+        let root = match root.or_else(|| non_empty_env(ROOT_ENV).map(PathBuf::from)) {
+            Some(root) => root,
+            None => default_root().ok_or(StoreError::NoRoot)?,
+        };
+        let root = std::path::absolute(&root).map_err(StoreError::io(&root))?;
+        Ok(StoreConfig { store_dir, root })
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn default_root() -> Option<PathBuf> {
+    if let Some(data) = non_empty_env("XDG_DATA_HOME") {
+        return Some(PathBuf::from(data).join("strata"));
+    }
+    non_empty_env("HOME").map(|home| PathBuf::from(home).join(".local/share/strata"))
+}
+
+/// A store: reading needs nothing; writing creates the layout on first use.
+#[derive(Debug, Clone)]
+pub struct Store {
+    config: StoreConfig,
+}
+
+impl Store {
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        Ok(Store { config })
+    }
+
+    pub fn store_dir(&self) -> &StoreDir {
+        &self.config.store_dir
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.config.root
+    }
+
+    /// Where the store dir's files physically are.
+    pub fn physical_store_dir(&self) -> PathBuf {
+        self.config
+            .root
+            .join(self.config.store_dir.as_str().trim_start_matches('/'))
+    }
+
+    /// Physical location of a store path's files.
+    pub fn physical_path(&self, path: &StorePath) -> PathBuf {
+        self.physical_store_dir().join(path.base_name())
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.config.root.join("nix/var/strata")
+    }
+
+    /// The absolute (logical) form of a store path in this store.
+    pub fn abs(&self, path: &StorePath) -> AbsStorePath {
+        AbsStorePath {
+            store_dir: self.config.store_dir.clone(),
+            path: path.clone(),
+        }
+    }
+
+    /// Check that an absolute store path belongs to this store's dir.
+    pub fn check_abs<'a>(&self, path: &'a AbsStorePath) -> Result<&'a StorePath, StoreError> {
+        if path.store_dir != self.config.store_dir {
+            return Err(StoreError::WrongStoreDir {
+                path: path.to_string(),
+                found: path.store_dir.to_string(),
+                expected: self.config.store_dir.to_string(),
+            });
+        }
+        Ok(&path.path)
+    }
+
+    /// Parse a path given by a user: an absolute store path, possibly with a trailing
+    /// component (`/nix/store/…-jre/bin/java` names `…-jre`).
+    pub fn parse_user_path(&self, text: &str) -> Result<StorePath, StoreError> {
+        let (path, _) = self.config.store_dir.parse_path_prefix(text)?;
+        Ok(path)
+    }
+
+    /// The registration of a path, if it is valid.
+    pub fn query(&self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
+        let Some(info) = db::read(&self.state_dir(), path)? else {
+            return Ok(None);
+        };
+        if std::fs::symlink_metadata(self.physical_path(path)).is_err() {
+            return Ok(None);
+        }
+        if info.path.path != *path || info.path.store_dir != self.config.store_dir {
+            return Err(StoreError::BadRegistration {
+                path: db::registration_path(&self.state_dir(), path),
+                reason: format!("it describes '{}'", info.path),
+            });
+        }
+        Ok(Some(info))
+    }
+
+    /// Like [`Store::query`], but a path that is not valid is an error.
+    pub fn query_valid(&self, path: &StorePath) -> Result<PathInfo, StoreError> {
+        self.query(path)?
+            .ok_or_else(|| StoreError::NotValid(self.store_dir().display(path)))
+    }
+
+    /// Every valid path, sorted.
+    pub fn list(&self) -> Result<Vec<StorePath>, StoreError> {
+        let mut out = Vec::new();
+        for path in db::list(&self.state_dir())? {
+            if self.query(&path)?.is_some() {
+                out.push(path);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The closure of `roots` as a graph of registered path infos.
+    pub fn closure(&self, roots: &BTreeSet<StorePath>) -> Result<ClosureGraph, StoreError> {
+        let graph = ClosureGraph::closure_of(roots.iter().map(|p| self.abs(p)), |p| {
+            let path = self.check_abs(p)?;
+            self.query(path)
+        })??;
+        Ok(graph)
+    }
+
+    /// Add a file system object; see [`AddMethod`] for the kinds of path it can make.
+    pub fn add(
+        &self,
+        src: &Path,
+        name: &str,
+        method: &AddMethod,
+        options: &AddOptions,
+    ) -> Result<PathInfo, StoreError> {
+        add::add_path(self, src, name, method, options)
+    }
+
+    /// Add a `builtins.toFile`-style text file with explicit references.
+    pub fn add_text(
+        &self,
+        name: &str,
+        contents: &[u8],
+        references: &BTreeSet<StorePath>,
+        options: &AddOptions,
+    ) -> Result<PathInfo, StoreError> {
+        add::add_text(self, name, contents, references, options)
+    }
+
+    /// Add a tree generated in a scratch directory as a content-addressed path whose
+    /// references are found by scanning for `candidates`. `self_hash_part`, if given, is the
+    /// placeholder hash part the files use to mention their own path; it is replaced by the
+    /// real one (Nix's hash modulo, as for floating content-addressed outputs).
+    pub fn add_generated(
+        &self,
+        src: &Path,
+        name: &str,
+        candidates: &BTreeSet<AbsStorePath>,
+        self_hash_part: Option<&str>,
+    ) -> Result<PathInfo, StoreError> {
+        let candidates = candidates
+            .iter()
+            .map(|c| self.check_abs(c).cloned())
+            .collect::<Result<BTreeSet<StorePath>, _>>()?;
+        let method = AddMethod::WithReferences {
+            candidates,
+            self_hash_part: self_hash_part.map(str::to_string),
+        };
+        self.add(src, name, &method, &AddOptions::default())
+    }
+
+    /// Re-hash every registered path and report what does not match.
+    pub fn verify(&self) -> Result<Vec<VerifyProblem>, StoreError> {
+        verify::verify(self)
+    }
+}

@@ -1,0 +1,158 @@
+//! Command-line plumbing every tool uses: the store location flags, reading `-` / files,
+//! printing JSON lines, and turning errors into one line on stderr with exit code 1 (failure)
+//! or 2 (usage).
+
+use std::fmt::Display;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use strata_core::nix::path_info::{PathInfo, parse_path_infos};
+use strata_core::store::{Store, StoreConfig};
+
+/// Where the store is: shared by every tool that reads or writes it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Physical root the store's files live under (default: $XDG_DATA_HOME/strata or
+    /// ~/.local/share/strata).
+    #[arg(long, env = "STRATA_STORE_ROOT", value_name = "DIR", global = true)]
+    pub store_root: Option<PathBuf>,
+    /// Logical store directory, part of every store path and hash.
+    #[arg(
+        long,
+        env = "STRATA_STORE_DIR",
+        value_name = "DIR",
+        global = true,
+        default_value = "/nix/store"
+    )]
+    pub store_dir: String,
+}
+
+impl StoreArgs {
+    pub fn open(&self) -> Result<Store, Failure> {
+        let config =
+            StoreConfig::from_env_and_flags(Some(self.store_dir.clone()), self.store_root.clone())
+                .map_err(Failure::from)?;
+        Store::open(config).map_err(Failure::from)
+    }
+}
+
+/// Why a tool stops: a failure (exit 1) or a usage error (exit 2), with a one-line message.
+#[derive(Debug)]
+pub enum Failure {
+    Failed(String),
+    Usage(String),
+}
+
+impl Failure {
+    pub fn usage(msg: impl Display) -> Failure {
+        Failure::Usage(msg.to_string())
+    }
+    pub fn failed(msg: impl Display) -> Failure {
+        Failure::Failed(msg.to_string())
+    }
+}
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure::Failed(e.to_string())
+    }
+}
+
+/// Run a tool's body and turn its result into an exit code, printing the error as one line.
+pub fn run(tool: &str, body: impl FnOnce() -> Result<(), Failure>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let (msg, code) = match failure {
+                Failure::Failed(m) => (m, 1),
+                Failure::Usage(m) => (m, 2),
+            };
+            // One line, whatever the message holds.
+            let line = msg.replace('\n', " ");
+            let _ = writeln!(io::stderr(), "{tool}: {line}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Read a whole input named on the command line: `-` is stdin.
+pub fn read_input(name: &str) -> Result<Vec<u8>, Failure> {
+    let mut data = Vec::new();
+    if name == "-" {
+        io::stdin()
+            .read_to_end(&mut data)
+            .map_err(|e| Failure::failed(format!("stdin: {e}")))?;
+    } else {
+        data = std::fs::read(name).map_err(|e| Failure::failed(format!("{name}: {e}")))?;
+    }
+    Ok(data)
+}
+
+/// Read path-info JSON from an input, naming the input (and line/column) in errors.
+pub fn read_path_infos(name: &str) -> Result<Vec<PathInfo>, Failure> {
+    let data = read_input(name)?;
+    let text =
+        String::from_utf8(data).map_err(|_| Failure::failed(format!("{name}: not UTF-8")))?;
+    let shown = if name == "-" { "stdin" } else { name };
+    parse_path_infos(&text).map_err(|e| Failure::failed(format!("{shown}: {e}")))
+}
+
+/// Store paths from an input: path-info JSON (object, array or stream) or one path a line.
+pub fn read_store_path_list(name: &str) -> Result<Vec<String>, Failure> {
+    let data = read_input(name)?;
+    let text =
+        String::from_utf8(data).map_err(|_| Failure::failed(format!("{name}: not UTF-8")))?;
+    let shown = if name == "-" { "stdin" } else { name };
+    if text.trim_start().starts_with(['{', '[']) {
+        let infos =
+            parse_path_infos(&text).map_err(|e| Failure::failed(format!("{shown}: {e}")))?;
+        return Ok(infos.into_iter().map(|i| i.path.to_string()).collect());
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Print path infos as JSON lines (compact, keys in Nix's order).
+pub fn print_path_infos<'a>(infos: impl IntoIterator<Item = &'a PathInfo>) -> Result<(), Failure> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for info in infos {
+        let line = serde_json::to_string(info).map_err(Failure::failed)?;
+        writeln!(out, "{line}").map_err(|e| Failure::failed(format!("stdout: {e}")))?;
+    }
+    out.flush()
+        .map_err(|e| Failure::failed(format!("stdout: {e}")))
+}
+
+/// Parse clap arguments, turning clap's own errors into our exit codes (help/version: 0,
+/// usage errors: 2, one line).
+pub fn parse_args<T: clap::Parser>(tool: &str) -> Result<T, ExitCode> {
+    match T::try_parse() {
+        Ok(args) => Ok(args),
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                let _ = e.print();
+                Err(ExitCode::SUCCESS)
+            }
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let _ = write!(io::stderr(), "{}", e.render());
+                Err(ExitCode::from(2))
+            }
+            _ => {
+                let text = e.to_string();
+                let first = text
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("invalid usage");
+                let first = first.trim_start_matches("error: ");
+                let _ = writeln!(io::stderr(), "{tool}: {first} (see --help)");
+                Err(ExitCode::from(2))
+            }
+        },
+    }
+}
