@@ -1,1 +1,5 @@
+//! Cross-tool and consumer tests: the real binaries against Nix, the shared reference data and
+//! each other. One binary, one module per area.
 
+mod store;
+mod support;

@@ -320,7 +320,7 @@ fn install(
     }
     let target = store.physical_path(&path);
     // Left over from a crash between the rename and the registration: not valid, replace it.
-    db::remove(&store.state_dir(), &path)?;
+    db::remove(&store.db_dir(), &path)?;
     fsutil::remove_tree(&target)?;
     fsutil::canonicalise(copy)?;
     fsutil::sync_tree(copy)?;
@@ -328,7 +328,7 @@ fn install(
     fs::create_dir_all(&store_dir).map_err(StoreError::io(&store_dir))?;
     fs::rename(copy, &target).map_err(StoreError::io(&target))?;
     fsutil::sync_dir(&store_dir)?;
-    db::write(&store.state_dir(), &info)?;
+    db::write(&store.db_dir(), &info)?;
     Ok(info)
 }
 
