@@ -120,7 +120,7 @@ pub(super) fn add_path(
             let path =
                 dir.make_fixed_output_path(name, IngestionMethod::Recursive, &nar_hash, [], false)?;
             let ca = format!("fixed:r:sha256:{}", nar_hash.to_nix32());
-            new_info(store, path, &nar_hash, size, BTreeSet::new(), Some(ca))
+            new_info(store, &path, &nar_hash, size, &BTreeSet::new(), Some(ca))
         }
         AddMethod::Fixed { ingestion, algo } => {
             let mut content_hash = Hasher::new(*algo);
@@ -157,7 +157,7 @@ pub(super) fn add_path(
                 algo,
                 content_hash.to_nix32()
             );
-            new_info(store, path, &nar_hash, size, BTreeSet::new(), Some(ca))
+            new_info(store, &path, &nar_hash, size, &BTreeSet::new(), Some(ca))
         }
         AddMethod::WithReferences {
             candidates,
@@ -201,7 +201,7 @@ pub(super) fn add_path(
                 references.insert(path.clone());
             }
             let ca = format!("fixed:r:sha256:{}", modulo_hash.to_nix32());
-            new_info(store, path, &nar_hash, size, references, Some(ca))
+            new_info(store, &path, &nar_hash, size, &references, Some(ca))
         }
     };
     match (scratch, copy_to) {
@@ -290,10 +290,10 @@ fn copy_rewriting(
 
 fn new_info(
     store: &Store,
-    path: StorePath,
+    path: &StorePath,
     nar_hash: &Hash,
     nar_size: u64,
-    references: BTreeSet<StorePath>,
+    references: &BTreeSet<StorePath>,
     ca: Option<String>,
 ) -> PathInfo {
     PathInfo {
@@ -302,7 +302,7 @@ fn new_info(
         nar_hash: NarHash(nar_hash.clone()),
         nar_size,
         references: references.iter().map(|r| store.abs(r)).collect(),
-        path: store.abs(&path),
+        path: store.abs(path),
     }
 }
 
@@ -349,10 +349,10 @@ pub(super) fn add_text(
     let ca = format!("text:sha256:{}", content_hash.to_nix32());
     let info = new_info(
         store,
-        path,
+        &path,
         &nar_hash,
         nar.len() as u64,
-        references.clone(),
+        references,
         Some(ca),
     );
     if options.dry_run {
