@@ -4,4 +4,5 @@
 //! The modules follow the pipeline: [`nix`] formats → [`store`] (add, query, verify).
 
 pub mod nix;
+pub mod pipeline;
 pub mod store;

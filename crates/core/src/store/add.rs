@@ -43,7 +43,7 @@ pub struct AddOptions {
 
 /// Sends every write to several sinks.
 struct Tee<'a> {
-    sinks: Vec<&'a mut dyn Write>,
+    sinks: Vec<&'a mut (dyn Write + Send)>,
 }
 
 impl Write for Tee<'_> {
@@ -214,14 +214,14 @@ pub(super) fn add_path(
 /// contents into `flat` if given. Returns the NAR size.
 fn dump_copying(
     src: &Path,
-    sinks: &mut [&mut dyn Write],
+    sinks: &mut [&mut (dyn Write + Send)],
     copy_to: Option<&Path>,
     flat: Option<&mut Option<Hasher>>,
 ) -> Result<u64, StoreError> {
     let mut counter = Counter(0);
-    let mut all: Vec<&mut dyn Write> = sinks
+    let mut all: Vec<&mut (dyn Write + Send)> = sinks
         .iter_mut()
-        .map(|s| &mut **s as &mut dyn Write)
+        .map(|s| &mut **s as &mut (dyn Write + Send))
         .collect();
     all.push(&mut counter);
     let mut tee = Tee { sinks: all };
@@ -231,7 +231,9 @@ fn dump_copying(
             .as_ref()
             .and_then(|f| f.as_ref().map(|h| Hasher::new(h.algo()))),
     };
-    nar::dump_path(src, &mut tee, &mut visitor)?;
+    // Walking, reading and copying on this thread; hashing and scanning on another.
+    crate::pipeline::with_background_sink(&mut tee, |w| nar::dump_path(src, w, &mut visitor))
+        .map_err(StoreError::io(src))??;
     drop(tee);
     if let (Some(slot), Some(h)) = (flat, visitor.flat.take()) {
         *slot = Some(h);
