@@ -3,6 +3,7 @@
 //!
 //! The modules follow the pipeline: [`nix`] formats → [`store`] (add, query, verify).
 
+pub mod image;
 pub mod nix;
 pub mod pipeline;
 pub mod store;
