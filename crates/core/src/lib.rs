@@ -5,3 +5,4 @@
 
 pub mod nix;
 pub mod store;
+pub mod wrapper;
