@@ -283,8 +283,7 @@ fn add_to_store(
     let out_name = wrapper.out_name();
     let placeholder = self_placeholder(&out_name);
     let out = format!("{}/{placeholder}-{out_name}", store.store_dir());
-    // Rendering first: a usage error must not leave anything behind.
-    wrapper.script(&out, read).map_err(wrapper_failure)?;
+    // The scratch directory is outside the store and removed on every path out of here.
     let scratch = Scratch::new()?;
     let tree = scratch.0.join("out");
     wrapper

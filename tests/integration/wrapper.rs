@@ -1085,7 +1085,9 @@ fn store_end_to_end() {
     assert_eq!(again.stdout, out.stdout);
 
     // Java: the wrapper names its own path, which becomes a self-reference.
+    // The jar comes from the store too (a file path); it is copied, so it is no reference.
     let jar = demo_jar(store.work.path());
+    let (jar_json, _) = store.add(&jar, "demo.jar");
     let out = store
         .cmd(MKWRAPPER)
         .arg("java")
@@ -1093,8 +1095,16 @@ fn store_end_to_end() {
         .arg(&bash_json)
         .arg("--inputs")
         .arg(&jre_json)
-        .args(["--bash", "@bash", "--jre", "@openjdk-17-jre", "--jar"])
-        .arg(&jar)
+        .arg("--inputs")
+        .arg(&jar_json)
+        .args([
+            "--bash",
+            "@bash",
+            "--jre",
+            "@openjdk-17-jre",
+            "--jar",
+            "@demo.jar",
+        ])
         .args(["--name", "demo-app", "--version", "1.0"])
         .args(["--jvm-flag", "-Dlogback.configurationFile=logback.xml"])
         .args([
