@@ -1,1 +1,7 @@
+//! Cross-tool and consumer tests: the real binaries against Nix, the shared reference data and
+//! each other. One binary, one module per area.
+
+mod nix_live;
+mod store;
+mod support;
 mod wrapper;

@@ -179,10 +179,10 @@ impl ClosureGraph {
         let mut seen = BTreeSet::new();
         let mut todo = vec![path];
         while let Some(p) = todo.pop() {
-            if let Some((key, info)) = self.nodes.get_key_value(p) {
-                if seen.insert(key) {
-                    todo.extend(info.references.iter());
-                }
+            if let Some((key, info)) = self.nodes.get_key_value(p)
+                && seen.insert(key)
+            {
+                todo.extend(info.references.iter());
             }
         }
         seen

@@ -36,7 +36,7 @@ impl HashAlgo {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             HashAlgo::Md5 => 16,
             HashAlgo::Sha1 => 20,
@@ -85,7 +85,7 @@ impl fmt::Debug for Hash {
 impl Hash {
     /// Wraps digest bytes; panics if the length does not fit the algorithm.
     pub fn new(algo: HashAlgo, bytes: Vec<u8>) -> Hash {
-        assert_eq!(bytes.len(), algo.len(), "digest length for {algo}");
+        assert_eq!(bytes.len(), algo.digest_len(), "digest length for {algo}");
         Hash { algo, bytes }
     }
 
@@ -136,18 +136,18 @@ impl Hash {
                 other => other,
             });
         }
-        if let Some((algo, rest)) = text.split_once('-') {
-            if let Some(algo) = HashAlgo::from_name(algo) {
-                let bytes = base64_decode(rest)
-                    .ok_or_else(|| HashParseError::BadEncoding(text.to_string()))?;
-                if bytes.len() != algo.len() {
-                    return Err(HashParseError::WrongLength {
-                        text: text.to_string(),
-                        algo,
-                    });
-                }
-                return Ok(Hash { algo, bytes });
+        if let Some((algo, rest)) = text.split_once('-')
+            && let Some(algo) = HashAlgo::from_name(algo)
+        {
+            let bytes =
+                base64_decode(rest).ok_or_else(|| HashParseError::BadEncoding(text.to_string()))?;
+            if bytes.len() != algo.digest_len() {
+                return Err(HashParseError::WrongLength {
+                    text: text.to_string(),
+                    algo,
+                });
             }
+            return Ok(Hash { algo, bytes });
         }
         Err(HashParseError::NoAlgo(text.to_string()))
     }
@@ -155,7 +155,7 @@ impl Hash {
     /// Parse a hash of a known algorithm written in hex, nix32 or base64 (told apart by length).
     pub fn parse_untyped(algo: HashAlgo, text: &str) -> Result<Hash, HashParseError> {
         let bad = || HashParseError::BadEncoding(text.to_string());
-        let n = algo.len();
+        let n = algo.digest_len();
         let bytes = if text.len() == n * 2 {
             from_hex(text).ok_or_else(bad)?
         } else if text.len() == nix32::encoded_len(n) {
@@ -281,7 +281,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.as_bytes()
@@ -317,7 +317,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let t = text.as_bytes();
-    if t.len() % 4 != 0 {
+    if !t.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(t.len() / 4 * 3);

@@ -123,3 +123,43 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// Every case of the shared `nix32.json` (from `nix-hash --to-base32`) round-trips.
+    #[test]
+    fn shared_vectors_round_trip() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/vectors/nix32.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let cases = doc["vectors"].as_array().unwrap();
+        assert!(cases.len() >= 20);
+        for case in cases {
+            let hex = case["hex"].as_str().unwrap();
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            let want = case["nix32"].as_str().unwrap();
+            assert_eq!(encode(&bytes), want, "{case}");
+            assert_eq!(decode(want).unwrap(), bytes, "{case}");
+        }
+        let fold = &doc["compression_example"];
+        let digest = crate::nix::hash::Hash::of(
+            crate::nix::hash::HashAlgo::Sha256,
+            fold["fingerprint"].as_str().unwrap().as_bytes(),
+        );
+        assert_eq!(digest.to_hex(), fold["sha256_hex"].as_str().unwrap());
+        let folded = crate::nix::hash::fold(digest.bytes(), 20);
+        assert_eq!(
+            crate::nix::hash::to_hex(&folded),
+            fold["compressed_hex"].as_str().unwrap()
+        );
+        assert_eq!(encode(&folded), fold["hash_part"].as_str().unwrap());
+    }
+}

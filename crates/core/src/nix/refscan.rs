@@ -41,10 +41,10 @@ impl RefScanner {
             match window.iter().rposition(|&c| !is_nix32_char(c)) {
                 Some(j) => i += j + 1,
                 None => {
-                    if let Ok(key) = <[u8; HASH_PART_LEN]>::try_from(window) {
-                        if self.candidates.contains(&key) {
-                            self.found.insert(key);
-                        }
+                    if let Ok(key) = <[u8; HASH_PART_LEN]>::try_from(window)
+                        && self.candidates.contains(&key)
+                    {
+                        self.found.insert(key);
                     }
                     i += 1;
                 }

@@ -120,7 +120,7 @@ pub(super) fn add_path(
             let path =
                 dir.make_fixed_output_path(name, IngestionMethod::Recursive, &nar_hash, [], false)?;
             let ca = format!("fixed:r:sha256:{}", nar_hash.to_nix32());
-            new_info(store, path, &nar_hash, size, BTreeSet::new(), Some(ca))
+            new_info(store, &path, &nar_hash, size, &BTreeSet::new(), Some(ca))
         }
         AddMethod::Fixed { ingestion, algo } => {
             let mut content_hash = Hasher::new(*algo);
@@ -157,7 +157,7 @@ pub(super) fn add_path(
                 algo,
                 content_hash.to_nix32()
             );
-            new_info(store, path, &nar_hash, size, BTreeSet::new(), Some(ca))
+            new_info(store, &path, &nar_hash, size, &BTreeSet::new(), Some(ca))
         }
         AddMethod::WithReferences {
             candidates,
@@ -201,7 +201,7 @@ pub(super) fn add_path(
                 references.insert(path.clone());
             }
             let ca = format!("fixed:r:sha256:{}", modulo_hash.to_nix32());
-            new_info(store, path, &nar_hash, size, references, Some(ca))
+            new_info(store, &path, &nar_hash, size, &references, Some(ca))
         }
     };
     match (scratch, copy_to) {
@@ -290,10 +290,10 @@ fn copy_rewriting(
 
 fn new_info(
     store: &Store,
-    path: StorePath,
+    path: &StorePath,
     nar_hash: &Hash,
     nar_size: u64,
-    references: BTreeSet<StorePath>,
+    references: &BTreeSet<StorePath>,
     ca: Option<String>,
 ) -> PathInfo {
     PathInfo {
@@ -302,7 +302,7 @@ fn new_info(
         nar_hash: NarHash(nar_hash.clone()),
         nar_size,
         references: references.iter().map(|r| store.abs(r)).collect(),
-        path: store.abs(&path),
+        path: store.abs(path),
     }
 }
 
@@ -320,7 +320,7 @@ fn install(
     }
     let target = store.physical_path(&path);
     // Left over from a crash between the rename and the registration: not valid, replace it.
-    db::remove(&store.state_dir(), &path)?;
+    db::remove(&store.db_dir(), &path)?;
     fsutil::remove_tree(&target)?;
     fsutil::canonicalise(copy)?;
     fsutil::sync_tree(copy)?;
@@ -328,7 +328,7 @@ fn install(
     fs::create_dir_all(&store_dir).map_err(StoreError::io(&store_dir))?;
     fs::rename(copy, &target).map_err(StoreError::io(&target))?;
     fsutil::sync_dir(&store_dir)?;
-    db::write(&store.state_dir(), &info)?;
+    db::write(&store.db_dir(), &info)?;
     Ok(info)
 }
 
@@ -349,10 +349,10 @@ pub(super) fn add_text(
     let ca = format!("text:sha256:{}", content_hash.to_nix32());
     let info = new_info(
         store,
-        path,
+        &path,
         &nar_hash,
         nar.len() as u64,
-        references.clone(),
+        references,
         Some(ca),
     );
     if options.dry_run {

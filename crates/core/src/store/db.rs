@@ -10,16 +10,12 @@ use super::fsutil;
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::StorePath;
 
-fn db_dir(state: &Path) -> PathBuf {
-    state.join("db")
+pub(super) fn registration_path(db: &Path, path: &StorePath) -> PathBuf {
+    db.join(format!("{}.json", path.base_name()))
 }
 
-pub(super) fn registration_path(state: &Path, path: &StorePath) -> PathBuf {
-    db_dir(state).join(format!("{}.json", path.base_name()))
-}
-
-pub(super) fn read(state: &Path, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
-    let file = registration_path(state, path);
+pub(super) fn read(db: &Path, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
+    let file = registration_path(db, path);
     let text = match fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -38,17 +34,17 @@ pub(super) fn read(state: &Path, path: &StorePath) -> Result<Option<PathInfo>, S
         })
 }
 
-pub(super) fn write(state: &Path, info: &PathInfo) -> Result<(), StoreError> {
-    let dir = db_dir(state);
+pub(super) fn write(db: &Path, info: &PathInfo) -> Result<(), StoreError> {
+    let dir = db.to_path_buf();
     fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
-    let file = registration_path(state, &info.path.path);
+    let file = registration_path(db, &info.path.path);
     let mut text = serde_json::to_vec(info).map_err(|e| StoreError::Invalid(e.to_string()))?;
     text.push(b'\n');
     fsutil::write_atomically(&file, |f| f.write_all(&text))
 }
 
-pub(super) fn remove(state: &Path, path: &StorePath) -> Result<(), StoreError> {
-    let file = registration_path(state, path);
+pub(super) fn remove(db: &Path, path: &StorePath) -> Result<(), StoreError> {
+    let file = registration_path(db, path);
     match fs::remove_file(&file) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -60,8 +56,8 @@ pub(super) fn remove(state: &Path, path: &StorePath) -> Result<(), StoreError> {
 }
 
 /// Every registered path (valid or not), sorted.
-pub(super) fn list(state: &Path) -> Result<Vec<StorePath>, StoreError> {
-    let dir = db_dir(state);
+pub(super) fn list(db: &Path) -> Result<Vec<StorePath>, StoreError> {
+    let dir = db.to_path_buf();
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -20,7 +20,10 @@ pub(super) const STORE_MTIME: i64 = 1;
 /// directory's mtime is set after its last entry changed it.
 pub(super) fn canonicalise(root: &Path) -> Result<(), StoreError> {
     let one = FileTime::from_unix_time(STORE_MTIME, 0);
-    for entry in walkdir::WalkDir::new(root).contents_first(true) {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_root_links(false)
+        .contents_first(true)
+    {
         let entry = entry.map_err(|e| StoreError::Io {
             path: e.path().unwrap_or(root).to_path_buf(),
             source: e.into(),
@@ -57,7 +60,7 @@ pub(super) fn remove_tree(path: &Path) -> Result<(), StoreError> {
         }
     };
     if meta.is_dir() {
-        for entry in walkdir::WalkDir::new(path) {
+        for entry in walkdir::WalkDir::new(path).follow_root_links(false) {
             let Ok(entry) = entry else { continue };
             if entry.file_type().is_dir() {
                 let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755));
@@ -82,14 +85,8 @@ pub(super) fn write_atomically(
     fill: impl FnOnce(&mut fs::File) -> io::Result<()>,
 ) -> Result<(), StoreError> {
     let dir = target.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        unique_suffix()
-    ));
+    // Short, so a target name near the 255-byte limit still leaves room.
+    let tmp = dir.join(format!(".tmp-{}", unique_suffix()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         fill(&mut f)?;
@@ -187,7 +184,10 @@ impl PathLock {
 /// fsync every file and directory of a tree (after all of it is written, so the kernel can
 /// write back in parallel), so that a rename of the tree is never durable before its data.
 pub(super) fn sync_tree(root: &Path) -> Result<(), StoreError> {
-    for entry in walkdir::WalkDir::new(root).contents_first(true) {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_root_links(false)
+        .contents_first(true)
+    {
         let entry = entry.map_err(|e| StoreError::Io {
             path: e.path().unwrap_or(root).to_path_buf(),
             source: e.into(),

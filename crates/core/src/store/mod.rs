@@ -3,7 +3,7 @@
 //!
 //! Layout under the root:
 //! - `<store dir>/<hash>-<name>`: the immutable, canonicalised contents;
-//! - `nix/var/strata/db/<hash>-<name>.json`: the registration (a path-info object); a path is
+//! - `nix/var/strata/db/<store dir>/<hash>-<name>.json`: the registration (a path-info object); a path is
 //!   valid only when both exist;
 //! - `nix/var/strata/locks/<hash>.lock`: per-path locks taken while a path is written;
 //! - `nix/var/strata/tmp/`: scratch copies, renamed into place when complete.
@@ -145,6 +145,13 @@ impl Store {
         self.config.root.join("nix/var/strata")
     }
 
+    /// Registrations, one directory per logical store dir (`db/nix/store/`).
+    fn db_dir(&self) -> PathBuf {
+        self.state_dir()
+            .join("db")
+            .join(self.config.store_dir.as_str().trim_start_matches('/'))
+    }
+
     /// The absolute (logical) form of a store path in this store.
     pub fn abs(&self, path: &StorePath) -> AbsStorePath {
         AbsStorePath {
@@ -174,7 +181,7 @@ impl Store {
 
     /// The registration of a path, if it is valid.
     pub fn query(&self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
-        let Some(info) = db::read(&self.state_dir(), path)? else {
+        let Some(info) = db::read(&self.db_dir(), path)? else {
             return Ok(None);
         };
         if std::fs::symlink_metadata(self.physical_path(path)).is_err() {
@@ -182,7 +189,7 @@ impl Store {
         }
         if info.path.path != *path || info.path.store_dir != self.config.store_dir {
             return Err(StoreError::BadRegistration {
-                path: db::registration_path(&self.state_dir(), path),
+                path: db::registration_path(&self.db_dir(), path),
                 reason: format!("it describes '{}'", info.path),
             });
         }
@@ -198,7 +205,7 @@ impl Store {
     /// Every valid path, sorted.
     pub fn list(&self) -> Result<Vec<StorePath>, StoreError> {
         let mut out = Vec::new();
-        for path in db::list(&self.state_dir())? {
+        for path in db::list(&self.db_dir())? {
             if self.query(&path)?.is_some() {
                 out.push(path);
             }

@@ -43,8 +43,8 @@ impl fmt::Display for VerifyProblem {
 
 pub(super) fn verify(store: &Store) -> Result<Vec<VerifyProblem>, StoreError> {
     let mut problems = Vec::new();
-    for path in db::list(&store.state_dir())? {
-        let Some(info) = db::read(&store.state_dir(), &path)? else {
+    for path in db::list(&store.db_dir())? {
+        let Some(info) = db::read(&store.db_dir(), &path)? else {
             continue;
         };
         let shown = store.store_dir().display(&path);

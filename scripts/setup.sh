@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what strata's tests, example and benchmarks use on a Debian machine, and start the
+# services they talk to. Safe to run again: it only installs what is missing.
+#   scripts/setup.sh            # packages for the tests
+#   scripts/setup.sh --bench    # also what the benchmarks measure with
+set -euo pipefail
+
+packages=(
+  nix-bin            # the oracle: nix-store, nix-hash, nix-instantiate
+  python3            # runs the nixpkgs reference scripts
+  util-linux         # setpriv, unshare
+  gzip
+  openjdk-17-jdk-headless  # javac/jar for the Java wrapper tests
+  time               # /usr/bin/time for peak memory in benchmarks
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Single-user Nix as root: make sure the store and its database exist.
+if [ "$(id -u)" = 0 ] && [ ! -d /nix/var/nix/db ]; then
+  NIX_CONFIG="substituters =" nix-store --init 2>/dev/null || true
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo (a Rust toolchain) is required" >&2; exit 1; }

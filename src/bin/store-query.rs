@@ -1,0 +1,164 @@
+//! `store-query`: read the store: path infos, closures (as an `exportReferencesGraph` array or
+//! nixpkgs `closureInfo` files), the list of valid paths, and verification by re-hashing.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use strata::cli::{self, Failure, StoreArgs};
+use strata_core::nix::store_path::StorePath;
+use strata_core::store::Store;
+
+const EXAMPLES: &str = "\
+Examples:
+  # The closure of a wrapper, in the shape mklayers and mkimage read:
+  store-query closure /nix/store/…-app > closure.json
+
+  # Closure of whatever store-add printed, as nixpkgs closureInfo's registration file:
+  store-add ./app.jar | store-query closure --format registration -
+
+  # Re-hash every registered path; exit 1 and one line per problem if any changed:
+  store-query verify";
+
+/// Query and verify a strata store.
+#[derive(Debug, Parser)]
+#[command(name = "store-query", version, after_help = EXAMPLES)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the path-info JSON of valid paths, one object a line.
+    Info {
+        /// Store paths, or `-` for path-info JSON / one path a line on stdin.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Print the closure of the given paths.
+    Closure {
+        /// Store paths, or `-` for path-info JSON / one path a line on stdin.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Output shape.
+        #[arg(long, value_enum, default_value_t = ClosureFormat::Graph)]
+        format: ClosureFormat,
+    },
+    /// List every valid path, one a line.
+    List,
+    /// Write the NAR serialisation of a valid path to stdout (like `nix-store --dump`).
+    Dump {
+        /// A store path.
+        path: String,
+    },
+    /// Re-hash every registered path and report mismatches (exit 1 if any).
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ClosureFormat {
+    /// The `exportReferencesGraph` JSON array (path infos with closureSize, sorted by path).
+    Graph,
+    /// nixpkgs closureInfo `registration` (nix-store --load-db input).
+    Registration,
+    /// nixpkgs closureInfo `store-paths`: one path a line.
+    StorePaths,
+    /// nixpkgs closureInfo `total-nar-size`.
+    TotalNarSize,
+}
+
+fn main() -> ExitCode {
+    let args = match cli::parse_args::<Args>("store-query") {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    cli::run("store-query", || query(&args))
+}
+
+fn query(args: &Args) -> Result<(), Failure> {
+    let store = args.store.open()?;
+    match &args.command {
+        Command::Info { paths } => {
+            let paths = parse_paths(&store, paths)?;
+            let infos = paths
+                .iter()
+                .map(|p| store.query_valid(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            cli::print_path_infos(&infos)
+        }
+        Command::Closure { paths, format } => {
+            let roots = parse_paths(&store, paths)?;
+            let graph = store.closure(&roots)?;
+            let text = match format {
+                ClosureFormat::Graph => graph.to_export_json() + "\n",
+                ClosureFormat::Registration => graph.registration(),
+                ClosureFormat::StorePaths => graph.store_paths(),
+                ClosureFormat::TotalNarSize => graph.total_nar_size(),
+            };
+            write_stdout(&text)
+        }
+        Command::List => {
+            let text: String = store
+                .list()?
+                .iter()
+                .map(|p| format!("{}\n", store.store_dir().display(p)))
+                .collect();
+            write_stdout(&text)
+        }
+        Command::Dump { path } => {
+            let path = store
+                .parse_user_path(path)
+                .map_err(|e| Failure::failed(format!("{path}: {e}")))?;
+            store.query_valid(&path)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            strata_core::nix::nar::dump_path(
+                &store.physical_path(&path),
+                &mut out,
+                &mut strata_core::nix::nar::NoVisitor,
+            )?;
+            out.flush()
+                .map_err(|e| Failure::failed(format!("stdout: {e}")))
+        }
+        Command::Verify => {
+            let problems = store.verify()?;
+            if problems.is_empty() {
+                return Ok(());
+            }
+            let mut err = std::io::stderr().lock();
+            for p in &problems[1..] {
+                let _ = writeln!(err, "store-query: {p}");
+            }
+            Err(Failure::failed(&problems[0]))
+        }
+    }
+}
+
+fn parse_paths(store: &Store, args: &[String]) -> Result<BTreeSet<StorePath>, Failure> {
+    let mut out = BTreeSet::new();
+    for arg in args {
+        let texts = if arg == "-" {
+            cli::read_store_path_list("-")?
+        } else {
+            vec![arg.clone()]
+        };
+        for text in texts {
+            out.insert(
+                store
+                    .parse_user_path(&text)
+                    .map_err(|e| Failure::failed(format!("{text}: {e}")))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::failed(format!("stdout: {e}")))
+}

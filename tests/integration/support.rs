@@ -1,0 +1,138 @@
+//! Helpers for the integration tests: the shared reference data, running the tools, and
+//! checking the one-line error contract.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A file or folder of the shared reference data; a missing one fails the test.
+pub fn shared(rel: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel);
+    assert!(
+        path.exists(),
+        "shared reference data missing: {} (see README)",
+        path.display()
+    );
+    path
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A command for one of strata's tools, with a store root and nothing from the caller's env
+/// that could change its behaviour.
+pub fn tool(name: &str, store_root: &Path) -> Command {
+    let exe = match name {
+        "store-add" => env!("CARGO_BIN_EXE_store-add"),
+        "store-query" => env!("CARGO_BIN_EXE_store-query"),
+        "mklayers" => env!("CARGO_BIN_EXE_mklayers"),
+        "mkwrapper" => env!("CARGO_BIN_EXE_mkwrapper"),
+        "mkimage" => env!("CARGO_BIN_EXE_mkimage"),
+        other => panic!("unknown tool {other}"),
+    };
+    let mut cmd = Command::new(exe);
+    cmd.env_remove("STRATA_STORE_DIR")
+        .env("STRATA_STORE_ROOT", store_root);
+    cmd
+}
+
+/// Run to completion with stdin from `input`.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tool");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait for tool");
+    let _ = writer.join();
+    out
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    run_with_input(cmd, b"")
+}
+
+/// Assert success and return stdout as text.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+/// Assert the failure contract: the exit code, nothing on stdout, exactly one line on stderr
+/// that contains every one of `needles`.
+pub fn fails_with(out: &Output, code: i32, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout on failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "stderr must be one line: {stderr:?}"
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "stderr {stderr:?} lacks {n:?}");
+    }
+}
+
+/// The JSON objects a tool printed, one a line.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+/// Run a bash script in `dir` the way the vectors' recipes are meant to run.
+pub fn bash_in(dir: &Path, script: &str) {
+    let status = Command::new("bash")
+        .arg("-e")
+        .arg("-c")
+        .arg(format!("umask 022\n{script}"))
+        .current_dir(dir)
+        .status()
+        .expect("run bash");
+    assert!(status.success(), "recipe failed: {script}");
+}
+
+/// Everything below a directory, as sorted relative paths (empty if it does not exist).
+pub fn tree_listing(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap_or(&p).display().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        out.push(p.clone());
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(walkdir(&p));
+        }
+    }
+    out
+}
