@@ -42,8 +42,8 @@ printed. --bash, --jre and ORIGINAL must then be valid store paths.
 See `mkwrapper java --help` for the Java layout and run-time JVM options.
 
 Examples:
-  store-add --store-root S ./hello | mkwrapper --store-root S wrap --inputs - --inputs deps.json \\
-      --bash @bash @hello/bin/hello hello -- --set GREETING hi --prefix PATH : /nix/store/…-coreutils/bin
+  store-add --store-root S ./hello | mkwrapper --store-root S wrap --inputs - \\
+      --inputs bash.json --bash @bash @hello/bin/hello hello -- --set GREETING hi
   mkwrapper wrap --tree ./out --bash /usr /usr/bin/env show-env -- --add-flag -0";
 
 const JAVA_AFTER_HELP: &str = "\
