@@ -44,7 +44,7 @@ See `mkwrapper java --help` for the Java layout and run-time JVM options.
 Examples:
   store-add --store-root S ./hello | mkwrapper --store-root S wrap --inputs - \\
       --inputs bash.json --bash @bash @hello/bin/hello hello -- --set GREETING hi
-  mkwrapper wrap --tree ./out --bash /usr /usr/bin/env show-env -- --add-flag -0";
+  mkwrapper wrap --tree ./out --bash /usr /usr/bin/env show-env -- --set A 1 --chdir /tmp";
 
 const JAVA_AFTER_HELP: &str = "\
 Layout: share/java/NAME-VERSION.jar (a copy of --jar) and bin/NAME, which runs
