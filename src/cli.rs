@@ -145,11 +145,20 @@ pub fn parse_args<T: clap::Parser>(tool: &str) -> Result<T, ExitCode> {
             }
             _ => {
                 let text = e.to_string();
+                // The message's first paragraph, on one line (clap lists missing arguments
+                // on the lines after the first).
                 let first = text
                     .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("invalid usage");
-                let first = first.trim_start_matches("error: ");
+                    .skip_while(|l| l.trim().is_empty())
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let first = if first.is_empty() {
+                    "invalid usage"
+                } else {
+                    first.trim_start_matches("error: ")
+                };
                 let _ = writeln!(io::stderr(), "{tool}: {first} (see --help)");
                 Err(ExitCode::from(2))
             }

@@ -4,3 +4,4 @@
 mod nix_live;
 mod store;
 mod support;
+mod wrapper;

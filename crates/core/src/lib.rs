@@ -6,3 +6,4 @@
 pub mod nix;
 pub mod pipeline;
 pub mod store;
+pub mod wrapper;
