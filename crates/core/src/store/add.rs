@@ -184,6 +184,12 @@ pub(super) fn add_path(
                 .filter(|c| found.contains(c.hash_part()))
                 .cloned()
                 .collect();
+            // A registered path's closure must be complete: what it refers to must be valid.
+            if !options.dry_run {
+                for r in &refs {
+                    store.query_valid(r)?;
+                }
+            }
             let has_self = self_hash_part.is_some() && self_count > 0;
             let path = dir.make_fixed_output_path(
                 name,

@@ -271,3 +271,61 @@ impl Store {
         verify::verify(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(tag: &str) -> (Store, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("strata-store-{tag}-{}", std::process::id()));
+        let _ = fsutil::remove_tree(&dir);
+        let config = StoreConfig {
+            store_dir: StoreDir::default(),
+            root: dir.join("root"),
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        (Store::open(config).unwrap(), dir)
+    }
+
+    #[test]
+    fn contents_without_registration_are_replaced() {
+        let (store, dir) = temp_store("stale");
+        let src = dir.join("f");
+        std::fs::write(&src, b"data\n").unwrap();
+        let info = store
+            .add(&src, "f", &AddMethod::Source, &AddOptions::default())
+            .unwrap();
+        // A crash between the rename and the registration leaves contents but no registration.
+        db::remove(&store.db_dir(), &info.path.path).unwrap();
+        assert_eq!(store.query(&info.path.path).unwrap(), None);
+        assert!(store.list().unwrap().is_empty());
+        let again = store
+            .add(&src, "f", &AddMethod::Source, &AddOptions::default())
+            .unwrap();
+        assert_eq!(again, info);
+        assert!(store.verify().unwrap().is_empty());
+        fsutil::remove_tree(&dir).unwrap();
+    }
+
+    #[test]
+    fn references_must_be_valid() {
+        let (store, dir) = temp_store("refs");
+        let dep = StorePath::from_base_name("6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-dep").unwrap();
+        let src = dir.join("uses");
+        std::fs::write(&src, format!("exec /nix/store/{dep}\n")).unwrap();
+        let method = AddMethod::WithReferences {
+            candidates: [dep.clone()].into_iter().collect(),
+            self_hash_part: None,
+        };
+        let err = store
+            .add(&src, "uses", &method, &AddOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotValid(_)), "{err}");
+        let dry = store
+            .add(&src, "uses", &method, &AddOptions { dry_run: true })
+            .unwrap();
+        assert_eq!(dry.references.len(), 1);
+        assert!(store.list().unwrap().is_empty());
+        fsutil::remove_tree(&dir).unwrap();
+    }
+}
