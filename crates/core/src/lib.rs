@@ -3,6 +3,7 @@
 //!
 //! The modules follow the pipeline: [`nix`] formats → [`store`] (add, query, verify).
 
+pub mod deb;
 pub mod nix;
 pub mod pipeline;
 pub mod store;

@@ -20,6 +20,9 @@ use crate::nix::store_path::{IngestionMethod, StorePath, check_name};
 pub enum AddMethod {
     /// `nix-store --add`: the NAR's SHA-256, no references (a `source` path).
     Source,
+    /// A `source` path with references the caller declares rather than scans for (a Debian
+    /// package's `Depends`). They must be valid.
+    Declared { references: BTreeSet<StorePath> },
     /// `nix-store --add-fixed ALGO [--recursive]`: the file's (flat) or NAR's (recursive) hash.
     Fixed {
         ingestion: IngestionMethod,
@@ -114,13 +117,28 @@ pub(super) fn add_path(
     let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
     let dir = store.store_dir();
     let info = match method {
-        AddMethod::Source => {
+        AddMethod::Source | AddMethod::Declared { .. } => {
+            let empty = BTreeSet::new();
+            let references = match method {
+                AddMethod::Declared { references } => references,
+                _ => &empty,
+            };
+            if !options.dry_run {
+                for r in references {
+                    store.query_valid(r)?;
+                }
+            }
             let size = dump_copying(src, &mut [&mut nar_hasher], copy_to.as_deref(), None)?;
             let nar_hash = nar_hasher.finish();
-            let path =
-                dir.make_fixed_output_path(name, IngestionMethod::Recursive, &nar_hash, [], false)?;
+            let path = dir.make_fixed_output_path(
+                name,
+                IngestionMethod::Recursive,
+                &nar_hash,
+                references,
+                false,
+            )?;
             let ca = format!("fixed:r:sha256:{}", nar_hash.to_nix32());
-            new_info(store, &path, &nar_hash, size, &BTreeSet::new(), Some(ca))
+            new_info(store, &path, &nar_hash, size, references, Some(ca))
         }
         AddMethod::Fixed { ingestion, algo } => {
             let mut content_hash = Hasher::new(*algo);

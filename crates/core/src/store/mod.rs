@@ -18,6 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use add::{AddMethod, AddOptions};
+pub use fsutil::Scratch;
 pub use verify::VerifyProblem;
 
 use crate::nix::closure::{ClosureError, ClosureGraph};
@@ -177,6 +178,17 @@ impl Store {
     pub fn parse_user_path(&self, text: &str) -> Result<StorePath, StoreError> {
         let (path, _) = self.config.store_dir.parse_path_prefix(text)?;
         Ok(path)
+    }
+
+    /// A scratch directory for work that ends in an add (generated trees, unpacked packages):
+    /// inside the root, where an abandoned one is cleaned up by the next add. With `dry_run`,
+    /// in the system's temp dir instead, so nothing is written under the root.
+    pub fn scratch(&self, dry_run: bool) -> Result<Scratch, StoreError> {
+        if dry_run {
+            Scratch::new(&std::env::temp_dir().join("strata-scratch"))
+        } else {
+            Scratch::new(&self.state_dir().join("tmp"))
+        }
     }
 
     /// The registration of a path, if it is valid.
