@@ -107,6 +107,9 @@ pub(super) fn add_path(
         },
     })?;
     check_name(name, name)?;
+    if !options.dry_run {
+        store.check_writable()?;
+    }
     let scratch = if options.dry_run {
         None
     } else {
@@ -384,6 +387,7 @@ pub(super) fn add_text(
     if options.dry_run {
         return Ok(info);
     }
+    store.check_writable()?;
     let scratch = Scratch::new(&store.state_dir().join("tmp"))?;
     let copy = scratch.path().join("out");
     fs::write(&copy, contents).map_err(StoreError::io(&copy))?;

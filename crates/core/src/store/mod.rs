@@ -11,6 +11,7 @@
 mod add;
 mod db;
 mod fsutil;
+mod nixdb;
 mod verify;
 
 use std::collections::BTreeSet;
@@ -60,6 +61,10 @@ pub enum StoreError {
         found: String,
         expected: String,
     },
+    #[error(
+        "the store at '{0}' is managed by Nix; strata only reads it (add to another --store-root)"
+    )]
+    ReadOnly(PathBuf),
     #[error("{0}")]
     Invalid(String),
 }
@@ -111,15 +116,31 @@ fn default_root() -> Option<PathBuf> {
     non_empty_env("HOME").map(|home| PathBuf::from(home).join(".local/share/strata"))
 }
 
-/// A store: reading needs nothing; writing creates the layout on first use.
-#[derive(Debug, Clone)]
+/// A store: reading needs nothing; writing creates the layout on first use. A root that
+/// holds Nix's own database (a store Nix manages, such as `/`) is read through that database
+/// and never written.
+#[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
+    nix_db: Option<nixdb::NixDb>,
 }
 
 impl Store {
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        Ok(Store { config })
+        let nix_db = nixdb::NixDb::open(&config.root)?;
+        Ok(Store { config, nix_db })
+    }
+
+    /// Whether Nix manages this store (then strata reads it and refuses to write).
+    pub fn is_nix_managed(&self) -> bool {
+        self.nix_db.is_some()
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
+        if self.is_nix_managed() {
+            return Err(StoreError::ReadOnly(self.config.root.clone()));
+        }
+        Ok(())
     }
 
     pub fn store_dir(&self) -> &StoreDir {
@@ -184,6 +205,9 @@ impl Store {
     /// inside the root, where an abandoned one is cleaned up by the next add. With `dry_run`,
     /// in the system's temp dir instead, so nothing is written under the root.
     pub fn scratch(&self, dry_run: bool) -> Result<Scratch, StoreError> {
+        if !dry_run {
+            self.check_writable()?;
+        }
         if dry_run {
             Scratch::new(&std::env::temp_dir().join("strata-scratch"))
         } else {
@@ -194,7 +218,10 @@ impl Store {
     /// The registration of a path, if it is valid.
     pub fn query(&self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
         let Some(info) = db::read(&self.db_dir(), path)? else {
-            return Ok(None);
+            return match &self.nix_db {
+                Some(nix) => nix.query(&self.config.store_dir, path),
+                None => Ok(None),
+            };
         };
         if std::fs::symlink_metadata(self.physical_path(path)).is_err() {
             return Ok(None);
@@ -216,13 +243,16 @@ impl Store {
 
     /// Every valid path, sorted.
     pub fn list(&self) -> Result<Vec<StorePath>, StoreError> {
-        let mut out = Vec::new();
+        let mut out = BTreeSet::new();
         for path in db::list(&self.db_dir())? {
             if self.query(&path)?.is_some() {
-                out.push(path);
+                out.insert(path);
             }
         }
-        Ok(out)
+        if let Some(nix) = &self.nix_db {
+            out.extend(nix.list(&self.config.store_dir)?);
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// The closure of `roots` as a graph of registered path infos.
