@@ -49,7 +49,7 @@ impl NixDb {
         Ok(Some(NixDb { conn, file }))
     }
 
-    fn err(&self, e: rusqlite::Error) -> StoreError {
+    fn err(&self, e: &rusqlite::Error) -> StoreError {
         StoreError::Invalid(format!("{}: {e}", self.file.display()))
     }
 
@@ -75,7 +75,7 @@ impl NixDb {
                 },
             )
             .optional()
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err(&e))?;
         let Some((id, hash, nar_size, ca)) = row else {
             return Ok(None);
         };
@@ -90,12 +90,12 @@ impl NixDb {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id WHERE r.referrer = ?1")
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err(&e))?;
         let refs = stmt
             .query_map([id], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.err(&e))?
             .collect::<Result<Vec<String>, _>>()
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err(&e))?;
         let references = refs
             .iter()
             .map(|r| AbsStorePath::parse(r).map_err(|e| bad(e.to_string())))
@@ -118,12 +118,12 @@ impl NixDb {
         let mut stmt = self
             .conn
             .prepare("SELECT path FROM ValidPaths")
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err(&e))?;
         let paths = stmt
             .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.err(&e))?
             .collect::<Result<Vec<String>, _>>()
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err(&e))?;
         let mut out: Vec<StorePath> = paths
             .iter()
             .filter_map(|p| store_dir.parse_path(p).ok())
