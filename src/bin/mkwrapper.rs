@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use strata::cli::{self, Failure, StoreArgs};
 use strata_core::nix::path_info::PathInfo;
-use strata_core::nix::store_path::{AbsStorePath, StorePath};
+use strata_core::nix::store_path::{AbsStorePath, StorePath, is_name_with_version};
 use strata_core::store::Store;
 use strata_core::wrapper::{
     JavaApp, JavaMain, JavaWrapper, PlainWrapper, Wrapper, WrapperError, parse_flags,
@@ -20,8 +20,8 @@ const ABOUT: &str = "Generate a makeWrapper-style bash wrapper and add it to the
 
 const AFTER_HELP: &str = "\
 Path operands (--bash, --jre, --jar, --classpath, ORIGINAL) are absolute paths, or @NAME[/SUB]:
-the --inputs path whose name is NAME (`bash-5.2`) or whose name without its version is NAME
-(`bash`), plus SUB. Every --inputs path, and every store path named by an operand, is a
+the --inputs path whose name is NAME (`bash-5.2`) or NAME, `-` and a version (`bash` finds
+`bash-5.2`; `openjdk-17-jre-headless` finds `openjdk-17-jre-headless-17.0.15`), plus SUB. Every --inputs path, and every store path named by an operand, is a
 reference candidate; a store path the generated files mention becomes a reference.
 
 makeWrapper flags (after `--`, run left to right, nixpkgs semantics):
@@ -387,7 +387,7 @@ impl Resolver<'_> {
         })
     }
 
-    /// The input named `name`: exactly, else by the name without its version.
+    /// The input named `name`: exactly, else `name` followed by `-` and a version.
     fn pick(&self, what: &str, name: &str) -> Result<&PathInfo, Failure> {
         let exact: Vec<&PathInfo> = self
             .inputs
@@ -397,7 +397,7 @@ impl Resolver<'_> {
         let found = if exact.is_empty() {
             self.inputs
                 .iter()
-                .filter(|i| package_name(i.path.path.name()) == name)
+                .filter(|i| is_name_with_version(i.path.path.name(), name))
                 .collect()
         } else {
             exact
@@ -473,30 +473,5 @@ fn physical_in(store: &Store, path: &StorePath, rest: &str) -> PathBuf {
     match rest.trim_start_matches('/') {
         "" => base,
         rest => base.join(rest),
-    }
-}
-
-/// A store path name without its version, as Nix's `parseDrvName` splits it: at the first
-/// `-` followed by a character that is not a letter (`bash-5.2` → `bash`).
-fn package_name(name: &str) -> &str {
-    let bytes = name.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'-' && bytes.get(i + 1).is_some_and(|c| !c.is_ascii_alphabetic()) {
-            return &name[..i];
-        }
-    }
-    name
-}
-
-#[cfg(test)]
-mod tests {
-    use super::package_name;
-
-    #[test]
-    fn package_names() {
-        assert_eq!(package_name("bash-5.2"), "bash");
-        assert_eq!(package_name("openjdk-jre-17.0.1"), "openjdk-jre");
-        assert_eq!(package_name("hello"), "hello");
-        assert_eq!(package_name("bash-interactive-5.2-p15"), "bash-interactive");
     }
 }

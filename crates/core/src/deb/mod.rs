@@ -11,9 +11,9 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use self::ar::{ArError, ArReader};
-use self::control::{Control, ControlError, store_name_is_package};
+use self::control::{Control, ControlError};
 use crate::nix::path_info::PathInfo;
-use crate::nix::store_path::StorePath;
+use crate::nix::store_path::{StorePath, is_name_with_version};
 use crate::store::{AddMethod, AddOptions, Store, StoreError};
 
 /// Errors reading or adding a package.
@@ -213,7 +213,7 @@ pub fn add_debs(
             let earlier = clause.iter().find_map(|a| {
                 known
                     .iter()
-                    .find(|k| store_name_is_package(k.path.path.name(), &a.package))
+                    .find(|k| is_name_with_version(k.path.path.name(), &a.package))
             });
             match earlier {
                 Some(k) => {
