@@ -283,9 +283,10 @@ fn add_to_store(
     let out_name = wrapper.out_name();
     let placeholder = self_placeholder(&out_name);
     let out = format!("{}/{placeholder}-{out_name}", store.store_dir());
-    // The scratch directory is outside the store and removed on every path out of here.
-    let scratch = Scratch::new()?;
-    let tree = scratch.0.join("out");
+    // The store's scratch area: removed on every path out of here, and by the next add if
+    // this process is killed.
+    let scratch = store.scratch(false)?;
+    let tree = scratch.path().join("out");
     wrapper
         .generate(&out, &tree, read)
         .map_err(wrapper_failure)?;
@@ -299,40 +300,6 @@ fn wrapper_failure(e: WrapperError) -> Failure {
         Failure::usage(e)
     } else {
         Failure::failed(e)
-    }
-}
-
-/// A private scratch directory, removed when dropped.
-#[derive(Debug)]
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch, Failure> {
-        let base = std::env::temp_dir();
-        for attempt in 0..100u32 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let dir = base.join(format!(
-                "strata-mkwrapper-{}-{nanos}-{attempt}",
-                std::process::id()
-            ));
-            let mut builder = std::fs::DirBuilder::new();
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            match builder.create(&dir) {
-                Ok(()) => return Ok(Scratch(dir)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Failure::failed(format!("{}: {e}", base.display()))),
-            }
-        }
-        Err(Failure::failed("cannot create a scratch directory"))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
