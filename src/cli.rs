@@ -26,13 +26,18 @@ pub struct StoreArgs {
         default_value = "/nix/store"
     )]
     pub store_dir: String,
+    /// fsync every file of a new store path before it becomes valid (survives power loss;
+    /// slower). Also STRATA_FSYNC=1.
+    #[arg(long, global = true)]
+    pub fsync: bool,
 }
 
 impl StoreArgs {
     pub fn open(&self) -> Result<Store, Failure> {
-        let config =
+        let mut config =
             StoreConfig::from_env_and_flags(Some(self.store_dir.clone()), self.store_root.clone())
                 .map_err(Failure::from)?;
+        config.sync_contents |= self.fsync;
         Store::open(config).map_err(Failure::from)
     }
 }

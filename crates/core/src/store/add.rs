@@ -352,7 +352,9 @@ fn install(
     db::remove(&store.db_dir(), &path)?;
     fsutil::remove_tree(&target)?;
     fsutil::canonicalise(copy)?;
-    fsutil::sync_tree(copy)?;
+    if store.config().sync_contents {
+        fsutil::sync_tree(copy)?;
+    }
     let store_dir = store.physical_store_dir();
     fs::create_dir_all(&store_dir).map_err(StoreError::io(&store_dir))?;
     fs::rename(copy, &target).map_err(StoreError::io(&target))?;

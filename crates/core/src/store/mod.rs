@@ -29,6 +29,8 @@ use crate::nix::store_path::{AbsStorePath, StoreDir, StorePath, StorePathError};
 
 /// Environment variable naming the physical root.
 pub const ROOT_ENV: &str = "STRATA_STORE_ROOT";
+/// Environment variable that, set to anything but `0`, turns on [`StoreConfig::sync_contents`].
+pub const FSYNC_ENV: &str = "STRATA_FSYNC";
 /// Environment variable naming the logical store dir.
 pub const STORE_DIR_ENV: &str = "STRATA_STORE_DIR";
 
@@ -78,11 +80,15 @@ impl StoreError {
     }
 }
 
-/// Where a store lives.
+/// Where a store lives, and how carefully it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub store_dir: StoreDir,
     pub root: PathBuf,
+    /// fsync every file of a new path before it is renamed into place, so that even a power
+    /// loss cannot leave a valid path with lost contents. Off by default, as in Nix
+    /// (`fsync-store-paths`): a process crash, `kill -9` or concurrent writers never need it.
+    pub sync_contents: bool,
 }
 
 impl StoreConfig {
@@ -101,7 +107,8 @@ impl StoreConfig {
             None => default_root().ok_or(StoreError::NoRoot)?,
         };
         let root = std::path::absolute(&root).map_err(StoreError::io(&root))?;
-        Ok(StoreConfig { store_dir, root })
+        let sync_contents = non_empty_env(FSYNC_ENV).is_some_and(|v| v != "0");
+        Ok(StoreConfig { store_dir, root, sync_contents })
     }
 }
 
@@ -149,6 +156,10 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.config.root
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
     }
 
     /// Where the store dir's files physically are.
@@ -322,6 +333,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("strata-store-{tag}-{}", std::process::id()));
         let _ = fsutil::remove_tree(&dir);
         let config = StoreConfig {
+            sync_contents: true,
             store_dir: StoreDir::default(),
             root: dir.join("root"),
         };
