@@ -26,13 +26,18 @@ pub struct StoreArgs {
         default_value = "/nix/store"
     )]
     pub store_dir: String,
+    /// fsync every file of a new store path before it becomes valid (survives power loss;
+    /// slower). Also STRATA_FSYNC=1.
+    #[arg(long, global = true)]
+    pub fsync: bool,
 }
 
 impl StoreArgs {
     pub fn open(&self) -> Result<Store, Failure> {
-        let config =
+        let mut config =
             StoreConfig::from_env_and_flags(Some(self.store_dir.clone()), self.store_root.clone())
                 .map_err(Failure::from)?;
+        config.sync_contents |= self.fsync;
         Store::open(config).map_err(Failure::from)
     }
 }
@@ -145,11 +150,20 @@ pub fn parse_args<T: clap::Parser>(tool: &str) -> Result<T, ExitCode> {
             }
             _ => {
                 let text = e.to_string();
+                // The message's first paragraph, on one line (clap lists missing arguments
+                // on the lines after the first).
                 let first = text
                     .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("invalid usage");
-                let first = first.trim_start_matches("error: ");
+                    .skip_while(|l| l.trim().is_empty())
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let first = if first.is_empty() {
+                    "invalid usage"
+                } else {
+                    first.trim_start_matches("error: ")
+                };
                 let _ = writeln!(io::stderr(), "{tool}: {first} (see --help)");
                 Err(ExitCode::from(2))
             }

@@ -26,6 +26,9 @@ Examples:
   # A directory whose references are found by scanning for the paths in deps.json:
   store-add --references deps.json ./wrapper
 
+  # Debian packages as store paths, dependencies as references:
+  apt-get download bash libc6 libtinfo6 && store-add --deb *.deb > runtime.json
+
   # Add every path listed on stdin:
   find ./out -mindepth 1 -maxdepth 1 | store-add -";
 
@@ -70,6 +73,21 @@ struct Args {
     #[arg(long = "self", value_name = "STORE_PATH", requires = "references")]
     self_path: Option<String>,
 
+    /// Add Debian packages (`.deb` files): one store path per package, named
+    /// PACKAGE-VERSION (characters a store name cannot hold become `_`), holding its files at
+    /// their FHS paths, with the packages it depends on (among those given together and
+    /// --deps) as references. Unsatisfied dependencies are listed in one warning.
+    #[arg(long, conflicts_with_all = ["text", "fixed", "references", "name"])]
+    deb: bool,
+
+    /// With --deb: path-info JSON of packages added before, which may satisfy dependencies.
+    #[arg(long, value_name = "MANIFEST", requires = "deb")]
+    deps: Vec<String>,
+
+    /// With --deb: unsatisfied dependencies are an error, not a warning.
+    #[arg(long, requires = "deb")]
+    strict: bool,
+
     /// Compute and print the path info; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -93,6 +111,9 @@ fn add_all(args: &Args) -> Result<(), Failure> {
     };
     if args.text {
         return add_texts(args, &store, &options);
+    }
+    if args.deb {
+        return add_debs(args, &store, &options);
     }
     let inputs = expand_inputs(&args.paths)?;
     if args.name.is_some() && inputs.len() != 1 {
@@ -190,6 +211,33 @@ fn add_texts(args: &Args, store: &Store, options: &AddOptions) -> Result<(), Fai
         cli::print_path_infos([&info])?;
     }
     Ok(())
+}
+
+fn add_debs(args: &Args, store: &Store, options: &AddOptions) -> Result<(), Failure> {
+    let debs = expand_inputs(&args.paths)?;
+    let mut known = Vec::new();
+    for manifest in &args.deps {
+        known.extend(cli::read_path_infos(manifest)?);
+    }
+    let report = strata_core::deb::add_debs(store, &debs, &known, options, args.strict)?;
+    if !report.unsatisfied.is_empty() {
+        eprintln!(
+            "store-add: warning: unsatisfied dependencies (not in the image unless added): {}",
+            strata_core::deb::describe_unsatisfied(&report.unsatisfied)
+        );
+    }
+    if !report.cycles_broken.is_empty() {
+        let cycles: Vec<String> = report
+            .cycles_broken
+            .iter()
+            .map(|(a, b)| format!("{a} -> {b}"))
+            .collect();
+        eprintln!(
+            "store-add: note: dependency cycles broken (no reference made): {}",
+            cycles.join(", ")
+        );
+    }
+    cli::print_path_infos(&report.infos)
 }
 
 /// Inputs as paths; `-` expands to the paths listed on stdin.

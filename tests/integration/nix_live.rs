@@ -266,3 +266,66 @@ fn text_files_match_builtins_to_file() {
     ours.push(user["path"].as_str().unwrap().to_string());
     assert_eq!(ours, nix_paths);
 }
+
+#[test]
+fn reads_a_store_nix_manages_without_writing() {
+    // A path with a reference, registered by Nix itself.
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--read-write-mode", "--json", "-E"])
+        .arg("let dep = builtins.toFile \"strata-ro-dep\" \"dep\\n\"; in builtins.toFile \"strata-ro-user\" \"use ${dep}\\n\"")
+        .env("NIX_CONFIG", "substituters =")
+        .output()
+        .expect("nix-instantiate is required (apt-get install nix-bin)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user: String = serde_json::from_slice(&out.stdout).unwrap();
+    let real_root = Path::new("/");
+    let before = std::fs::read_dir("/nix/var").unwrap().count();
+    let ours = ok(&run(tool("store-query", real_root).args(["closure", &user])));
+    let nix = Command::new("nix")
+        .args([
+            "path-info",
+            "--json",
+            "--recursive",
+            "--closure-size",
+            &user,
+        ])
+        .env(
+            "NIX_CONFIG",
+            "experimental-features = nix-command\nsubstituters =",
+        )
+        .output()
+        .expect("nix is required");
+    assert!(
+        nix.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nix.stderr)
+    );
+    let nix_infos: Vec<serde_json::Value> = serde_json::from_slice(&nix.stdout).unwrap();
+    let ours: Vec<serde_json::Value> = serde_json::from_str(&ours).unwrap();
+    assert_eq!(ours.len(), 2);
+    for info in &ours {
+        let theirs = nix_infos
+            .iter()
+            .find(|n| n["path"] == info["path"])
+            .expect("same paths");
+        for key in ["narSize", "references", "ca", "closureSize"] {
+            assert_eq!(info[key], theirs[key], "{key} of {}", info["path"]);
+        }
+        // Nix prints SRI here; strata prints `sha256:<nix32>`. Same digest.
+        let hash = |v: &serde_json::Value| {
+            strata_core::nix::hash::Hash::parse_typed(v.as_str().unwrap()).unwrap()
+        };
+        assert_eq!(hash(&info["narHash"]), hash(&theirs["narHash"]));
+    }
+    // Writing is refused, and nothing of strata's appears under /nix.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("f"), "x").unwrap();
+    let add = run(tool("store-add", real_root).arg(work.path().join("f")));
+    fails_with(&add, 1, &["managed by Nix"]);
+    assert_eq!(std::fs::read_dir("/nix/var").unwrap().count(), before);
+    assert!(!Path::new("/nix/var/strata").exists());
+}

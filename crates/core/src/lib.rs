@@ -3,7 +3,9 @@
 //!
 //! The modules follow the pipeline: [`nix`] formats → [`store`] (add, query, verify).
 
+pub mod deb;
 pub mod image;
 pub mod nix;
 pub mod pipeline;
 pub mod store;
+pub mod wrapper;

@@ -231,6 +231,15 @@ impl PartialOrd for StorePath {
     }
 }
 
+/// Whether a store path name is `pname` followed by a version: `pname-` then a digit
+/// (`bash-5.2` for `bash`, `openjdk-17-jre-headless-17.0.15` for `openjdk-17-jre-headless`).
+pub fn is_name_with_version(name: &str, pname: &str) -> bool {
+    name.strip_prefix(pname)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|version| version.chars().next())
+        .is_some_and(|c| c.is_ascii_digit())
+}
+
 /// Check a store path name against Nix's rules; `shown` is what the error message names.
 pub fn check_name(name: &str, shown: &str) -> Result<(), StorePathError> {
     if name.is_empty() {
@@ -398,6 +407,19 @@ mod tests {
             check_name("", "x"),
             Err(StorePathError::EmptyName(_))
         ));
+    }
+
+    #[test]
+    fn versioned_names() {
+        assert!(is_name_with_version("bash-5.2", "bash"));
+        assert!(is_name_with_version(
+            "openjdk-17-jre-headless-17.0.15",
+            "openjdk-17-jre-headless"
+        ));
+        assert!(is_name_with_version("zlib1g-1_1.2.13.dfsg-1", "zlib1g"));
+        assert!(!is_name_with_version("libc6-dev-2.36", "libc6"));
+        assert!(!is_name_with_version("bash", "bash"));
+        assert!(!is_name_with_version("bash-interactive-5.2", "bash"));
     }
 
     #[test]

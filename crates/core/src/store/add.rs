@@ -20,6 +20,9 @@ use crate::nix::store_path::{IngestionMethod, StorePath, check_name};
 pub enum AddMethod {
     /// `nix-store --add`: the NAR's SHA-256, no references (a `source` path).
     Source,
+    /// A `source` path with references the caller declares rather than scans for (a Debian
+    /// package's `Depends`). They must be valid.
+    Declared { references: BTreeSet<StorePath> },
     /// `nix-store --add-fixed ALGO [--recursive]`: the file's (flat) or NAR's (recursive) hash.
     Fixed {
         ingestion: IngestionMethod,
@@ -104,6 +107,9 @@ pub(super) fn add_path(
         },
     })?;
     check_name(name, name)?;
+    if !options.dry_run {
+        store.check_writable()?;
+    }
     let scratch = if options.dry_run {
         None
     } else {
@@ -114,13 +120,28 @@ pub(super) fn add_path(
     let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
     let dir = store.store_dir();
     let info = match method {
-        AddMethod::Source => {
+        AddMethod::Source | AddMethod::Declared { .. } => {
+            let empty = BTreeSet::new();
+            let references = match method {
+                AddMethod::Declared { references } => references,
+                _ => &empty,
+            };
+            if !options.dry_run {
+                for r in references {
+                    store.query_valid(r)?;
+                }
+            }
             let size = dump_copying(src, &mut [&mut nar_hasher], copy_to.as_deref(), None)?;
             let nar_hash = nar_hasher.finish();
-            let path =
-                dir.make_fixed_output_path(name, IngestionMethod::Recursive, &nar_hash, [], false)?;
+            let path = dir.make_fixed_output_path(
+                name,
+                IngestionMethod::Recursive,
+                &nar_hash,
+                references,
+                false,
+            )?;
             let ca = format!("fixed:r:sha256:{}", nar_hash.to_nix32());
-            new_info(store, &path, &nar_hash, size, &BTreeSet::new(), Some(ca))
+            new_info(store, &path, &nar_hash, size, references, Some(ca))
         }
         AddMethod::Fixed { ingestion, algo } => {
             let mut content_hash = Hasher::new(*algo);
@@ -184,6 +205,12 @@ pub(super) fn add_path(
                 .filter(|c| found.contains(c.hash_part()))
                 .cloned()
                 .collect();
+            // A registered path's closure must be complete: what it refers to must be valid.
+            if !options.dry_run {
+                for r in &refs {
+                    store.query_valid(r)?;
+                }
+            }
             let has_self = self_hash_part.is_some() && self_count > 0;
             let path = dir.make_fixed_output_path(
                 name,
@@ -325,7 +352,9 @@ fn install(
     db::remove(&store.db_dir(), &path)?;
     fsutil::remove_tree(&target)?;
     fsutil::canonicalise(copy)?;
-    fsutil::sync_tree(copy)?;
+    if store.config().sync_contents {
+        fsutil::sync_tree(copy)?;
+    }
     let store_dir = store.physical_store_dir();
     fs::create_dir_all(&store_dir).map_err(StoreError::io(&store_dir))?;
     fs::rename(copy, &target).map_err(StoreError::io(&target))?;
@@ -360,6 +389,7 @@ pub(super) fn add_text(
     if options.dry_run {
         return Ok(info);
     }
+    store.check_writable()?;
     let scratch = Scratch::new(&store.state_dir().join("tmp"))?;
     let copy = scratch.path().join("out");
     fs::write(&copy, contents).map_err(StoreError::io(&copy))?;

@@ -113,15 +113,17 @@ pub(super) fn unique_suffix() -> String {
     )
 }
 
-/// A scratch directory under the store's tmp dir, removed on drop unless kept.
+/// A scratch directory, removed when dropped; one left by a killed process is removed by the
+/// next one made in the same place.
 #[derive(Debug)]
-pub(super) struct Scratch {
+pub struct Scratch {
     path: PathBuf,
 }
 
 impl Scratch {
-    /// Make a new scratch area, first removing any left by processes that no longer run.
-    pub(super) fn new(tmp_dir: &Path) -> Result<Scratch, StoreError> {
+    /// Make a new scratch area in `tmp_dir`, first removing any left by processes that no
+    /// longer run.
+    pub fn new(tmp_dir: &Path) -> Result<Scratch, StoreError> {
         fs::create_dir_all(tmp_dir).map_err(StoreError::io(tmp_dir))?;
         remove_abandoned(tmp_dir);
         let path = tmp_dir.join(unique_suffix());
@@ -129,7 +131,7 @@ impl Scratch {
         Ok(Scratch { path })
     }
 
-    pub(super) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -11,6 +11,7 @@
 mod add;
 mod db;
 mod fsutil;
+mod nixdb;
 mod verify;
 
 use std::collections::BTreeSet;
@@ -18,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use add::{AddMethod, AddOptions};
+pub use fsutil::Scratch;
 pub use verify::VerifyProblem;
 
 use crate::nix::closure::{ClosureError, ClosureGraph};
@@ -27,6 +29,8 @@ use crate::nix::store_path::{AbsStorePath, StoreDir, StorePath, StorePathError};
 
 /// Environment variable naming the physical root.
 pub const ROOT_ENV: &str = "STRATA_STORE_ROOT";
+/// Environment variable that, set to anything but `0`, turns on [`StoreConfig::sync_contents`].
+pub const FSYNC_ENV: &str = "STRATA_FSYNC";
 /// Environment variable naming the logical store dir.
 pub const STORE_DIR_ENV: &str = "STRATA_STORE_DIR";
 
@@ -59,6 +63,10 @@ pub enum StoreError {
         found: String,
         expected: String,
     },
+    #[error(
+        "the store at '{0}' is managed by Nix; strata only reads it (add to another --store-root)"
+    )]
+    ReadOnly(PathBuf),
     #[error("{0}")]
     Invalid(String),
 }
@@ -72,11 +80,15 @@ impl StoreError {
     }
 }
 
-/// Where a store lives.
+/// Where a store lives, and how carefully it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub store_dir: StoreDir,
     pub root: PathBuf,
+    /// fsync every file of a new path before it is renamed into place, so that even a power
+    /// loss cannot leave a valid path with lost contents. Off by default, as in Nix
+    /// (`fsync-store-paths`): a process crash, `kill -9` or concurrent writers never need it.
+    pub sync_contents: bool,
 }
 
 impl StoreConfig {
@@ -95,7 +107,8 @@ impl StoreConfig {
             None => default_root().ok_or(StoreError::NoRoot)?,
         };
         let root = std::path::absolute(&root).map_err(StoreError::io(&root))?;
-        Ok(StoreConfig { store_dir, root })
+        let sync_contents = non_empty_env(FSYNC_ENV).is_some_and(|v| v != "0");
+        Ok(StoreConfig { store_dir, root, sync_contents })
     }
 }
 
@@ -110,15 +123,31 @@ fn default_root() -> Option<PathBuf> {
     non_empty_env("HOME").map(|home| PathBuf::from(home).join(".local/share/strata"))
 }
 
-/// A store: reading needs nothing; writing creates the layout on first use.
-#[derive(Debug, Clone)]
+/// A store: reading needs nothing; writing creates the layout on first use. A root that
+/// holds Nix's own database (a store Nix manages, such as `/`) is read through that database
+/// and never written.
+#[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
+    nix_db: Option<nixdb::NixDb>,
 }
 
 impl Store {
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        Ok(Store { config })
+        let nix_db = nixdb::NixDb::open(&config.root)?;
+        Ok(Store { config, nix_db })
+    }
+
+    /// Whether Nix manages this store (then strata reads it and refuses to write).
+    pub fn is_nix_managed(&self) -> bool {
+        self.nix_db.is_some()
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
+        if self.is_nix_managed() {
+            return Err(StoreError::ReadOnly(self.config.root.clone()));
+        }
+        Ok(())
     }
 
     pub fn store_dir(&self) -> &StoreDir {
@@ -127,6 +156,10 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.config.root
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
     }
 
     /// Where the store dir's files physically are.
@@ -179,10 +212,27 @@ impl Store {
         Ok(path)
     }
 
+    /// A scratch directory for work that ends in an add (generated trees, unpacked packages):
+    /// inside the root, where an abandoned one is cleaned up by the next add. With `dry_run`,
+    /// in the system's temp dir instead, so nothing is written under the root.
+    pub fn scratch(&self, dry_run: bool) -> Result<Scratch, StoreError> {
+        if !dry_run {
+            self.check_writable()?;
+        }
+        if dry_run {
+            Scratch::new(&std::env::temp_dir().join("strata-scratch"))
+        } else {
+            Scratch::new(&self.state_dir().join("tmp"))
+        }
+    }
+
     /// The registration of a path, if it is valid.
     pub fn query(&self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
         let Some(info) = db::read(&self.db_dir(), path)? else {
-            return Ok(None);
+            return match &self.nix_db {
+                Some(nix) => nix.query(&self.config.store_dir, path),
+                None => Ok(None),
+            };
         };
         if std::fs::symlink_metadata(self.physical_path(path)).is_err() {
             return Ok(None);
@@ -204,13 +254,16 @@ impl Store {
 
     /// Every valid path, sorted.
     pub fn list(&self) -> Result<Vec<StorePath>, StoreError> {
-        let mut out = Vec::new();
+        let mut out = BTreeSet::new();
         for path in db::list(&self.db_dir())? {
             if self.query(&path)?.is_some() {
-                out.push(path);
+                out.insert(path);
             }
         }
-        Ok(out)
+        if let Some(nix) = &self.nix_db {
+            out.extend(nix.list(&self.config.store_dir)?);
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// The closure of `roots` as a graph of registered path infos.
@@ -269,5 +322,64 @@ impl Store {
     /// Re-hash every registered path and report what does not match.
     pub fn verify(&self) -> Result<Vec<VerifyProblem>, StoreError> {
         verify::verify(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(tag: &str) -> (Store, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("strata-store-{tag}-{}", std::process::id()));
+        let _ = fsutil::remove_tree(&dir);
+        let config = StoreConfig {
+            sync_contents: true,
+            store_dir: StoreDir::default(),
+            root: dir.join("root"),
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        (Store::open(config).unwrap(), dir)
+    }
+
+    #[test]
+    fn contents_without_registration_are_replaced() {
+        let (store, dir) = temp_store("stale");
+        let src = dir.join("f");
+        std::fs::write(&src, b"data\n").unwrap();
+        let info = store
+            .add(&src, "f", &AddMethod::Source, &AddOptions::default())
+            .unwrap();
+        // A crash between the rename and the registration leaves contents but no registration.
+        db::remove(&store.db_dir(), &info.path.path).unwrap();
+        assert_eq!(store.query(&info.path.path).unwrap(), None);
+        assert!(store.list().unwrap().is_empty());
+        let again = store
+            .add(&src, "f", &AddMethod::Source, &AddOptions::default())
+            .unwrap();
+        assert_eq!(again, info);
+        assert!(store.verify().unwrap().is_empty());
+        fsutil::remove_tree(&dir).unwrap();
+    }
+
+    #[test]
+    fn references_must_be_valid() {
+        let (store, dir) = temp_store("refs");
+        let dep = StorePath::from_base_name("6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-dep").unwrap();
+        let src = dir.join("uses");
+        std::fs::write(&src, format!("exec /nix/store/{dep}\n")).unwrap();
+        let method = AddMethod::WithReferences {
+            candidates: [dep.clone()].into_iter().collect(),
+            self_hash_part: None,
+        };
+        let err = store
+            .add(&src, "uses", &method, &AddOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotValid(_)), "{err}");
+        let dry = store
+            .add(&src, "uses", &method, &AddOptions { dry_run: true })
+            .unwrap();
+        assert_eq!(dry.references.len(), 1);
+        assert!(store.list().unwrap().is_empty());
+        fsutil::remove_tree(&dir).unwrap();
     }
 }

@@ -1,0 +1,393 @@
+//! The makeWrapper flag language: raw arguments parsed left to right into [`Flag`]s, with
+//! everything nixpkgs would accept silently (bad names, empty values, unknown flags, missing
+//! operands) refused before anything is written.
+
+use super::quote::bash_quote;
+
+/// One makeWrapper flag, validated. Order matters: the wrapper runs them as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flag {
+    /// `--argv0 NAME`: the program's `argv[0]` (quoted, so `$0` is literal here).
+    Argv0(String),
+    /// `--inherit-argv0`: the program gets the wrapper's own `$0`.
+    InheritArgv0,
+    /// `--resolve-argv0`: accepted for compatibility; bash already resolves `$0`.
+    ResolveArgv0,
+    /// `--set VAR VALUE`.
+    Set { var: String, value: String },
+    /// `--set-default VAR VALUE`: only if VAR is unset (an empty value is kept).
+    SetDefault { var: String, value: String },
+    /// `--unset VAR`.
+    Unset { var: String },
+    /// `--chdir DIR`.
+    Chdir(String),
+    /// `--run COMMAND`: a line of bash, written as it is.
+    Run(String),
+    /// `--prefix`, `--suffix`, and their `-each` and `-contents` forms.
+    List(ListEdit),
+    /// `--add-flags ARGS`: shell words before the caller's arguments (split, expanded at run
+    /// time, as in nixpkgs).
+    AddFlags(String),
+    /// `--append-flags ARGS`: shell words after the caller's arguments.
+    AppendFlags(String),
+    /// `--add-flag ARG`: one argument before the caller's arguments (quoted).
+    AddFlag(String),
+    /// `--append-flag ARG`: one argument after the caller's arguments (quoted).
+    AppendFlag(String),
+}
+
+/// Which end of a separated list a value goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListEnd {
+    Prefix,
+    Suffix,
+}
+
+/// Where the values of a list edit come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListValues {
+    /// `--prefix`/`--suffix`: one value, itself split on the separator.
+    One(String),
+    /// `--prefix-each`/`--suffix-each`: whitespace-separated values, each as with `One`.
+    Each(Vec<String>),
+    /// `--prefix-contents`/`--suffix-contents`: files read when the wrapper is generated;
+    /// each file's text (trailing newlines removed) is a value as with `One`.
+    Contents(Vec<String>),
+}
+
+/// Add values to the list variable `var`, separated by `sep`, without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEdit {
+    pub end: ListEnd,
+    pub var: String,
+    pub sep: String,
+    pub values: ListValues,
+}
+
+/// Why a makeWrapper flag list is refused: all of these are usage errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    #[error("unknown flag {}", bash_quote(.0))]
+    Unknown(String),
+    #[error("unexpected argument {} (makeWrapper flags start with --)", bash_quote(.0))]
+    Unexpected(String),
+    #[error("{flag}: missing operand {operand}")]
+    MissingOperand {
+        flag: &'static str,
+        operand: &'static str,
+    },
+    #[error("{flag}: invalid variable name {}", bash_quote(.name))]
+    InvalidName { flag: &'static str, name: String },
+    #[error("{flag}: empty {what}")]
+    Empty {
+        flag: &'static str,
+        what: &'static str,
+    },
+    #[error("{flag}: value {} has an empty component between separators {}", bash_quote(.value), bash_quote(.sep))]
+    EmptyComponent {
+        flag: &'static str,
+        value: String,
+        sep: String,
+    },
+    #[error("{flag}: {} contains a newline, which would end the exec line", bash_quote(.value))]
+    Newline { flag: &'static str, value: String },
+}
+
+/// Whether `name` is a bash variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Split a list value on the separator (the whole string, not each of its characters),
+/// refusing empty components.
+pub fn split_components<'a>(
+    flag: &'static str,
+    value: &'a str,
+    sep: &str,
+) -> Result<Vec<&'a str>, FlagError> {
+    if value.is_empty() {
+        return Err(FlagError::Empty {
+            flag,
+            what: "value",
+        });
+    }
+    let parts: Vec<&str> = value.split(sep).collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(FlagError::EmptyComponent {
+            flag,
+            value: value.to_string(),
+            sep: sep.to_string(),
+        });
+    }
+    Ok(parts)
+}
+
+/// Split a `-each`/`-contents` list on blanks (space, tab, newline); no globbing.
+fn split_words(text: &str) -> Vec<String> {
+    text.split([' ', '\t', '\n'])
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The flags this parser knows, for `--help` texts.
+pub const FLAG_NAMES: &[&str] = &[
+    "--argv0",
+    "--inherit-argv0",
+    "--resolve-argv0",
+    "--set",
+    "--set-default",
+    "--unset",
+    "--chdir",
+    "--run",
+    "--prefix",
+    "--suffix",
+    "--prefix-each",
+    "--suffix-each",
+    "--prefix-contents",
+    "--suffix-contents",
+    "--add-flags",
+    "--append-flags",
+    "--add-flag",
+    "--append-flag",
+];
+
+/// Parse makeWrapper flags left to right. Nothing is read or written; `-contents` files are
+/// only named here.
+pub fn parse_flags<S: AsRef<str>>(args: &[S]) -> Result<Vec<Flag>, FlagError> {
+    let mut out = Vec::new();
+    let mut rest = args.iter().map(AsRef::as_ref);
+    while let Some(arg) = rest.next() {
+        let Some(&flag) = FLAG_NAMES.iter().find(|f| **f == arg) else {
+            return Err(if arg.starts_with('-') {
+                FlagError::Unknown(arg.to_string())
+            } else {
+                FlagError::Unexpected(arg.to_string())
+            });
+        };
+        let mut operand = |name: &'static str| {
+            rest.next()
+                .map(str::to_string)
+                .ok_or(FlagError::MissingOperand {
+                    flag,
+                    operand: name,
+                })
+        };
+        let parsed = match flag {
+            "--argv0" => {
+                let name = operand("NAME")?;
+                if name.is_empty() {
+                    return Err(FlagError::Empty { flag, what: "name" });
+                }
+                Flag::Argv0(name)
+            }
+            "--inherit-argv0" => Flag::InheritArgv0,
+            "--resolve-argv0" => Flag::ResolveArgv0,
+            "--set" | "--set-default" => {
+                let var = var_name(flag, operand("VAR")?)?;
+                let value = operand("VALUE")?;
+                if flag == "--set" {
+                    Flag::Set { var, value }
+                } else {
+                    Flag::SetDefault { var, value }
+                }
+            }
+            "--unset" => Flag::Unset {
+                var: var_name(flag, operand("VAR")?)?,
+            },
+            "--chdir" => {
+                let dir = operand("DIR")?;
+                if dir.is_empty() {
+                    return Err(FlagError::Empty {
+                        flag,
+                        what: "directory",
+                    });
+                }
+                Flag::Chdir(dir)
+            }
+            "--run" => Flag::Run(operand("COMMAND")?),
+            "--add-flags" | "--append-flags" => {
+                let words = operand("ARGS")?;
+                if words.contains(['\n', '\r']) {
+                    return Err(FlagError::Newline { flag, value: words });
+                }
+                if flag == "--add-flags" {
+                    Flag::AddFlags(words)
+                } else {
+                    Flag::AppendFlags(words)
+                }
+            }
+            "--add-flag" => Flag::AddFlag(operand("ARG")?),
+            "--append-flag" => Flag::AppendFlag(operand("ARG")?),
+            _ => {
+                // The six list edits: ENV SEP VALUE(S)/FILES.
+                let end = if flag.starts_with("--prefix") {
+                    ListEnd::Prefix
+                } else {
+                    ListEnd::Suffix
+                };
+                let var = var_name(flag, operand("VAR")?)?;
+                let sep = operand("SEP")?;
+                if sep.is_empty() {
+                    return Err(FlagError::Empty {
+                        flag,
+                        what: "separator",
+                    });
+                }
+                let values = if flag.ends_with("-each") {
+                    let words = split_words(&operand("VALUES")?);
+                    if words.is_empty() {
+                        return Err(FlagError::Empty {
+                            flag,
+                            what: "list of values",
+                        });
+                    }
+                    for w in &words {
+                        split_components(flag, w, &sep)?;
+                    }
+                    ListValues::Each(words)
+                } else if flag.ends_with("-contents") {
+                    let files = split_words(&operand("FILES")?);
+                    if files.is_empty() {
+                        return Err(FlagError::Empty {
+                            flag,
+                            what: "list of files",
+                        });
+                    }
+                    ListValues::Contents(files)
+                } else {
+                    let value = operand("VALUE")?;
+                    split_components(flag, &value, &sep)?;
+                    ListValues::One(value)
+                };
+                Flag::List(ListEdit {
+                    end,
+                    var,
+                    sep,
+                    values,
+                })
+            }
+        };
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
+fn var_name(flag: &'static str, name: String) -> Result<String, FlagError> {
+    if is_var_name(&name) {
+        Ok(name)
+    } else {
+        Err(FlagError::InvalidName { flag, name })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Vec<Flag>, FlagError> {
+        parse_flags(args)
+    }
+
+    #[test]
+    fn keeps_order_and_operands() {
+        let flags = parse(&[
+            "--run",
+            "echo hi",
+            "--set",
+            "A",
+            "1",
+            "--prefix",
+            "PATH",
+            ":",
+            "/a:/b",
+            "--add-flag",
+            "",
+            "--inherit-argv0",
+        ])
+        .unwrap();
+        assert_eq!(flags.len(), 5);
+        assert_eq!(flags[0], Flag::Run("echo hi".into()));
+        assert_eq!(
+            flags[2],
+            Flag::List(ListEdit {
+                end: ListEnd::Prefix,
+                var: "PATH".into(),
+                sep: ":".into(),
+                values: ListValues::One("/a:/b".into()),
+            })
+        );
+        assert_eq!(flags[3], Flag::AddFlag(String::new()));
+    }
+
+    #[test]
+    fn each_splits_on_blanks_without_globbing() {
+        let flags = parse(&["--suffix-each", "V", ":", " a\tb:c\n* "]).unwrap();
+        let Flag::List(edit) = &flags[0] else {
+            panic!("{flags:?}")
+        };
+        assert_eq!(
+            edit.values,
+            ListValues::Each(vec!["a".into(), "b:c".into(), "*".into()])
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let msg = |args: &[&str]| parse(args).unwrap_err().to_string();
+        assert_eq!(
+            msg(&["--set", "1X", "v"]),
+            "--set: invalid variable name '1X'"
+        );
+        assert_eq!(
+            msg(&["--unset", "A-B"]),
+            "--unset: invalid variable name 'A-B'"
+        );
+        assert_eq!(
+            msg(&["--set", "a\nb", "v"]),
+            "--set: invalid variable name $'a\\nb'"
+        );
+        assert_eq!(msg(&["--prefix", "P", ":", ""]), "--prefix: empty value");
+        assert_eq!(
+            msg(&["--suffix", "P", "", "x"]),
+            "--suffix: empty separator"
+        );
+        assert_eq!(
+            msg(&["--prefix", "P", ":", "a::b"]),
+            "--prefix: value 'a::b' has an empty component between separators ':'"
+        );
+        assert_eq!(
+            msg(&["--prefix-each", "P", ":", "  "]),
+            "--prefix-each: empty list of values"
+        );
+        assert_eq!(msg(&["--frobnicate"]), "unknown flag '--frobnicate'");
+        assert_eq!(
+            msg(&["stray"]),
+            "unexpected argument 'stray' (makeWrapper flags start with --)"
+        );
+        assert_eq!(msg(&["--set", "A"]), "--set: missing operand VALUE");
+        assert_eq!(
+            msg(&["--prefix", "A", ":"]),
+            "--prefix: missing operand VALUE"
+        );
+        assert_eq!(msg(&["--argv0"]), "--argv0: missing operand NAME");
+        assert_eq!(msg(&["--argv0", ""]), "--argv0: empty name");
+        assert_eq!(msg(&["--chdir", ""]), "--chdir: empty directory");
+        assert_eq!(
+            msg(&["--add-flags", "a\nb"]),
+            "--add-flags: $'a\\nb' contains a newline, which would end the exec line"
+        );
+    }
+
+    #[test]
+    fn var_names() {
+        for ok in ["A", "_", "_a1", "PATH", "x_Y_9"] {
+            assert!(is_var_name(ok), "{ok}");
+        }
+        for bad in ["", "1X", "A-B", "A B", "é", "A=B", "$A"] {
+            assert!(!is_var_name(bad), "{bad}");
+        }
+    }
+}

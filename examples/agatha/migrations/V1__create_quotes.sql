@@ -1,0 +1,5 @@
+CREATE TABLE quotes (
+    id INT PRIMARY KEY,
+    author VARCHAR(100) NOT NULL,
+    text VARCHAR(1000) NOT NULL
+);
