@@ -725,7 +725,7 @@ fn bad_input_fails_with_one_line_and_leaves_no_output() {
                 "a".into(),
                 "--contents".into(),
                 fx.hello.clone(),
-                clash.clone(),
+                clash,
             ],
             1,
             vec!["collide at '/bin/hello'"],
@@ -754,7 +754,7 @@ fn bad_input_fails_with_one_line_and_leaves_no_output() {
         ),
         (
             vec![
-                layers.clone(),
+                layers,
                 "--name".into(),
                 "a".into(),
                 "--perms".into(),

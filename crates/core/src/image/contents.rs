@@ -41,12 +41,8 @@ impl FromStr for PermRule {
             return Err(bad("empty regex"));
         }
         let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-            bad(&e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or("bad regex")
-                .to_string())
+            let text = e.to_string();
+            bad(text.lines().last().unwrap_or("bad regex"))
         })?;
         let mode = match fields[1] {
             "-" => None,
