@@ -253,7 +253,7 @@ fn dump_copying(
     all.push(&mut counter);
     let mut tee = Tee { sinks: all };
     let mut visitor = CopyAndHash {
-        restorer: copy_to.map(Restorer::new),
+        restorer: copy_to.map(Restorer::canonical),
         flat: flat
             .as_ref()
             .and_then(|f| f.as_ref().map(|h| Hasher::new(h.algo()))),

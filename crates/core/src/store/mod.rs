@@ -108,7 +108,11 @@ impl StoreConfig {
         };
         let root = std::path::absolute(&root).map_err(StoreError::io(&root))?;
         let sync_contents = non_empty_env(FSYNC_ENV).is_some_and(|v| v != "0");
-        Ok(StoreConfig { store_dir, root, sync_contents })
+        Ok(StoreConfig {
+            store_dir,
+            root,
+            sync_contents,
+        })
     }
 }
 
