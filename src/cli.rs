@@ -170,3 +170,64 @@ pub fn parse_args<T: clap::Parser>(tool: &str) -> Result<T, ExitCode> {
         },
     }
 }
+
+/// A byte count shown on stderr while long work runs, when stderr is a terminal; nothing at
+/// all otherwise. The line is cleared when the guard is dropped.
+#[derive(Debug)]
+pub struct Progress {
+    counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn start(tool: &'static str) -> Progress {
+        use std::io::IsTerminal;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        if !io::stderr().is_terminal() {
+            return Progress {
+                counter: None,
+                stop,
+                thread: None,
+            };
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        let (c, s) = (counter.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let bytes = c.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                let _ = write!(
+                    io::stderr(),
+                    "\r{tool}: {:.1} MiB read ({:.0} MiB/s)\x1b[K",
+                    bytes as f64 / 1048576.0,
+                    bytes as f64 / 1048576.0 / secs
+                );
+            }
+            let _ = write!(io::stderr(), "\r\x1b[K");
+        });
+        Progress {
+            counter: Some(counter),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The counter to hand to the library (None when nothing is shown).
+    pub fn counter(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        self.counter.clone()
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

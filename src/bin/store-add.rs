@@ -106,8 +106,10 @@ fn main() -> ExitCode {
 
 fn add_all(args: &Args) -> Result<(), Failure> {
     let store = args.store.open()?;
+    let progress = cli::Progress::start("store-add");
     let options = AddOptions {
         dry_run: args.dry_run,
+        progress: progress.counter(),
     };
     if args.text {
         return add_texts(args, &store, &options);

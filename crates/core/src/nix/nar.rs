@@ -377,14 +377,31 @@ pub fn parse(input: impl Read, visitor: &mut impl NarVisitor) -> Result<(), NarE
 #[derive(Debug)]
 pub struct Restorer {
     dest: PathBuf,
-    file: Option<io::BufWriter<fs::File>>,
+    file: Option<fs::File>,
+    canonical: bool,
 }
 
+/// The modification time every file in a Nix store has (1 second after the epoch).
+pub const CANONICAL_MTIME_SECS: u64 = 1;
+
 impl Restorer {
+    /// Files get ordinary modes (0644, or 0755 when executable).
     pub fn new(dest: &Path) -> Restorer {
         Restorer {
             dest: dest.to_path_buf(),
             file: None,
+            canonical: false,
+        }
+    }
+
+    /// Files get a store's canonical metadata as they are written: mode 0444 (0555 when
+    /// executable) and mtime 1. Directories and symlinks are left to the caller, since a
+    /// directory's mtime changes until its last entry is made.
+    pub fn canonical(dest: &Path) -> Restorer {
+        Restorer {
+            dest: dest.to_path_buf(),
+            file: None,
+            canonical: true,
         }
     }
 
@@ -404,16 +421,20 @@ impl NarVisitor for Restorer {
     }
     fn file_start(&mut self, rel: &Path, executable: bool, _size: u64) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mode = if executable { 0o755 } else { 0o644 };
+        let mode = match (self.canonical, executable) {
+            (true, true) => 0o555,
+            (true, false) => 0o444,
+            (false, true) => 0o755,
+            (false, false) => 0o644,
+        };
         let f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(self.target(rel))?;
-        // The umask may have removed bits; the store canonicalises later, but a restored tree
-        // must carry the executable bit now.
+        // The umask may have removed bits.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
-        self.file = Some(io::BufWriter::with_capacity(CHUNK, f));
+        self.file = Some(f);
         Ok(())
     }
     fn file_data(&mut self, data: &[u8]) -> io::Result<()> {
@@ -424,8 +445,12 @@ impl NarVisitor for Restorer {
     }
     fn file_end(&mut self) -> io::Result<()> {
         match self.file.take() {
-            Some(mut f) => f.flush(),
-            None => Ok(()),
+            Some(f) if self.canonical => {
+                let t =
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(CANONICAL_MTIME_SECS);
+                f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+            }
+            _ => Ok(()),
         }
     }
     fn symlink(&mut self, rel: &Path, target: &OsStr) -> io::Result<()> {

@@ -6,6 +6,8 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::fsutil::{self, PathLock, Scratch};
 use super::{Store, StoreError, db};
@@ -38,10 +40,12 @@ pub enum AddMethod {
 }
 
 /// How to add.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct AddOptions {
     /// Compute and return the path info, write nothing.
     pub dry_run: bool,
+    /// Counts the NAR bytes read so far, for a caller that shows progress.
+    pub progress: Option<Arc<AtomicU64>>,
 }
 
 /// Sends every write to several sinks.
@@ -131,7 +135,13 @@ pub(super) fn add_path(
                     store.query_valid(r)?;
                 }
             }
-            let size = dump_copying(src, &mut [&mut nar_hasher], copy_to.as_deref(), None)?;
+            let size = dump_copying(
+                src,
+                &mut [&mut nar_hasher],
+                copy_to.as_deref(),
+                None,
+                options.progress.as_ref(),
+            )?;
             let nar_hash = nar_hasher.finish();
             let path = dir.make_fixed_output_path(
                 name,
@@ -157,6 +167,7 @@ pub(super) fn add_path(
                         &mut [&mut nar_hasher],
                         copy_to.as_deref(),
                         Some(&mut flat),
+                        options.progress.as_ref(),
                     )?;
                     content_hash = flat.take().unwrap_or(content_hash);
                 }
@@ -166,6 +177,7 @@ pub(super) fn add_path(
                         &mut [&mut nar_hasher, &mut content_hash],
                         copy_to.as_deref(),
                         None,
+                        options.progress.as_ref(),
                     )?;
                 }
             }
@@ -197,6 +209,7 @@ pub(super) fn add_path(
                 &mut [&mut nar_hasher, &mut scanner, &mut modulo],
                 first_copy,
                 None,
+                options.progress.as_ref(),
             )?;
             let (modulo_hash, self_count) = modulo.finish().map_err(StoreError::io(src))?;
             let found = scanner.into_found();
@@ -244,8 +257,9 @@ fn dump_copying(
     sinks: &mut [&mut (dyn Write + Send)],
     copy_to: Option<&Path>,
     flat: Option<&mut Option<Hasher>>,
+    progress: Option<&Arc<AtomicU64>>,
 ) -> Result<u64, StoreError> {
-    let mut counter = Counter(0);
+    let mut counter = Counter(0, progress.cloned());
     let mut all: Vec<&mut (dyn Write + Send)> = sinks
         .iter_mut()
         .map(|s| &mut **s as &mut (dyn Write + Send))
@@ -253,7 +267,7 @@ fn dump_copying(
     all.push(&mut counter);
     let mut tee = Tee { sinks: all };
     let mut visitor = CopyAndHash {
-        restorer: copy_to.map(Restorer::new),
+        restorer: copy_to.map(Restorer::canonical),
         flat: flat
             .as_ref()
             .and_then(|f| f.as_ref().map(|h| Hasher::new(h.algo()))),
@@ -268,10 +282,14 @@ fn dump_copying(
     Ok(counter.0)
 }
 
-struct Counter(u64);
+/// Counts the NAR's bytes, and reports them to a progress counter if there is one.
+struct Counter(u64, Option<Arc<AtomicU64>>);
 impl Write for Counter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0 += buf.len() as u64;
+        if let Some(p) = &self.1 {
+            p.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -13,11 +13,12 @@ use filetime::FileTime;
 use super::StoreError;
 
 /// The mtime Nix gives every store file.
-pub(super) const STORE_MTIME: i64 = 1;
+pub(super) const STORE_MTIME: i64 = crate::nix::nar::CANONICAL_MTIME_SECS as i64;
 
 /// Make a freshly copied tree look like a store path: files 0444 (0555 if owner-executable),
 /// directories 0555, mtime 1 everywhere (symlinks included). Children before parents, so a
-/// directory's mtime is set after its last entry changed it.
+/// directory's mtime is set after its last entry changed it. Entries that already look right
+/// (files a canonical [`Restorer`](crate::nix::nar::Restorer) wrote) are only looked at.
 pub(super) fn canonicalise(root: &Path) -> Result<(), StoreError> {
     let one = FileTime::from_unix_time(STORE_MTIME, 0);
     for entry in walkdir::WalkDir::new(root)
@@ -40,9 +41,13 @@ pub(super) fn canonicalise(root: &Path) -> Result<(), StoreError> {
         } else {
             0o444
         };
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .map_err(StoreError::io(path))?;
-        filetime::set_file_times(path, one, one).map_err(StoreError::io(path))?;
+        if meta.mode() & 0o7777 != mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(StoreError::io(path))?;
+        }
+        if ft.is_dir() || meta.mtime() != STORE_MTIME || meta.mtime_nsec() != 0 {
+            filetime::set_file_times(path, one, one).map_err(StoreError::io(path))?;
+        }
     }
     Ok(())
 }

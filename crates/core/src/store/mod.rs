@@ -380,7 +380,15 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::NotValid(_)), "{err}");
         let dry = store
-            .add(&src, "uses", &method, &AddOptions { dry_run: true })
+            .add(
+                &src,
+                "uses",
+                &method,
+                &AddOptions {
+                    dry_run: true,
+                    ..AddOptions::default()
+                },
+            )
             .unwrap();
         assert_eq!(dry.references.len(), 1);
         assert!(store.list().unwrap().is_empty());
