@@ -50,6 +50,9 @@ struct Args {
     /// Keep the first of two colliding contents files instead of failing.
     #[arg(long)]
     ignore_collisions: bool,
+    /// Accept store paths whose references are in no layer (e.g. in the base image).
+    #[arg(long)]
+    allow_partial_closure: bool,
     /// Shell commands run by bash (as you, umask 022) in the customisation root.
     #[arg(long, value_name = "SCRIPT")]
     extra_commands: Option<String>,
@@ -243,6 +246,7 @@ fn body(args: &Args) -> Result<(), Failure> {
     spec.extra_commands = args.extra_commands.clone();
     spec.perms = args.perms.clone();
     spec.ignore_collisions = args.ignore_collisions;
+    spec.allow_partial_closure = args.allow_partial_closure;
     spec.config = container_config(args)?;
     spec.created = format_time(created);
     spec.owner.uid = args.uid;

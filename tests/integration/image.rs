@@ -643,8 +643,28 @@ fn bad_input_fails_with_one_line_and_leaves_no_output() {
         ])
         .unwrap(),
     );
+    // A path that refers to hello, layered without it.
+    let refs = run_with_input(
+        tool("store-add", &fx.root).args(["--text", "--name", "refs", "--ref", &fx.hello, "-"]),
+        format!("uses {}/bin/hello", fx.hello).as_bytes(),
+    );
+    let refs: Value = serde_json::from_str(ok(&refs).trim()).unwrap();
+    let partial = write(
+        "partial.json",
+        &serde_json::to_string(&vec![vec![refs["path"].as_str().unwrap()]]).unwrap(),
+    );
+    let partial_out = dir.join("partial.tar");
+    ok(&run(mkimage(&fx.root, &partial)
+        .args(["--name", "a", "--allow-partial-closure", "-o"])
+        .arg(&partial_out)));
+    std::fs::remove_file(partial_out).unwrap();
     let layers = fx.layers.to_str().unwrap().to_string();
     let cases: Vec<(Vec<String>, i32, Vec<&str>)> = vec![
+        (
+            vec![partial.display().to_string(), "--name".into(), "a".into()],
+            1,
+            vec!["which is in no layer", "-hello"],
+        ),
         (
             vec![unknown.display().to_string(), "--name".into(), "a".into()],
             1,

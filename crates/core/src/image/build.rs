@@ -68,7 +68,11 @@ struct StoreLayer {
 
 /// Resolve and check the layers: store paths only, each in one layer, valid in the store, and
 /// every reference inside the image.
-fn resolve_layers(store: &Store, layers: &[Vec<String>]) -> Result<Vec<StoreLayer>, ImageError> {
+fn resolve_layers(
+    store: &Store,
+    layers: &[Vec<String>],
+    partial: bool,
+) -> Result<Vec<StoreLayer>, ImageError> {
     let mut seen: BTreeMap<StorePath, usize> = BTreeMap::new();
     let mut out = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
@@ -107,9 +111,12 @@ fn resolve_layers(store: &Store, layers: &[Vec<String>]) -> Result<Vec<StoreLaye
         .flat_map(|l| l.infos.iter().map(|i| &i.path))
         .collect();
     for info in out.iter().flat_map(|l| &l.infos) {
+        if partial {
+            break;
+        }
         if let Some(missing) = info.references.iter().find(|r| !all.contains(r)) {
             return Err(ImageError::Invalid(format!(
-                "'{}' refers to '{missing}', which is in no layer (the layers must hold a whole closure)",
+                "'{}' refers to '{missing}', which is in no layer (the layers must hold a whole closure, or give --allow-partial-closure)",
                 info.path
             )));
         }
@@ -288,7 +295,7 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
     if let Some(tag) = &spec.tag {
         check_tag(tag)?;
     }
-    let layers = resolve_layers(store, &spec.layers)?;
+    let layers = resolve_layers(store, &spec.layers, spec.allow_partial_closure)?;
     let contents = resolve_contents(store, &spec.contents, &layers)?;
     let base = spec.from.as_deref().map(BaseImage::open).transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers.len());

@@ -4,13 +4,26 @@
 
 use super::ImageError;
 
-/// Parse the layers JSON: a list of lists of absolute store paths.
+/// Parse the layers JSON: a list of lists of absolute store paths, or the object
+/// `mklayers --explain` prints (its `layers` member).
 pub fn parse_layers(text: &str) -> Result<Vec<Vec<String>>, ImageError> {
-    serde_json::from_str(text).map_err(|e| {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        List(Vec<Vec<String>>),
+        Explained { layers: Vec<Vec<String>> },
+    }
+    let bad = |e: &dyn std::fmt::Display| {
         ImageError::Invalid(format!(
             "layers JSON: {e} (expected a list of lists of store paths)"
         ))
-    })
+    };
+    // Syntax errors first, with their line and column.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
+    match serde_json::from_value(value) {
+        Ok(Shape::List(l)) | Ok(Shape::Explained { layers: l }) => Ok(l),
+        Err(_) => Err(bad(&"wrong shape")),
+    }
 }
 
 fn path_component_ok(c: &str) -> bool {
@@ -281,6 +294,14 @@ mod tests {
     #[test]
     fn layers_json() {
         assert_eq!(parse_layers(r#"[["/a"],["/b","/c"]]"#).unwrap().len(), 2);
+        let explained = r#"{"algorithm":"popularity","layers":[["/a"]],"paths":[]}"#;
+        assert_eq!(parse_layers(explained).unwrap(), [["/a"]]);
+        assert!(
+            parse_layers("[[")
+                .unwrap_err()
+                .to_string()
+                .contains("line 1")
+        );
         assert!(
             parse_layers("[\"/a\"]")
                 .unwrap_err()

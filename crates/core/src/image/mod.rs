@@ -82,6 +82,8 @@ pub struct ImageSpec {
     pub extra_commands: Option<String>,
     pub perms: Vec<PermRule>,
     pub ignore_collisions: bool,
+    /// Accept layers whose paths refer to paths in no layer (e.g. provided by the base).
+    pub allow_partial_closure: bool,
     pub config: ContainerConfig,
     /// RFC 3339 creation time written to the config and history.
     pub created: String,
@@ -112,6 +114,7 @@ impl ImageSpec {
             extra_commands: None,
             perms: Vec::new(),
             ignore_collisions: false,
+            allow_partial_closure: false,
             config: ContainerConfig::default(),
             created: "1970-01-01T00:00:01Z".to_string(),
             owner: Owner::default(),
