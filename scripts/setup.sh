@@ -21,6 +21,7 @@ packages=(
   skopeo             # ... skopeo inspect/copy
   umoci runc         # ... umoci unpack + runc run
   containerd         # ... ctr images import
+  strace             # counts the store files mkimage opens
 )
 
 missing=()

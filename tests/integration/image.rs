@@ -815,3 +815,98 @@ fn bad_input_fails_with_one_line_and_leaves_no_output() {
     fails_with(&out, 1, &["126 layers", "limit of 125"]);
     assert!(!dir.join("out.tar").exists());
 }
+
+/// Store files a build opened (not directories), with how often, seen by strace.
+fn store_opens(fx: &Fixture, args: &[&str]) -> BTreeMap<String, usize> {
+    let trace = fx.work.join(format!("strace-{}.txt", args.len()));
+    let out = Command::new("strace")
+        .args(["-f", "-e", "trace=openat,open", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_mkimage"))
+        .arg(&fx.layers)
+        .args(["--name", "s", "--tag", "1"])
+        .args(args)
+        .env("STRATA_STORE_ROOT", &fx.root)
+        .output()
+        .expect("strace (scripts/setup.sh installs it)");
+    ok(&out);
+    let store = format!("\"{}/", fx.root.join("nix/store").display());
+    let mut opens = BTreeMap::new();
+    for line in std::fs::read_to_string(&trace).unwrap().lines() {
+        if let Some(at) = line.find(&store)
+            && !line.contains("O_DIRECTORY")
+            && !line.contains("= -1")
+        {
+            let name = line[at + 1..].split('"').next().unwrap();
+            *opens.entry(unescape_strace(name)).or_insert(0) += 1;
+        }
+    }
+    opens
+}
+
+#[test]
+fn each_store_file_is_read_once_and_cached_layers_not_at_all() {
+    let fx = fixture();
+    let files: Vec<String> = [&fx.data, &fx.extra, &fx.hello]
+        .iter()
+        .flat_map(|p| {
+            let top = fx.root.join(p.trim_start_matches('/'));
+            walk_files(&top)
+        })
+        .collect();
+    let out = fx.work.join("once.tar");
+    let opens = store_opens(fx, &["-o", out.to_str().unwrap()]);
+    for f in &files {
+        assert_eq!(
+            opens.get(f),
+            Some(&1),
+            "{f} opened {:?} times",
+            opens.get(f)
+        );
+    }
+    assert_eq!(opens.len(), files.len(), "{opens:?}");
+    let cache = fx.work.join("once-cache");
+    let c = cache.to_str().unwrap();
+    store_opens(fx, &["--cache", c, "-o", out.to_str().unwrap()]);
+    let again = store_opens(fx, &["--cache", c, "-o", out.to_str().unwrap()]);
+    assert!(again.is_empty(), "a fully cached build opened {again:?}");
+}
+
+/// strace writes bytes outside printable ASCII as octal escapes (`\303\251`).
+fn unescape_strace(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else if b[i] == b'\\' && i + 1 < b.len() {
+            out.push(b[i + 1]);
+            i += 2;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Regular files under a directory (symlinks and directories left out).
+fn walk_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            out.extend(walk_files(&p));
+        } else if m.is_file() {
+            out.push(p.to_string_lossy().into_owned());
+        }
+    }
+    out
+}
