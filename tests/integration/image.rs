@@ -290,6 +290,36 @@ fn docker_loads_and_runs_it() {
         .output()
         .expect("docker run");
     assert_eq!(ok(&out).trim(), EXPECTED);
+    // Compressed layers too.
+    for c in ["gzip", "zstd"] {
+        let tar = fx.work.join(format!("docker-{c}.tar"));
+        ok(&run(mkimage(&fx.root, &fx.layers)
+            .args(["--name", NAME, "--tag", c, "--compress", c])
+            .args([
+                "--contents",
+                &fx.hello,
+                &fx.extra,
+                "--env",
+                "GREETING=world",
+            ])
+            .args(["--cmd", "/bin/hello", "--cmd", "arg1", "-o"])
+            .arg(&tar)));
+        let load = Command::new("docker")
+            .args(["load", "-i"])
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(
+            load.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--network=none", &format!("{NAME}:{c}")])
+            .output()
+            .unwrap();
+        assert_eq!(ok(&out).trim(), EXPECTED, "{c}");
+    }
 }
 
 #[test]
