@@ -53,7 +53,8 @@ struct Args {
     /// Accept store paths whose references are in no layer (e.g. in the base image).
     #[arg(long)]
     allow_partial_closure: bool,
-    /// Shell commands run by bash (as you, umask 022) in the customisation root.
+    /// Shell commands run by bash in the customisation root, unprivileged (as you, or as
+    /// nobody when you are root), umask 022.
     #[arg(long, value_name = "SCRIPT")]
     extra_commands: Option<String>,
     /// Ownership and mode for customisation-layer paths matching a regex:

@@ -337,6 +337,12 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
         .prefix("mkimage-root-")
         .tempdir()
         .map_err(stream)?;
+    // Traversable, so extra commands run as nobody can reach the root.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(scratch.path(), fs::Permissions::from_mode(0o711))
+            .map_err(ImageError::io(scratch.path()))?;
+    }
     let root = scratch.path().join("root");
     fs::create_dir(&root).map_err(ImageError::io(&root))?;
     symlink_join(&custom.contents, &root, custom.ignore_collisions)?;

@@ -172,12 +172,32 @@ fn join_dir(
     Ok(())
 }
 
+/// The user extra commands run as when mkimage runs as root.
+pub const NOBODY: u32 = 65534;
+
 /// Run `script` with `bash -e` in `root`, umask 022, `TZ=UTC`, `LC_ALL=C` and
-/// `SOURCE_DATE_EPOCH`, as the invoking user. Its output goes to stderr; if it fails, the
-/// error carries its last line.
+/// `SOURCE_DATE_EPOCH`, unprivileged: as the invoking user, or as nobody (65534:65534, no
+/// supplementary groups, the root chowned to it first) when that is root. Its output goes to
+/// stderr; if it fails, the error carries its last line.
 pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<(), ImageError> {
+    use std::os::unix::process::CommandExt;
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    let out = Command::new("bash")
+    let mut cmd = Command::new("bash");
+    if fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+    {
+        for entry in walkdir::WalkDir::new(root) {
+            let entry = entry.map_err(|e| ImageError::Io {
+                path: root.to_path_buf(),
+                source: e.into(),
+            })?;
+            std::os::unix::fs::lchown(entry.path(), Some(NOBODY), Some(NOBODY))
+                .map_err(ImageError::io(entry.path()))?;
+        }
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+    let out = cmd
         .arg("-e")
         .arg("-c")
         .arg(format!("umask 022\n{script}"))
@@ -388,8 +408,17 @@ mod tests {
     #[test]
     fn extra_commands_run_in_the_root_and_failures_are_one_line() {
         let t = tempfile::tempdir().unwrap();
-        run_extra_commands("mkdir -p tmp && echo hi > tmp/f", t.path(), 1).unwrap();
+        run_extra_commands(
+            "mkdir -p tmp && echo hi > tmp/f && id -u > uid",
+            t.path(),
+            1,
+        )
+        .unwrap();
         assert_eq!(fs::read_to_string(t.path().join("tmp/f")).unwrap(), "hi\n");
+        let me = fs::metadata("/proc/self").unwrap().uid();
+        let expected = if me == 0 { NOBODY } else { me };
+        let uid = fs::read_to_string(t.path().join("uid")).unwrap();
+        assert_eq!(uid.trim(), expected.to_string());
         let err = run_extra_commands("echo first >&2; echo boom >&2; false", t.path(), 1)
             .unwrap_err()
             .to_string();
