@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use super::dag::{IndexedGraph, Reach};
 use super::path_info::PathInfo;
 use super::store_path::AbsStorePath;
 
@@ -41,18 +42,35 @@ impl ClosureGraph {
                 return Err(ClosureError::Duplicate(key.to_string()));
             }
         }
-        for info in nodes.values() {
-            if let Some(missing) = info.references.iter().find(|r| !nodes.contains_key(*r)) {
-                return Err(ClosureError::DanglingReference {
-                    referrer: info.path.to_string(),
-                    missing: missing.to_string(),
-                });
-            }
-        }
         let mut graph = ClosureGraph { nodes };
-        graph.check_acyclic()?;
-        graph.fill_closure_sizes();
+        graph.fill_closure_sizes()?;
         Ok(graph)
+    }
+
+    /// The same graph without `excluded`: those paths are dropped and so are the references
+    /// to them, as if they had never been in the input (their own references stay as paths).
+    /// `closureSize` is recomputed.
+    pub fn without(&self, excluded: &BTreeSet<AbsStorePath>) -> ClosureGraph {
+        let nodes = self
+            .nodes
+            .iter()
+            .filter(|(path, _)| !excluded.contains(*path))
+            .map(|(path, info)| {
+                let mut info = info.clone();
+                info.references.retain(|r| !excluded.contains(r));
+                (path.clone(), info)
+            })
+            .collect();
+        let mut graph = ClosureGraph { nodes };
+        // Removing paths cannot create a dangling reference or a cycle.
+        let _ = graph.fill_closure_sizes();
+        graph
+    }
+
+    /// The graph with paths numbered in path order, for whole-graph algorithms.
+    pub fn indexed(&self) -> IndexedGraph<'_> {
+        IndexedGraph::new(self.nodes.values().collect())
+            .expect("a ClosureGraph is complete and acyclic by construction")
     }
 
     /// The closure of `roots`, asking `lookup` for each path's info.
@@ -110,68 +128,23 @@ impl ClosureGraph {
             .collect()
     }
 
-    fn check_acyclic(&self) -> Result<(), ClosureError> {
-        // Iterative three-colour depth-first search, ignoring self-references.
-        #[derive(Clone, Copy, PartialEq)]
-        enum Mark {
-            Open,
-            Done,
-        }
-        let mut marks: BTreeMap<&AbsStorePath, Mark> = BTreeMap::new();
-        for start in self.nodes.keys() {
-            if marks.contains_key(start) {
-                continue;
-            }
-            let mut stack: Vec<(&AbsStorePath, Vec<&AbsStorePath>)> =
-                vec![(start, self.children(start))];
-            marks.insert(start, Mark::Open);
-            while let Some((node, children)) = stack.last_mut() {
-                match children.pop() {
-                    Some(child) => match marks.get(child) {
-                        Some(Mark::Open) => return Err(ClosureError::Cycle(child.to_string())),
-                        Some(Mark::Done) => {}
-                        None => {
-                            marks.insert(child, Mark::Open);
-                            let grandchildren = self.children(child);
-                            stack.push((child, grandchildren));
-                        }
-                    },
-                    None => {
-                        marks.insert(*node, Mark::Done);
-                        stack.pop();
-                    }
-                }
-            }
+    /// Check completeness and acyclicity, and set every `closureSize`.
+    fn fill_closure_sizes(&mut self) -> Result<(), ClosureError> {
+        let sizes = {
+            let graph = IndexedGraph::new(self.nodes.values().collect())?;
+            let nar_sizes: Vec<u128> = self
+                .nodes
+                .values()
+                .map(|i| u128::from(i.nar_size))
+                .collect();
+            graph
+                .reach_sums(&nar_sizes, Reach::Closure)
+                .expect("sums of u64 sizes fit in u128")
+        };
+        for (info, size) in self.nodes.values_mut().zip(sizes) {
+            info.closure_size = Some(u64::try_from(size).unwrap_or(u64::MAX));
         }
         Ok(())
-    }
-
-    fn children(&self, path: &AbsStorePath) -> Vec<&AbsStorePath> {
-        self.nodes[path]
-            .references
-            .iter()
-            .filter(|r| *r != path)
-            .collect()
-    }
-
-    fn fill_closure_sizes(&mut self) {
-        let sizes: Vec<(AbsStorePath, u64)> = self
-            .nodes
-            .keys()
-            .map(|p| {
-                let total = self
-                    .closure_paths(p)
-                    .iter()
-                    .map(|q| self.nodes[*q].nar_size)
-                    .sum();
-                (p.clone(), total)
-            })
-            .collect();
-        for (p, size) in sizes {
-            if let Some(info) = self.nodes.get_mut(&p) {
-                info.closure_size = Some(size);
-            }
-        }
     }
 
     /// Every path reachable from `path`, itself included.

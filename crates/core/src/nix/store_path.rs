@@ -335,8 +335,18 @@ impl fmt::Display for AbsStorePath {
 }
 
 impl Ord for AbsStorePath {
+    /// The order of the absolute path strings, compared byte by byte without building them.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.to_string().cmp(&other.to_string())
+        fn bytes(p: &AbsStorePath) -> impl Iterator<Item = u8> + '_ {
+            p.store_dir
+                .as_str()
+                .bytes()
+                .chain(std::iter::once(b'/'))
+                .chain(p.path.hash_part().bytes())
+                .chain(std::iter::once(b'-'))
+                .chain(p.path.name().bytes())
+        }
+        bytes(self).cmp(bytes(other))
     }
 }
 

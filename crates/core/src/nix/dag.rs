@@ -1,0 +1,354 @@
+//! An index-based view of a closure graph for whole-graph algorithms (closure sizes, layering):
+//! dense node numbers in path order, reference lists without self-references, a topological
+//! order, and sums of a per-path weight over everything a path reaches or is reached from,
+//! computed with 64-wide bitset sweeps instead of one traversal per path.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use num_bigint::BigUint;
+
+use super::closure::ClosureError;
+use super::path_info::PathInfo;
+
+/// A number that weights can be summed in; `try_add` reports overflow instead of wrapping so
+/// that a caller can start again with a wider type.
+pub trait Tally: Clone {
+    fn zero() -> Self;
+    /// Add `other` to `self`; `false` (and `self` unspecified) if the result does not fit.
+    fn try_add(&mut self, other: &Self) -> bool;
+}
+
+impl Tally for u64 {
+    fn zero() -> Self {
+        0
+    }
+    fn try_add(&mut self, other: &Self) -> bool {
+        match self.checked_add(*other) {
+            Some(sum) => {
+                *self = sum;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Tally for u128 {
+    fn zero() -> Self {
+        0
+    }
+    fn try_add(&mut self, other: &Self) -> bool {
+        match self.checked_add(*other) {
+            Some(sum) => {
+                *self = sum;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Tally for BigUint {
+    fn zero() -> Self {
+        BigUint::ZERO
+    }
+    fn try_add(&mut self, other: &Self) -> bool {
+        *self += other;
+        true
+    }
+}
+
+/// Which way a sum over reachable paths looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The path and every path it references, directly or not (its closure).
+    Closure,
+    /// The path and every path that references it, directly or not.
+    Referrers,
+}
+
+/// A closure graph with paths numbered `0..len()` in path order.
+#[derive(Debug, Clone)]
+pub struct IndexedGraph<'g> {
+    infos: Vec<&'g PathInfo>,
+    references: Vec<Vec<u32>>,
+    referrers: Vec<Vec<u32>>,
+    /// Every path after all paths that refer to it.
+    topological: Vec<u32>,
+}
+
+impl<'g> IndexedGraph<'g> {
+    /// Number the paths of `infos`, which must be sorted by path without duplicates, checking
+    /// that every reference is among them and that there is no cycle other than a
+    /// self-reference.
+    pub fn new(infos: Vec<&'g PathInfo>) -> Result<IndexedGraph<'g>, ClosureError> {
+        let index_of = |path| infos.binary_search_by(|info| info.path.cmp(path)).ok();
+        let mut references = Vec::with_capacity(infos.len());
+        let mut referrers = vec![Vec::new(); infos.len()];
+        for (index, info) in infos.iter().enumerate() {
+            let mut refs = Vec::with_capacity(info.references.len());
+            for reference in &info.references {
+                let target =
+                    index_of(reference).ok_or_else(|| ClosureError::DanglingReference {
+                        referrer: info.path.to_string(),
+                        missing: reference.to_string(),
+                    })?;
+                if target != index {
+                    refs.push(target as u32);
+                    referrers[target].push(index as u32);
+                }
+            }
+            references.push(refs);
+        }
+        let mut graph = IndexedGraph {
+            infos,
+            references,
+            referrers,
+            topological: Vec::new(),
+        };
+        graph.topological = graph.topological_order()?;
+        Ok(graph)
+    }
+
+    /// Kahn's algorithm over referrer counts; names a path on a cycle if there is one.
+    fn topological_order(&self) -> Result<Vec<u32>, ClosureError> {
+        let mut waiting: Vec<usize> = self.referrers.iter().map(Vec::len).collect();
+        let mut order: Vec<u32> = (0..self.len() as u32)
+            .filter(|&v| waiting[v as usize] == 0)
+            .collect();
+        let mut next = 0;
+        while next < order.len() {
+            let v = order[next] as usize;
+            next += 1;
+            for &child in &self.references[v] {
+                waiting[child as usize] -= 1;
+                if waiting[child as usize] == 0 {
+                    order.push(child);
+                }
+            }
+        }
+        if order.len() == self.len() {
+            return Ok(order);
+        }
+        // Every path left over has a referrer that is left over too; walking up through such
+        // referrers must come back to a path already seen, which lies on a cycle.
+        let mut v = (0..self.len()).find(|&v| waiting[v] > 0).unwrap_or(0);
+        let mut seen = vec![false; self.len()];
+        while !seen[v] {
+            seen[v] = true;
+            v = self.referrers[v]
+                .iter()
+                .map(|&p| p as usize)
+                .find(|&p| waiting[p] > 0)
+                .unwrap_or(v);
+        }
+        Err(ClosureError::Cycle(self.infos[v].path.to_string()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.infos.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.infos.is_empty()
+    }
+
+    pub fn info(&self, node: usize) -> &'g PathInfo {
+        self.infos[node]
+    }
+
+    /// The paths `node` refers to, without itself.
+    pub fn references(&self, node: usize) -> &[u32] {
+        &self.references[node]
+    }
+
+    /// The paths that refer to `node`, without itself.
+    pub fn referrers(&self, node: usize) -> &[u32] {
+        &self.referrers[node]
+    }
+
+    /// Paths no other path refers to.
+    pub fn is_root(&self, node: usize) -> bool {
+        self.referrers[node].is_empty()
+    }
+
+    /// Every path, each after all the paths that refer to it.
+    pub fn topological(&self) -> &[u32] {
+        &self.topological
+    }
+
+    /// Every path reachable from `starts` in direction `reach`, the starts included, each once.
+    /// `seen` must be `len()` long; it is left marked with `stamp` for the paths returned.
+    pub fn reachable(
+        &self,
+        starts: &[u32],
+        reach: Reach,
+        seen: &mut [u32],
+        stamp: u32,
+    ) -> Vec<u32> {
+        let edges = match reach {
+            Reach::Closure => &self.references,
+            Reach::Referrers => &self.referrers,
+        };
+        let mut out = Vec::new();
+        let mut todo: Vec<u32> = Vec::new();
+        for &s in starts {
+            if seen[s as usize] != stamp {
+                seen[s as usize] = stamp;
+                todo.push(s);
+            }
+        }
+        while let Some(v) = todo.pop() {
+            out.push(v);
+            for &w in &edges[v as usize] {
+                if seen[w as usize] != stamp {
+                    seen[w as usize] = stamp;
+                    todo.push(w);
+                }
+            }
+        }
+        out
+    }
+
+    /// For every path, the sum of `weights` over the path itself and every other path in
+    /// direction `reach`, each counted once; `None` if a sum overflows `T`.
+    ///
+    /// Paths are taken 64 at a time in topological order; one sweep per batch carries a
+    /// bitmask "which of the 64 reach me" along the edges, visiting only the paths that the
+    /// batch touches.
+    pub fn reach_sums<T: Tally>(&self, weights: &[T], reach: Reach) -> Option<Vec<T>> {
+        assert_eq!(weights.len(), self.len(), "one weight per path");
+        // Masks flow from each batch member to the paths whose sum it belongs to, in an order
+        // where a path is handled after every path that flows into it.
+        let (flow, order): (&[Vec<u32>], Vec<u32>) = match reach {
+            Reach::Closure => (
+                &self.referrers,
+                self.topological.iter().rev().copied().collect(),
+            ),
+            Reach::Referrers => (&self.references, self.topological.clone()),
+        };
+        let mut rank = vec![0u32; self.len()];
+        for (position, &v) in order.iter().enumerate() {
+            rank[v as usize] = position as u32;
+        }
+        let mut sums = vec![T::zero(); self.len()];
+        let mut mask = vec![0u64; self.len()];
+        let mut frontier: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
+        for batch in order.chunks(64) {
+            for (bit, &v) in batch.iter().enumerate() {
+                mask[v as usize] |= 1 << bit;
+                frontier.push(Reverse(rank[v as usize]));
+            }
+            // Ranks come out increasing: every push is of a path ranked after the one popped.
+            while let Some(Reverse(position)) = frontier.pop() {
+                let v = order[position as usize] as usize;
+                let bits = std::mem::take(&mut mask[v]);
+                for &w in &flow[v] {
+                    let w = w as usize;
+                    if mask[w] == 0 {
+                        frontier.push(Reverse(rank[w]));
+                    }
+                    mask[w] |= bits;
+                }
+                let mut rest = bits;
+                while rest != 0 {
+                    let bit = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    if !sums[v].try_add(&weights[batch[bit] as usize]) {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(sums)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nix::closure::ClosureGraph;
+
+    fn info(name: &str, refs: &[&str], size: u64) -> PathInfo {
+        let path = |n: &str| format!("/nix/store/{}-{n}", "0".repeat(31) + &n[..1]);
+        let json = serde_json::json!({
+            "narHash": "sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky",
+            "narSize": size,
+            "path": path(name),
+            "references": refs.iter().map(|r| path(r)).collect::<Vec<_>>(),
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn sums_count_shared_paths_once() {
+        // a -> b, a -> c, b -> d, c -> d, d -> d (self-reference)
+        let g = ClosureGraph::from_infos([
+            info("a", &["b", "c"], 1),
+            info("b", &["d"], 10),
+            info("c", &["d"], 100),
+            info("d", &["d"], 1000),
+        ])
+        .unwrap();
+        let ig = IndexedGraph::new(g.infos().collect()).unwrap();
+        let ones = vec![1u64; 4];
+        assert_eq!(ig.reach_sums(&ones, Reach::Closure).unwrap(), [4, 2, 2, 1]);
+        assert_eq!(
+            ig.reach_sums(&ones, Reach::Referrers).unwrap(),
+            [1, 2, 2, 4]
+        );
+        let sizes: Vec<u64> = g.infos().map(|i| i.nar_size).collect();
+        assert_eq!(
+            ig.reach_sums(&sizes, Reach::Closure).unwrap(),
+            [1111, 1010, 1100, 1000]
+        );
+        assert!(
+            ig.reach_sums(&[u64::MAX, 1, 1, 1], Reach::Referrers)
+                .is_none()
+        );
+        assert_eq!(ig.topological()[0], 0);
+        assert_eq!(ig.topological()[3], 3);
+    }
+
+    #[test]
+    fn sums_over_more_than_one_batch() {
+        // A chain of 150 paths: each reaches all paths after it.
+        let names: Vec<String> = (0..150).map(|i| format!("p{i:03}")).collect();
+        let infos: Vec<PathInfo> = (0..150)
+            .map(|i| {
+                let path = |k: usize| {
+                    format!(
+                        "/nix/store/{}-{}",
+                        crate::nix::nix32::encode(&[k as u8; 20]),
+                        names[k]
+                    )
+                };
+                let refs: Vec<String> = if i + 1 < 150 {
+                    vec![path(i + 1)]
+                } else {
+                    vec![]
+                };
+                serde_json::from_value(serde_json::json!({
+                    "narHash": "sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky",
+                    "narSize": 1, "path": path(i), "references": refs,
+                }))
+                .unwrap()
+            })
+            .collect();
+        let g = ClosureGraph::from_infos(infos).unwrap();
+        let ig = IndexedGraph::new(g.infos().collect()).unwrap();
+        let by_name = |sums: Vec<u64>| -> Vec<u64> {
+            let mut pairs: Vec<(&str, u64)> = (0..150)
+                .map(|v| (ig.info(v).path.path.name(), sums[v]))
+                .collect();
+            pairs.sort();
+            pairs.into_iter().map(|(_, s)| s).collect()
+        };
+        let ones = vec![1u64; 150];
+        let closure = by_name(ig.reach_sums(&ones, Reach::Closure).unwrap());
+        let referrers = by_name(ig.reach_sums(&ones, Reach::Referrers).unwrap());
+        assert_eq!(closure, (1..=150).rev().collect::<Vec<u64>>());
+        assert_eq!(referrers, (1..=150).collect::<Vec<u64>>());
+    }
+}
