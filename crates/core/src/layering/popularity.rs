@@ -69,13 +69,13 @@ pub fn popularity_order(graph: &IndexedGraph<'_>, scores: &[BigUint]) -> Vec<u32
 
 /// Cut an ordered list into at most `layers` layers (at least 1): one item per layer, except
 /// that when there are more items than layers the last layer takes all the rest.
-pub fn limit_layers<T: Copy>(order: &[T], layers: usize) -> Vec<Vec<T>> {
+pub fn limit_layers<T: Clone>(order: &[T], layers: usize) -> Vec<Vec<T>> {
     let layers = layers.max(1);
     if order.len() <= layers {
-        return order.iter().map(|&x| vec![x]).collect();
+        return order.iter().map(|x| vec![x.clone()]).collect();
     }
     let (single, rest) = order.split_at(layers - 1);
-    let mut out: Vec<Vec<T>> = single.iter().map(|&x| vec![x]).collect();
+    let mut out: Vec<Vec<T>> = single.iter().map(|x| vec![x.clone()]).collect();
     out.push(rest.to_vec());
     out
 }
