@@ -128,6 +128,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             fail(1, format!("{name}:{}:{}: {message}", e.line(), e.column()))
         }
     })?;
+    drop(text);
     let graph = ClosureGraph::from_infos(infos).map_err(|e| fail(1, format!("{name}: {e}")))?;
     let layering = layering::layer(&graph, &request).map_err(|e| match e {
         LayeringError::NoStoreLayers { .. } => fail(2, e.to_string()),
@@ -147,6 +148,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     }
     .map_err(|e| fail(1, format!("writing JSON: {e}")))?;
     json.push(b'\n');
+    // Freeing the graph path by path takes longer than the process exit that reclaims it.
+    std::mem::forget(graph);
     let mut out = std::io::stdout().lock();
     out.write_all(&json)
         .and_then(|()| out.flush())

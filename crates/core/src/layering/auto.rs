@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use super::popularity::path_string;
 use crate::nix::dag::{IndexedGraph, Reach};
 
 /// One layer: its paths and the primary paths that identify it.
@@ -133,7 +134,7 @@ pub fn auto_layers(graph: &IndexedGraph<'_>, layer_limit: usize) -> Vec<AutoLaye
         }
     }
 
-    let names: Vec<String> = (0..n).map(|v| graph.info(v).path.to_string()).collect();
+    let names: Vec<String> = (0..n).map(|v| path_string(&graph.info(v).path)).collect();
     let by_key = |a: &u32, b: &u32| {
         name_hash_key(&names[*a as usize]).cmp(&name_hash_key(&names[*b as usize]))
     };

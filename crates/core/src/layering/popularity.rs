@@ -14,6 +14,7 @@ use std::cmp::Ordering;
 use num_bigint::BigUint;
 
 use crate::nix::dag::{IndexedGraph, Reach, Tally};
+use crate::nix::store_path::AbsStorePath;
 
 /// Every path's popularity, indexed like `graph`.
 pub fn popularity(graph: &IndexedGraph<'_>) -> Vec<BigUint> {
@@ -46,15 +47,35 @@ fn scores<T: Tally + From<u8>>(graph: &IndexedGraph<'_>) -> Option<Vec<T>> {
 /// `hello-2.12-/nix/store/<hash>`; compared as bytes.
 pub fn tie_key(path: &str) -> String {
     match path.split_once('-') {
-        Some((head, rest)) => format!("{rest}-{head}"),
+        Some((head, rest)) => {
+            let mut key = String::with_capacity(path.len());
+            key.push_str(rest);
+            key.push('-');
+            key.push_str(head);
+            key
+        }
         None => path.to_string(),
     }
+}
+
+/// The absolute path as a string, built without the formatting machinery.
+pub(crate) fn path_string(path: &AbsStorePath) -> String {
+    let (dir, hash, name) = (
+        path.store_dir.as_str(),
+        path.path.hash_part(),
+        path.path.name(),
+    );
+    let mut text = String::with_capacity(dir.len() + hash.len() + name.len() + 2);
+    for part in [dir, "/", hash, "-", name] {
+        text.push_str(part);
+    }
+    text
 }
 
 /// All paths, most popular first; equal popularity in increasing [`tie_key`] order.
 pub fn popularity_order(graph: &IndexedGraph<'_>, scores: &[BigUint]) -> Vec<u32> {
     let keys: Vec<String> = (0..graph.len())
-        .map(|v| tie_key(&graph.info(v).path.to_string()))
+        .map(|v| tie_key(&path_string(&graph.info(v).path)))
         .collect();
     let mut order: Vec<u32> = (0..graph.len() as u32).collect();
     order.sort_unstable_by(|&a, &b| {

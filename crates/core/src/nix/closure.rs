@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::dag::{IndexedGraph, Reach};
+use super::dag::{Adjacency, IndexedGraph, Reach};
 use super::path_info::PathInfo;
 use super::store_path::AbsStorePath;
 
@@ -27,6 +27,8 @@ pub enum ClosureError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClosureGraph {
     nodes: BTreeMap<AbsStorePath, PathInfo>,
+    /// The edges over node numbers (path order), built once with the graph.
+    adjacency: Adjacency,
 }
 
 impl ClosureGraph {
@@ -42,7 +44,10 @@ impl ClosureGraph {
                 return Err(ClosureError::Duplicate(key.to_string()));
             }
         }
-        let mut graph = ClosureGraph { nodes };
+        let mut graph = ClosureGraph {
+            nodes,
+            adjacency: Adjacency::default(),
+        };
         graph.fill_closure_sizes()?;
         Ok(graph)
     }
@@ -61,7 +66,10 @@ impl ClosureGraph {
                 (path.clone(), info)
             })
             .collect();
-        let mut graph = ClosureGraph { nodes };
+        let mut graph = ClosureGraph {
+            nodes,
+            adjacency: Adjacency::default(),
+        };
         // Removing paths cannot create a dangling reference or a cycle.
         let _ = graph.fill_closure_sizes();
         graph
@@ -69,8 +77,7 @@ impl ClosureGraph {
 
     /// The graph with paths numbered in path order, for whole-graph algorithms.
     pub fn indexed(&self) -> IndexedGraph<'_> {
-        IndexedGraph::new(self.nodes.values().collect())
-            .expect("a ClosureGraph is complete and acyclic by construction")
+        IndexedGraph::with_adjacency(self.nodes.values().collect(), &self.adjacency)
     }
 
     /// The closure of `roots`, asking `lookup` for each path's info.
@@ -128,22 +135,24 @@ impl ClosureGraph {
             .collect()
     }
 
-    /// Check completeness and acyclicity, and set every `closureSize`.
+    /// Check completeness and acyclicity, number the edges, and set every `closureSize`.
     fn fill_closure_sizes(&mut self) -> Result<(), ClosureError> {
-        let sizes = {
+        let (sizes, adjacency) = {
             let graph = IndexedGraph::new(self.nodes.values().collect())?;
             let nar_sizes: Vec<u128> = self
                 .nodes
                 .values()
                 .map(|i| u128::from(i.nar_size))
                 .collect();
-            graph
+            let sizes = graph
                 .reach_sums(&nar_sizes, Reach::Closure)
-                .expect("sums of u64 sizes fit in u128")
+                .expect("sums of u64 sizes fit in u128");
+            (sizes, graph.into_adjacency())
         };
         for (info, size) in self.nodes.values_mut().zip(sizes) {
             info.closure_size = Some(u64::try_from(size).unwrap_or(u64::MAX));
         }
+        self.adjacency = adjacency;
         Ok(())
     }
 

@@ -3,13 +3,16 @@
 //! order, and sums of a per-path weight over everything a path reaches or is reached from,
 //! computed with 64-wide bitset sweeps instead of one traversal per path.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use num_bigint::BigUint;
 
 use super::closure::ClosureError;
 use super::path_info::PathInfo;
+use super::store_path::AbsStorePath;
 
 /// A number that weights can be summed in; `try_add` reports overflow instead of wrapping so
 /// that a caller can start again with a wider type.
@@ -68,22 +71,69 @@ pub enum Reach {
     Referrers,
 }
 
-/// A closure graph with paths numbered `0..len()` in path order.
-#[derive(Debug, Clone)]
-pub struct IndexedGraph<'g> {
-    infos: Vec<&'g PathInfo>,
+/// The edges of a closure graph over node numbers, with a topological order: what
+/// [`ClosureGraph`](super::closure::ClosureGraph) keeps so that they are built once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adjacency {
     references: Vec<Vec<u32>>,
     referrers: Vec<Vec<u32>>,
-    /// Every path after all paths that refer to it.
+    /// Every path after all paths that refer to it: a depth-first order from the roots.
     topological: Vec<u32>,
+    /// Every path after all paths it refers to: a depth-first order from the leaves.
+    bottom_up: Vec<u32>,
 }
 
-impl<'g> IndexedGraph<'g> {
+/// Hashes a store path's hash part, which is already uniformly distributed: folds it 8 bytes
+/// at a time with a multiply (FxHash's mix), much cheaper than SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+struct HashPartHasher(u64);
+
+impl Hasher for HashPartHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+}
+
+impl Adjacency {
     /// Number the paths of `infos`, which must be sorted by path without duplicates, checking
     /// that every reference is among them and that there is no cycle other than a
     /// self-reference.
-    pub fn new(infos: Vec<&'g PathInfo>) -> Result<IndexedGraph<'g>, ClosureError> {
-        let index_of = |path| infos.binary_search_by(|info| info.path.cmp(path)).ok();
+    pub fn build(infos: &[&PathInfo]) -> Result<Adjacency, ClosureError> {
+        // Look paths up by hash part, kept inline in a compact table: a binary search over
+        // the scattered path infos would miss the cache at every step. Hash parts shared by
+        // two paths (not in a real store) or of unusual length fall back to that search.
+        type HashPart = [u8; 32];
+        const SHARED: u32 = u32::MAX;
+        let key = |path: &AbsStorePath| HashPart::try_from(path.path.hash_part().as_bytes()).ok();
+        let mut by_hash: HashMap<HashPart, u32, BuildHasherDefault<HashPartHasher>> =
+            HashMap::with_capacity_and_hasher(infos.len(), Default::default());
+        let mut all_keyed = true;
+        for (index, info) in infos.iter().enumerate() {
+            match key(&info.path) {
+                Some(hash) => {
+                    by_hash
+                        .entry(hash)
+                        .and_modify(|i| *i = SHARED)
+                        .or_insert(index as u32);
+                }
+                None => all_keyed = false,
+            }
+        }
+        let search = |path: &AbsStorePath| infos.binary_search_by(|i| i.path.cmp(path)).ok();
+        let index_of = |path: &AbsStorePath| match key(path).and_then(|k| by_hash.get(&k)) {
+            Some(&SHARED) => search(path),
+            Some(&i) => (infos[i as usize].path == *path).then_some(i as usize),
+            None if !all_keyed => search(path),
+            None => None,
+        };
         let mut references = Vec::with_capacity(infos.len());
         let mut referrers = vec![Vec::new(); infos.len()];
         for (index, info) in infos.iter().enumerate() {
@@ -101,49 +151,108 @@ impl<'g> IndexedGraph<'g> {
             }
             references.push(refs);
         }
-        let mut graph = IndexedGraph {
-            infos,
+        let topological = depth_first_order(infos, &references)?;
+        let bottom_up = depth_first_order(infos, &referrers)?;
+        Ok(Adjacency {
             references,
             referrers,
-            topological: Vec::new(),
-        };
-        graph.topological = graph.topological_order()?;
-        Ok(graph)
+            topological,
+            bottom_up,
+        })
     }
+}
 
-    /// Kahn's algorithm over referrer counts; names a path on a cycle if there is one.
-    fn topological_order(&self) -> Result<Vec<u32>, ClosureError> {
-        let mut waiting: Vec<usize> = self.referrers.iter().map(Vec::len).collect();
-        let mut order: Vec<u32> = (0..self.len() as u32)
-            .filter(|&v| waiting[v as usize] == 0)
-            .collect();
-        let mut next = 0;
-        while next < order.len() {
-            let v = order[next] as usize;
-            next += 1;
-            for &child in &self.references[v] {
-                waiting[child as usize] -= 1;
-                if waiting[child as usize] == 0 {
-                    order.push(child);
+/// Reverse post-order of a depth-first search along `edges` from the paths no edge leads to:
+/// every path comes after all paths with an edge to it, and paths reached from the same
+/// starts stay close together, which makes the batches of [`IndexedGraph::reach_sums`] touch
+/// few paths. Names a path on a cycle if there is one.
+fn depth_first_order(infos: &[&PathInfo], edges: &[Vec<u32>]) -> Result<Vec<u32>, ClosureError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let n = infos.len();
+    let mut referred = vec![false; n];
+    for &child in edges.iter().flatten() {
+        referred[child as usize] = true;
+    }
+    let mut marks = vec![Mark::New; n];
+    let mut post = Vec::with_capacity(n);
+    let mut stack: Vec<(u32, usize)> = Vec::new();
+    // Roots first; anything left unvisited afterwards hangs below a cycle.
+    let starts = (0..n).filter(|&v| !referred[v]).chain(0..n);
+    for start in starts {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        marks[start] = Mark::Open;
+        stack.push((start as u32, 0));
+        while let Some((v, next)) = stack.last_mut() {
+            let node = *v as usize;
+            match edges[node].get(*next) {
+                Some(&child) => {
+                    *next += 1;
+                    match marks[child as usize] {
+                        Mark::New => {
+                            marks[child as usize] = Mark::Open;
+                            stack.push((child, 0));
+                        }
+                        Mark::Open => {
+                            let path = &infos[child as usize].path;
+                            return Err(ClosureError::Cycle(path.to_string()));
+                        }
+                        Mark::Done => {}
+                    }
+                }
+                None => {
+                    marks[node] = Mark::Done;
+                    post.push(node as u32);
+                    stack.pop();
                 }
             }
         }
-        if order.len() == self.len() {
-            return Ok(order);
+    }
+    post.reverse();
+    Ok(post)
+}
+
+/// A closure graph with paths numbered `0..len()` in path order.
+#[derive(Debug, Clone)]
+pub struct IndexedGraph<'g> {
+    infos: Vec<&'g PathInfo>,
+    adjacency: Cow<'g, Adjacency>,
+}
+
+impl<'g> IndexedGraph<'g> {
+    /// Number the paths of `infos`, which must be sorted by path without duplicates, checking
+    /// that every reference is among them and that there is no cycle other than a
+    /// self-reference.
+    pub fn new(infos: Vec<&'g PathInfo>) -> Result<IndexedGraph<'g>, ClosureError> {
+        let adjacency = Adjacency::build(&infos)?;
+        Ok(IndexedGraph {
+            infos,
+            adjacency: Cow::Owned(adjacency),
+        })
+    }
+
+    /// `infos` (sorted by path) with the edges [`Adjacency::build`] computed for them.
+    pub fn with_adjacency(infos: Vec<&'g PathInfo>, adjacency: &'g Adjacency) -> Self {
+        assert_eq!(
+            infos.len(),
+            adjacency.references.len(),
+            "edges of these paths"
+        );
+        IndexedGraph {
+            infos,
+            adjacency: Cow::Borrowed(adjacency),
         }
-        // Every path left over has a referrer that is left over too; walking up through such
-        // referrers must come back to a path already seen, which lies on a cycle.
-        let mut v = (0..self.len()).find(|&v| waiting[v] > 0).unwrap_or(0);
-        let mut seen = vec![false; self.len()];
-        while !seen[v] {
-            seen[v] = true;
-            v = self.referrers[v]
-                .iter()
-                .map(|&p| p as usize)
-                .find(|&p| waiting[p] > 0)
-                .unwrap_or(v);
-        }
-        Err(ClosureError::Cycle(self.infos[v].path.to_string()))
+    }
+
+    /// The edges, to keep for [`with_adjacency`](Self::with_adjacency).
+    pub fn into_adjacency(self) -> Adjacency {
+        self.adjacency.into_owned()
     }
 
     pub fn len(&self) -> usize {
@@ -160,22 +269,22 @@ impl<'g> IndexedGraph<'g> {
 
     /// The paths `node` refers to, without itself.
     pub fn references(&self, node: usize) -> &[u32] {
-        &self.references[node]
+        &self.adjacency.references[node]
     }
 
     /// The paths that refer to `node`, without itself.
     pub fn referrers(&self, node: usize) -> &[u32] {
-        &self.referrers[node]
+        &self.adjacency.referrers[node]
     }
 
     /// Paths no other path refers to.
     pub fn is_root(&self, node: usize) -> bool {
-        self.referrers[node].is_empty()
+        self.adjacency.referrers[node].is_empty()
     }
 
     /// Every path, each after all the paths that refer to it.
     pub fn topological(&self) -> &[u32] {
-        &self.topological
+        &self.adjacency.topological
     }
 
     /// Every path reachable from `starts` in direction `reach`, the starts included, each once.
@@ -188,8 +297,8 @@ impl<'g> IndexedGraph<'g> {
         stamp: u32,
     ) -> Vec<u32> {
         let edges = match reach {
-            Reach::Closure => &self.references,
-            Reach::Referrers => &self.referrers,
+            Reach::Closure => &self.adjacency.references,
+            Reach::Referrers => &self.adjacency.referrers,
         };
         let mut out = Vec::new();
         let mut todo: Vec<u32> = Vec::new();
@@ -222,11 +331,11 @@ impl<'g> IndexedGraph<'g> {
         // Masks flow from each batch member to the paths whose sum it belongs to, in an order
         // where a path is handled after every path that flows into it.
         let (flow, order): (&[Vec<u32>], Vec<u32>) = match reach {
-            Reach::Closure => (
-                &self.referrers,
-                self.topological.iter().rev().copied().collect(),
+            Reach::Closure => (&self.adjacency.referrers, self.adjacency.bottom_up.clone()),
+            Reach::Referrers => (
+                &self.adjacency.references,
+                self.adjacency.topological.clone(),
             ),
-            Reach::Referrers => (&self.references, self.topological.clone()),
         };
         let mut rank = vec![0u32; self.len()];
         for (position, &v) in order.iter().enumerate() {
@@ -307,8 +416,12 @@ mod tests {
             ig.reach_sums(&[u64::MAX, 1, 1, 1], Reach::Referrers)
                 .is_none()
         );
-        assert_eq!(ig.topological()[0], 0);
-        assert_eq!(ig.topological()[3], 3);
+        let position = |v: u32| ig.topological().iter().position(|&w| w == v).unwrap();
+        for v in 0..4 {
+            for &w in ig.references(v as usize) {
+                assert!(position(v) < position(w));
+            }
+        }
     }
 
     #[test]

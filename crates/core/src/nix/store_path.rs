@@ -337,6 +337,10 @@ impl fmt::Display for AbsStorePath {
 impl Ord for AbsStorePath {
     /// The order of the absolute path strings, compared byte by byte without building them.
     fn cmp(&self, other: &Self) -> Ordering {
+        if self.store_dir == other.store_dir {
+            // Hash parts all have the same length, so (hash, name) orders like the strings.
+            return self.path.cmp(&other.path);
+        }
         fn bytes(p: &AbsStorePath) -> impl Iterator<Item = u8> + '_ {
             p.store_dir
                 .as_str()
@@ -408,6 +412,27 @@ mod tests {
             check_name("", "x"),
             Err(StorePathError::EmptyName(_))
         ));
+    }
+
+    #[test]
+    fn absolute_paths_order_like_their_strings() {
+        let texts = [
+            "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt",
+            "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello",
+            "/nix/store/09pmrzmpshapij2kin22pff6fc2adavx-zzz",
+            "/nix/store2/09pmrzmpshapij2kin22pff6fc2adavx-zzz",
+            "/nix/stor/09pmrzmpshapij2kin22pff6fc2adavx-zzz",
+            "/gnu/store/09pmrzmpshapij2kin22pff6fc2adavx-a",
+        ];
+        for a in texts {
+            for b in texts {
+                let (pa, pb) = (
+                    AbsStorePath::parse(a).unwrap(),
+                    AbsStorePath::parse(b).unwrap(),
+                );
+                assert_eq!(pa.cmp(&pb), a.cmp(b), "{a} vs {b}");
+            }
+        }
     }
 
     #[test]
