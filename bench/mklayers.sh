@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark of mklayers: generates closure graphs shaped like real ones (a libc hub, a core of
-# shared libraries, packages in ecosystems that mostly depend within their ecosystem,
-# self-references, log-normal NAR sizes), then measures wall time and peak RSS of
+# shared libraries, packages in ecosystems of 200 that mostly depend within their ecosystem,
+# 10% with one dependency into one of ten library ecosystems, self-references, log-normal NAR
+# sizes), then measures wall time and peak RSS of
 #   - strata vs nixpkgs' closure-graph.py (popularity) and auto-layer.py on 3000 paths,
-#   - strata alone on 100 000 paths (targets: < 1 s, < 200 MB).
+#   - strata alone on 100 000 paths (targets: < 1 s, < 200 MB),
+#   - strata alone on a "dense" 100 000-path variant whose cross-ecosystem links go anywhere,
+#     so that closures grow with the graph (a stress case: exact popularity and closure sizes
+#     are sums over reachable sets, which cost more as those sets grow).
 # Usage: bench/mklayers.sh            (builds the release binary itself)
 # Needs python3 and GNU time (/usr/bin/time; `apt-get install -y time`).
 set -euo pipefail
@@ -33,7 +37,7 @@ CORE = ["glibc-2.39-52", "gcc-13.3.0-lib", "bash-5.2p37", "coreutils-9.5", "zlib
 WORDS = ["python3.12", "perl5.40", "ghc", "rust", "node", "lib", "qt", "gtk", "x11", "font",
          "tool", "util", "plugin", "data", "doc", "gst", "mesa", "llvm", "boost", "java"]
 
-def generate(n, seed):
+def generate(n, seed, dense=False):
     rng = random.Random(seed)
     core = min(60, max(5, n // 50))
     cluster = 200
@@ -56,6 +60,12 @@ def generate(n, seed):
             if i > start:
                 for _ in range(rng.randrange(5)):
                     r.add(rng.randrange(start, i))
+            # Now and then a dependency on another ecosystem: on one of the library ecosystems
+            # (the first ten, say C libraries and language runtimes), or, in the dense
+            # variant, on any earlier one.
+            if i > core and rng.random() < 0.1:
+                reach = i if dense else min(i, core + 10 * cluster)
+                r.add(rng.randrange(core, reach))
         if rng.random() < 0.4:
             r.add(i)
         names.append(name)
@@ -69,9 +79,10 @@ def generate(n, seed):
     return graph
 
 work = sys.argv[1]
-for n in (3000, 100000):
-    graph = generate(n, n)
-    with open(f"{work}/graph-{n}.json", "w") as f:
+for n, dense in ((3000, False), (100000, False), (100000, True)):
+    graph = generate(n, n, dense)
+    name = f"{n}-dense" if dense else str(n)
+    with open(f"{work}/graph-{name}.json", "w") as f:
         json.dump(graph, f)
     if n == 3000:
         with open(f"{work}/attrs-{n}.json", "w") as f:
@@ -108,6 +119,7 @@ read -r al_t al_m < <(PYTHONHASHSEED=0 measure 1 python3 "$shared/auto-layer.py"
 cp "$work/out" "$work/python-auto"
 read -r bp_t bp_m < <(measure "$runs" "$mklayers" --max-layers 100 "$g100")
 read -r ba_t ba_m < <(measure "$runs" "$mklayers" --algorithm auto --max-layers 100 "$g100")
+read -r dp_t dp_m < <(measure 1 "$mklayers" --max-layers 100 "$work/graph-100000-dense.json")
 
 same_order=$(cmp -s "$work/strata-order" "$work/python-order" && echo yes || echo NO)
 same_auto=$(python3 -c '
@@ -123,4 +135,6 @@ printf '%-34s %10s %10s %10s %8s\n' "3000 paths, auto-layer.py" "$al_t" "$al_m" 
 printf '%-34s %10s %10s %10s %8s\n' "3000 paths, mklayers auto" "$sa_t" "$sa_m" "$(ratio "$al_t" "$sa_t")" "$same_auto"
 printf '%-34s %10s %10s %10s %8s\n' "100000 paths, mklayers popularity" "$bp_t" "$bp_m" "" ""
 printf '%-34s %10s %10s %10s %8s\n' "100000 paths, mklayers auto" "$ba_t" "$ba_m" "" ""
-echo "(mklayers: fastest of $runs runs; python: 1 run; closure-graph.py only orders, mklayers also cuts layers)"
+printf '%-34s %10s %10s %10s %8s\n' "100000 dense, mklayers popularity" "$dp_t" "$dp_m" "" ""
+echo "(mklayers: fastest of $runs runs, dense: 1 run; python: 1 run; closure-graph.py only orders,"
+echo " mklayers also cuts layers; load average now: $(cut -d' ' -f1-3 /proc/loadavg), on $(nproc) cores)"

@@ -3,6 +3,7 @@
 //! in the shapes nixpkgs' `closureInfo` writes (`registration`, `store-paths`,
 //! `total-nar-size`).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
@@ -39,9 +40,13 @@ impl ClosureGraph {
     ) -> Result<ClosureGraph, ClosureError> {
         let mut nodes = BTreeMap::new();
         for info in infos {
-            let key = info.path.clone();
-            if nodes.insert(key.clone(), info).is_some() {
-                return Err(ClosureError::Duplicate(key.to_string()));
+            match nodes.entry(info.path.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(info);
+                }
+                Entry::Occupied(slot) => {
+                    return Err(ClosureError::Duplicate(slot.key().to_string()));
+                }
             }
         }
         let mut graph = ClosureGraph {

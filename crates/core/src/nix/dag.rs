@@ -4,8 +4,7 @@
 //! computed with 64-wide bitset sweeps instead of one traversal per path.
 
 use std::borrow::Cow;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use num_bigint::BigUint;
@@ -79,7 +78,7 @@ pub struct Adjacency {
     referrers: Vec<Vec<u32>>,
     /// Every path after all paths that refer to it: a depth-first order from the roots.
     topological: Vec<u32>,
-    /// Every path after all paths it refers to: a depth-first order from the leaves.
+    /// Every path after all paths it refers to; see [`bottom_up_order`].
     bottom_up: Vec<u32>,
 }
 
@@ -130,7 +129,12 @@ impl Adjacency {
         let search = |path: &AbsStorePath| infos.binary_search_by(|i| i.path.cmp(path)).ok();
         let index_of = |path: &AbsStorePath| match key(path).and_then(|k| by_hash.get(&k)) {
             Some(&SHARED) => search(path),
-            Some(&i) => (infos[i as usize].path == *path).then_some(i as usize),
+            // The hash parts are equal: compare the rest.
+            Some(&i) => {
+                let found = &infos[i as usize].path;
+                (found.path.name() == path.path.name() && found.store_dir == path.store_dir)
+                    .then_some(i as usize)
+            }
             None if !all_keyed => search(path),
             None => None,
         };
@@ -152,7 +156,7 @@ impl Adjacency {
             references.push(refs);
         }
         let topological = depth_first_order(infos, &references)?;
-        let bottom_up = depth_first_order(infos, &referrers)?;
+        let bottom_up = bottom_up_order(&topological, &references);
         Ok(Adjacency {
             references,
             referrers,
@@ -216,6 +220,38 @@ fn depth_first_order(infos: &[&PathInfo], edges: &[Vec<u32>]) -> Result<Vec<u32>
     }
     post.reverse();
     Ok(post)
+}
+
+/// An order with every path after all paths it refers to, the most widely used first: by
+/// decreasing number of reference chains from the roots (as a float, which keeps the order
+/// of the exact counts or ties them), then children before parents in `topological`.
+///
+/// A path referred to by `p` has at least as many chains as `p`, so this is an order in which
+/// references come first. Putting heavily shared paths together makes the few batches of
+/// [`IndexedGraph::reach_sums`] that hold them, which touch most of the graph, few.
+fn bottom_up_order(topological: &[u32], references: &[Vec<u32>]) -> Vec<u32> {
+    let n = topological.len();
+    let mut chains = vec![0f64; n];
+    let mut position = vec![0u32; n];
+    for (at, &v) in topological.iter().enumerate() {
+        let v = v as usize;
+        position[v] = at as u32;
+        if chains[v] == 0.0 {
+            // Nothing refers to it (it would have a chain count already): a root.
+            chains[v] = 1.0;
+        }
+        for &child in &references[v] {
+            chains[child as usize] += chains[v];
+        }
+    }
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        chains[b]
+            .total_cmp(&chains[a])
+            .then(position[b].cmp(&position[a]))
+    });
+    order
 }
 
 /// A closure graph with paths numbered `0..len()` in path order.
@@ -323,9 +359,9 @@ impl<'g> IndexedGraph<'g> {
     /// For every path, the sum of `weights` over the path itself and every other path in
     /// direction `reach`, each counted once; `None` if a sum overflows `T`.
     ///
-    /// Paths are taken 64 at a time in topological order; one sweep per batch carries a
-    /// bitmask "which of the 64 reach me" along the edges, visiting only the paths that the
-    /// batch touches.
+    /// Paths are taken 64 at a time in a depth-first topological order; one sweep per batch
+    /// carries a bitmask "which of the 64 are in my sum" along the edges, visiting only the
+    /// paths that the batch touches, and adds the batch's share from a table of subset sums.
     pub fn reach_sums<T: Tally>(&self, weights: &[T], reach: Reach) -> Option<Vec<T>> {
         assert_eq!(weights.len(), self.len(), "one weight per path");
         // Masks flow from each batch member to the paths whose sum it belongs to, in an order
@@ -337,38 +373,79 @@ impl<'g> IndexedGraph<'g> {
                 self.adjacency.topological.clone(),
             ),
         };
-        let mut rank = vec![0u32; self.len()];
+        let n = self.len();
+        let mut rank = vec![0u32; n];
         for (position, &v) in order.iter().enumerate() {
             rank[v as usize] = position as u32;
         }
-        let mut sums = vec![T::zero(); self.len()];
-        let mut mask = vec![0u64; self.len()];
-        let mut frontier: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
-        for batch in order.chunks(64) {
-            for (bit, &v) in batch.iter().enumerate() {
-                mask[v as usize] |= 1 << bit;
-                frontier.push(Reverse(rank[v as usize]));
-            }
-            // Ranks come out increasing: every push is of a path ranked after the one popped.
-            while let Some(Reverse(position)) = frontier.pop() {
-                let v = order[position as usize] as usize;
-                let bits = std::mem::take(&mut mask[v]);
-                for &w in &flow[v] {
-                    let w = w as usize;
-                    if mask[w] == 0 {
-                        frontier.push(Reverse(rank[w]));
+        // Work in rank space, edges in one flat array, targets ascending: the sweep then walks
+        // memory mostly forwards.
+        let mut starts = Vec::with_capacity(n + 1);
+        let mut targets = Vec::with_capacity(flow.iter().map(Vec::len).sum());
+        starts.push(0usize);
+        for &v in &order {
+            let from = targets.len();
+            targets.extend(flow[v as usize].iter().map(|&w| rank[w as usize]));
+            targets[from..].sort_unstable();
+            starts.push(targets.len());
+        }
+        let mut sums_by_rank = vec![T::zero(); n];
+        let mut mask = vec![0u64; n];
+        // Paths waiting to be handled, as a bitset over ranks: every path a batch reaches is
+        // ranked after the paths that reach it, so one forward scan handles them in order.
+        let mut waiting = vec![0u64; n.div_ceil(64)];
+        let mut subset_sums = vec![T::zero(); 8 * 256];
+        for (batch_index, batch) in order.chunks(64).enumerate() {
+            let first = batch_index * 64;
+            // Sums of every subset of each 8 batch members, so that adding a path's share
+            // takes at most 8 additions however many of the 64 reach it.
+            for lane in 0..8 {
+                for byte in 1..256usize {
+                    let member = lane * 8 + byte.trailing_zeros() as usize;
+                    let mut sum = subset_sums[lane * 256 + (byte & (byte - 1))].clone();
+                    if let Some(&node) = batch.get(member) {
+                        if !sum.try_add(&weights[node as usize]) {
+                            return None;
+                        }
                     }
-                    mask[w] |= bits;
+                    subset_sums[lane * 256 + byte] = sum;
                 }
-                let mut rest = bits;
-                while rest != 0 {
-                    let bit = rest.trailing_zeros() as usize;
-                    rest &= rest - 1;
-                    if !sums[v].try_add(&weights[batch[bit] as usize]) {
+            }
+            for bit in 0..batch.len() {
+                mask[first + bit] |= 1 << bit;
+                waiting[(first + bit) / 64] |= 1 << ((first + bit) % 64);
+            }
+            let mut last = first + batch.len() - 1;
+            let mut word = first / 64;
+            while word <= last / 64 {
+                let pending = waiting[word];
+                if pending == 0 {
+                    word += 1;
+                    continue;
+                }
+                waiting[word] = pending & (pending - 1);
+                let position = word * 64 + pending.trailing_zeros() as usize;
+                let bits = std::mem::take(&mut mask[position]);
+                for &r in &targets[starts[position]..starts[position + 1]] {
+                    let r = r as usize;
+                    if mask[r] == 0 {
+                        waiting[r / 64] |= 1 << (r % 64);
+                        last = last.max(r);
+                    }
+                    mask[r] |= bits;
+                }
+                let sum = &mut sums_by_rank[position];
+                for lane in 0..8 {
+                    let byte = (bits >> (8 * lane)) as usize & 0xff;
+                    if byte != 0 && !sum.try_add(&subset_sums[lane * 256 + byte]) {
                         return None;
                     }
                 }
             }
+        }
+        let mut sums = vec![T::zero(); n];
+        for (position, sum) in sums_by_rank.into_iter().enumerate() {
+            sums[order[position] as usize] = sum;
         }
         Some(sums)
     }
