@@ -136,9 +136,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     })?;
 
     // One-space indentation, as the JSON files nixpkgs writes for layers.
-    let mut json = Vec::new();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut serializer = serde_json::Serializer::with_formatter(
-        &mut json,
+        &mut out,
         serde_json::ser::PrettyFormatter::with_indent(b" "),
     );
     if cli.explain {
@@ -146,14 +146,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     } else {
         layering.layers.serialize(&mut serializer)
     }
-    .map_err(|e| fail(1, format!("writing JSON: {e}")))?;
-    json.push(b'\n');
-    // Freeing the graph path by path takes longer than the process exit that reclaims it.
-    std::mem::forget(graph);
-    let mut out = std::io::stdout().lock();
-    out.write_all(&json)
+    .map_err(|e| fail(1, format!("writing to standard output: {e}")))?;
+    out.write_all(b"\n")
         .and_then(|()| out.flush())
-        .map_err(|e| fail(1, format!("writing to standard output: {e}")))
+        .map_err(|e| fail(1, format!("writing to standard output: {e}")))?;
+    // Freeing the graph path by path takes longer than the process exit that reclaims it.
+    std::mem::forget(layering);
+    std::mem::forget(graph);
+    Ok(())
 }
 
 fn read_input(path: &PathBuf) -> std::io::Result<String> {

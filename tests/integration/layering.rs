@@ -197,7 +197,7 @@ impl SplitMix64 {
 /// sizes (ties in size order).
 fn random_graph(seed: u64) -> ClosureGraph {
     let mut rng = SplitMix64(seed);
-    let n = 1 + rng.below(if seed % 5 == 0 { 150 } else { 40 }) as usize;
+    let n = 1 + rng.below(if seed.is_multiple_of(5) { 150 } else { 40 }) as usize;
     let names = [
         "lib",
         "bash",
@@ -302,7 +302,7 @@ fn differential_case(dir: &Path, seed: u64) {
     );
 
     // Auto-layer, a third of the time with an ignored path.
-    let ignored: Vec<String> = if seed % 3 == 0 {
+    let ignored: Vec<String> = if seed.is_multiple_of(3) {
         vec![graph.infos().next().unwrap().path.to_string()]
     } else {
         Vec::new()

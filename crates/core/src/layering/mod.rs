@@ -85,8 +85,8 @@ pub struct LayeringRequest {
 /// Why one path landed where it did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PathExplanation {
-    pub path: AbsStorePath,
+pub struct PathExplanation<'g> {
+    pub path: &'g AbsStorePath,
     /// Index into [`Layering::layers`].
     pub layer: usize,
     pub popularity: Popularity,
@@ -97,12 +97,12 @@ pub struct PathExplanation {
 /// Sizes of one layer, and for the auto-layer the primary paths it is named by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LayerExplanation {
+pub struct LayerExplanation<'g> {
     pub paths: usize,
     pub nar_size: u128,
     pub closure_size: u128,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub used_by: Option<Vec<AbsStorePath>>,
+    pub used_by: Option<Vec<&'g AbsStorePath>>,
 }
 
 /// A popularity score: exact; written as a JSON number up to 2^53 - 1 (what every JSON reader
@@ -122,60 +122,74 @@ impl Serialize for Popularity {
 /// The result: layers, most shared first, and the reasons.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Layering {
+pub struct Layering<'g> {
     pub algorithm: &'static str,
     pub max_layers: usize,
     pub base_layers: usize,
     pub store_layers: usize,
-    pub layers: Vec<Vec<AbsStorePath>>,
+    pub layers: Vec<Vec<&'g AbsStorePath>>,
     /// Per layer sizes, when explaining.
     #[serde(rename = "layerInfo")]
-    pub layer_info: Vec<LayerExplanation>,
+    pub layer_info: Vec<LayerExplanation<'g>>,
     /// Every layered path in layer order, when explaining.
-    pub paths: Vec<PathExplanation>,
+    pub paths: Vec<PathExplanation<'g>>,
 }
 
 /// Layer `graph` as `request` says.
-pub fn layer(graph: &ClosureGraph, request: &LayeringRequest) -> Result<Layering, LayeringError> {
+pub fn layer<'g>(
+    graph: &'g ClosureGraph,
+    request: &LayeringRequest,
+) -> Result<Layering<'g>, LayeringError> {
     let store_layers = request.budget.store_layers()?;
     if let Some(missing) = request.exclude.iter().find(|p| graph.get(p).is_none()) {
         return Err(LayeringError::ExcludedNotInGraph(missing.to_string()));
     }
-    let reduced;
-    let layered_graph = match request.algorithm {
-        Algorithm::Popularity if !request.exclude.is_empty() => {
-            reduced = graph.without(&request.exclude);
-            &reduced
-        }
-        _ => graph,
+    let whole = graph.indexed();
+    let excluded = |v: usize| request.exclude.contains(&whole.info(v).path);
+    // The popularity contest runs on the graph without the excluded paths; the auto-layer on
+    // the whole graph (it leaves excluded paths out of its result).
+    let reduced = match request.algorithm {
+        Algorithm::Popularity if !request.exclude.is_empty() => Some(whole.without(excluded)),
+        _ => None,
     };
-    let indexed = layered_graph.indexed();
+    let indexed = reduced.as_ref().unwrap_or(&whole);
     let scores = match request.algorithm {
         Algorithm::Auto if !request.explain => Vec::new(),
-        _ => popularity::popularity(&indexed),
+        _ => popularity::popularity(indexed),
     };
 
     let (groups, used_by): (Vec<Vec<u32>>, Vec<Option<Vec<u32>>>) = match request.algorithm {
         Algorithm::Popularity => {
-            let order = popularity::popularity_order(&indexed, &scores);
+            let order = popularity::popularity_order(indexed, &scores);
             let groups = popularity::limit_layers(&order, store_layers);
             let none = vec![None; groups.len()];
             (groups, none)
         }
-        Algorithm::Auto => auto::auto_layers(&indexed, store_layers)
+        Algorithm::Auto => auto::auto_layers(indexed, store_layers)
             .into_iter()
             .filter_map(|layer| {
                 let kept: Vec<u32> = layer
                     .paths
                     .into_iter()
-                    .filter(|&v| !request.exclude.contains(&indexed.info(v as usize).path))
+                    .filter(|&v| !excluded(v as usize))
                     .collect();
                 (!kept.is_empty()).then_some((kept, Some(layer.used_by)))
             })
             .unzip(),
     };
 
-    let path_of = |v: u32| indexed.info(v as usize).path.clone();
+    let path_of = |v: u32| &indexed.info(v as usize).path;
+    // Closure sizes of the graph that was layered (it may have lost paths).
+    let closure_sizes = if request.explain {
+        let sizes: Vec<u128> = (0..indexed.len())
+            .map(|v| u128::from(indexed.info(v).nar_size))
+            .collect();
+        indexed
+            .reach_sums(&sizes, crate::nix::dag::Reach::Closure)
+            .expect("sums of u64 sizes fit in u128")
+    } else {
+        Vec::new()
+    };
     let mut paths = Vec::with_capacity(indexed.len());
     let mut layer_info = Vec::with_capacity(groups.len());
     let mut seen = vec![u32::MAX; indexed.len()];
@@ -197,11 +211,11 @@ pub fn layer(graph: &ClosureGraph, request: &LayeringRequest) -> Result<Layering
         for &v in group {
             let info = indexed.info(v as usize);
             paths.push(PathExplanation {
-                path: info.path.clone(),
+                path: &info.path,
                 layer: index,
                 popularity: Popularity(scores[v as usize].clone()),
                 nar_size: info.nar_size,
-                closure_size: info.closure_size.unwrap_or(0),
+                closure_size: u64::try_from(closure_sizes[v as usize]).unwrap_or(u64::MAX),
             });
         }
     }
@@ -270,7 +284,7 @@ pub(crate) mod tests {
         graph.info(v).path.path.name().to_string()
     }
 
-    fn names(layers: &[Vec<AbsStorePath>]) -> Vec<Vec<&str>> {
+    fn names<'a>(layers: &[Vec<&'a AbsStorePath>]) -> Vec<Vec<&'a str>> {
         layers
             .iter()
             .map(|l| l.iter().map(|p| p.path.name()).collect())

@@ -9,8 +9,6 @@
 //! parts are computed on the graph as it is (one topological pass, then one bitset sweep),
 //! never by expanding it, in exact integers.
 
-use std::cmp::Ordering;
-
 use num_bigint::BigUint;
 
 use crate::nix::dag::{IndexedGraph, Reach, Tally};
@@ -74,17 +72,29 @@ pub(crate) fn path_string(path: &AbsStorePath) -> String {
 
 /// All paths, most popular first; equal popularity in increasing [`tie_key`] order.
 pub fn popularity_order(graph: &IndexedGraph<'_>, scores: &[BigUint]) -> Vec<u32> {
-    let keys: Vec<String> = (0..graph.len())
-        .map(|v| tie_key(&path_string(&graph.info(v).path)))
-        .collect();
     let mut order: Vec<u32> = (0..graph.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (a, b) = (a as usize, b as usize);
-        match scores[b].cmp(&scores[a]) {
-            Ordering::Equal => keys[a].as_bytes().cmp(keys[b].as_bytes()),
-            unequal => unequal,
+    order.sort_unstable_by(|&a, &b| scores[b as usize].cmp(&scores[a as usize]));
+    // Break ties by key, building keys only for the paths that tie.
+    let mut start = 0;
+    while start < order.len() {
+        let score = &scores[order[start] as usize];
+        let end = start
+            + order[start..]
+                .iter()
+                .take_while(|&&v| scores[v as usize] == *score)
+                .count();
+        if end - start > 1 {
+            let mut keyed: Vec<(String, u32)> = order[start..end]
+                .iter()
+                .map(|&v| (tie_key(&path_string(&graph.info(v as usize).path)), v))
+                .collect();
+            keyed.sort_unstable();
+            for (slot, (_, v)) in order[start..end].iter_mut().zip(keyed) {
+                *slot = v;
+            }
         }
-    });
+        start = end;
+    }
     order
 }
 

@@ -57,29 +57,6 @@ impl ClosureGraph {
         Ok(graph)
     }
 
-    /// The same graph without `excluded`: those paths are dropped and so are the references
-    /// to them, as if they had never been in the input (their own references stay as paths).
-    /// `closureSize` is recomputed.
-    pub fn without(&self, excluded: &BTreeSet<AbsStorePath>) -> ClosureGraph {
-        let nodes = self
-            .nodes
-            .iter()
-            .filter(|(path, _)| !excluded.contains(*path))
-            .map(|(path, info)| {
-                let mut info = info.clone();
-                info.references.retain(|r| !excluded.contains(r));
-                (path.clone(), info)
-            })
-            .collect();
-        let mut graph = ClosureGraph {
-            nodes,
-            adjacency: Adjacency::default(),
-        };
-        // Removing paths cannot create a dangling reference or a cycle.
-        let _ = graph.fill_closure_sizes();
-        graph
-    }
-
     /// The graph with paths numbered in path order, for whole-graph algorithms.
     pub fn indexed(&self) -> IndexedGraph<'_> {
         IndexedGraph::with_adjacency(self.nodes.values().collect(), &self.adjacency)
@@ -166,10 +143,10 @@ impl ClosureGraph {
         let mut seen = BTreeSet::new();
         let mut todo = vec![path];
         while let Some(p) = todo.pop() {
-            if let Some((key, info)) = self.nodes.get_key_value(p) {
-                if seen.insert(key) {
-                    todo.extend(info.references.iter());
-                }
+            if let Some((key, info)) = self.nodes.get_key_value(p)
+                && seen.insert(key)
+            {
+                todo.extend(info.references.iter());
             }
         }
         seen

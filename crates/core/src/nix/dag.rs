@@ -286,6 +286,53 @@ impl<'g> IndexedGraph<'g> {
         }
     }
 
+    /// The graph without the paths `drop` selects and without the references to them (what
+    /// they refer to stays), renumbered in path order.
+    pub fn without(&self, drop: impl Fn(usize) -> bool) -> IndexedGraph<'g> {
+        let mut renumbered = vec![u32::MAX; self.len()];
+        let mut infos = Vec::new();
+        for (v, info) in self.infos.iter().enumerate() {
+            if !drop(v) {
+                renumbered[v] = infos.len() as u32;
+                infos.push(*info);
+            }
+        }
+        let kept = |edges: &[Vec<u32>]| -> Vec<Vec<u32>> {
+            edges
+                .iter()
+                .enumerate()
+                .filter(|&(v, _)| renumbered[v] != u32::MAX)
+                .map(|(_, targets)| {
+                    targets
+                        .iter()
+                        .map(|&w| renumbered[w as usize])
+                        .filter(|&w| w != u32::MAX)
+                        .collect()
+                })
+                .collect()
+        };
+        let references = kept(&self.adjacency.references);
+        let referrers = kept(&self.adjacency.referrers);
+        // Dropping paths keeps a topological order topological.
+        let topological: Vec<u32> = self
+            .adjacency
+            .topological
+            .iter()
+            .map(|&v| renumbered[v as usize])
+            .filter(|&v| v != u32::MAX)
+            .collect();
+        let bottom_up = bottom_up_order(&topological, &references);
+        IndexedGraph {
+            infos,
+            adjacency: Cow::Owned(Adjacency {
+                references,
+                referrers,
+                topological,
+                bottom_up,
+            }),
+        }
+    }
+
     /// The edges, to keep for [`with_adjacency`](Self::with_adjacency).
     pub fn into_adjacency(self) -> Adjacency {
         self.adjacency.into_owned()
@@ -403,10 +450,10 @@ impl<'g> IndexedGraph<'g> {
                 for byte in 1..256usize {
                     let member = lane * 8 + byte.trailing_zeros() as usize;
                     let mut sum = subset_sums[lane * 256 + (byte & (byte - 1))].clone();
-                    if let Some(&node) = batch.get(member) {
-                        if !sum.try_add(&weights[node as usize]) {
-                            return None;
-                        }
+                    if let Some(&node) = batch.get(member)
+                        && !sum.try_add(&weights[node as usize])
+                    {
+                        return None;
                     }
                     subset_sums[lane * 256 + byte] = sum;
                 }

@@ -4,6 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -35,12 +36,13 @@ pub enum StorePathError {
 }
 
 /// The logical store directory (e.g. `/nix/store`): part of every store path and fingerprint.
+/// Shared, not copied: a closure's hundreds of thousands of paths hold one string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StoreDir(String);
+pub struct StoreDir(Arc<str>);
 
 impl Default for StoreDir {
     fn default() -> Self {
-        StoreDir("/nix/store".to_string())
+        StoreDir::new("/nix/store").unwrap_or_else(|_| StoreDir(Arc::from("/nix/store")))
     }
 }
 
@@ -55,7 +57,14 @@ impl StoreDir {
         if !dir.starts_with('/') || dir.len() < 2 || dir.ends_with('/') || dir.contains("//") {
             return Err(StorePathError::BadStoreDir(dir.to_string()));
         }
-        Ok(StoreDir(dir.to_string()))
+        // Paths are parsed in bulk and nearly always share their store dir: reuse the last one.
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<StoreDir>> = const { std::cell::RefCell::new(None) };
+        }
+        Ok(LAST.with_borrow_mut(|last| match last {
+            Some(known) if &*known.0 == dir => known.clone(),
+            _ => last.insert(StoreDir(Arc::from(dir))).clone(),
+        }))
     }
 
     pub fn as_str(&self) -> &str {
@@ -65,12 +74,12 @@ impl StoreDir {
     /// Parse an absolute path directly inside this store dir (`/nix/store/<hash>-<name>`).
     pub fn parse_path(&self, path: &str) -> Result<StorePath, StorePathError> {
         let base = path
-            .strip_prefix(self.0.as_str())
+            .strip_prefix(&*self.0)
             .and_then(|rest| rest.strip_prefix('/'))
             .filter(|base| !base.contains('/'))
             .ok_or_else(|| StorePathError::NotInStore {
                 path: path.to_string(),
-                store_dir: self.0.clone(),
+                store_dir: self.0.to_string(),
             })?;
         StorePath::from_base_name(base)
     }
@@ -82,10 +91,10 @@ impl StoreDir {
     ) -> Result<(StorePath, &'a str), StorePathError> {
         let not_in = || StorePathError::NotInStore {
             path: path.to_string(),
-            store_dir: self.0.clone(),
+            store_dir: self.0.to_string(),
         };
         let rest = path
-            .strip_prefix(self.0.as_str())
+            .strip_prefix(&*self.0)
             .and_then(|r| r.strip_prefix('/'));
         let rest = rest.ok_or_else(not_in)?;
         let (base, tail) = match rest.find('/') {
