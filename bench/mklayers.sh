@@ -90,36 +90,42 @@ for n, dense in ((3000, False), (100000, False), (100000, True)):
 EOF
 : > "$work/ignore"
 
-# measure RUNS COMMAND... → "seconds peak_mb" (fastest wall time and largest RSS of RUNS runs)
+# measure RUNS COMMAND... → "wall_s cpu_s peak_mb": the fastest wall time of RUNS runs, the CPU
+# time (user + sys) of that run, the largest peak RSS of all runs. CPU time is the steadier
+# figure when the machine is busy with other work.
 measure() {
-    local n=$1 best="" peak=0 start end kb
+    local n=$1 best="" cpu="" peak=0 start end kb user sys
     shift
     for _ in $(seq "$n"); do
         start=$(date +%s%N)
-        /usr/bin/time -f "%M" -o "$work/rss" "$@" > "$work/out"
+        /usr/bin/time -f "%U %S %M" -o "$work/rss" "$@" > "$work/out"
         end=$(date +%s%N)
-        kb=$(tail -n 1 "$work/rss")
+        read -r user sys kb < <(tail -n 1 "$work/rss")
         [ "$kb" -gt "$peak" ] && peak=$kb
-        if [ -z "$best" ] || [ $((end - start)) -lt "$best" ]; then best=$((end - start)); fi
+        if [ -z "$best" ] || [ $((end - start)) -lt "$best" ]; then
+            best=$((end - start))
+            cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')
+        fi
     done
-    awk -v ns="$best" -v kb="$peak" 'BEGIN { printf "%.4f %.1f\n", ns / 1e9, kb / 1024 }'
+    awk -v ns="$best" -v cpu="$cpu" -v kb="$peak" \
+        'BEGIN { printf "%.4f %.2f %.1f\n", ns / 1e9, cpu, kb / 1024 }'
 }
 
 g3=$work/graph-3000.json
 g100=$work/graph-100000.json
-read -r sp_t sp_m < <(measure "$runs" "$mklayers" --max-layers 100 "$g3")
+read -r sp_t sp_c sp_m < <(measure "$runs" "$mklayers" --max-layers 100 "$g3")
 "$mklayers" --explain --max-layers 100000 "$g3" \
     | python3 -c 'import json,sys; print("\n".join(p["path"] for p in json.load(sys.stdin)["paths"]))' \
     > "$work/strata-order"
-read -r cg_t cg_m < <(measure 1 python3 "$shared/closure-graph.py" "$work/attrs-3000.json" graph)
+read -r cg_t cg_c cg_m < <(measure 1 python3 "$shared/closure-graph.py" "$work/attrs-3000.json" graph)
 cp "$work/out" "$work/python-order"
-read -r sa_t sa_m < <(measure "$runs" "$mklayers" --algorithm auto --max-layers 100 "$g3")
+read -r sa_t sa_c sa_m < <(measure "$runs" "$mklayers" --algorithm auto --max-layers 100 "$g3")
 cp "$work/out" "$work/strata-auto"
-read -r al_t al_m < <(PYTHONHASHSEED=0 measure 1 python3 "$shared/auto-layer.py" "$g3" "$work/ignore" 99)
+read -r al_t al_c al_m < <(PYTHONHASHSEED=0 measure 1 python3 "$shared/auto-layer.py" "$g3" "$work/ignore" 99)
 cp "$work/out" "$work/python-auto"
-read -r bp_t bp_m < <(measure "$runs" "$mklayers" --max-layers 100 "$g100")
-read -r ba_t ba_m < <(measure "$runs" "$mklayers" --algorithm auto --max-layers 100 "$g100")
-read -r dp_t dp_m < <(measure 1 "$mklayers" --max-layers 100 "$work/graph-100000-dense.json")
+read -r bp_t bp_c bp_m < <(measure "$runs" "$mklayers" --max-layers 100 "$g100")
+read -r ba_t ba_c ba_m < <(measure "$runs" "$mklayers" --algorithm auto --max-layers 100 "$g100")
+read -r dp_t dp_c dp_m < <(measure 1 "$mklayers" --max-layers 100 "$work/graph-100000-dense.json")
 
 same_order=$(cmp -s "$work/strata-order" "$work/python-order" && echo yes || echo NO)
 same_auto=$(python3 -c '
@@ -127,14 +133,15 @@ import json, sys
 a, b = (json.load(open(f)) for f in sys.argv[1:])
 print("yes" if sorted(map(sorted, a)) == sorted(map(sorted, b)) else "NO")' "$work/strata-auto" "$work/python-auto")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0fx", a / b }'; }
-printf '%-34s %10s %10s %10s %8s\n' "case (max-layers 100)" "time s" "peak MB" "speed-up" "agrees"
-printf '%-34s %10s %10s %10s %8s\n' "3000 paths, closure-graph.py" "$cg_t" "$cg_m" "" ""
-printf '%-34s %10s %10s %10s %8s\n' "3000 paths, mklayers popularity" "$sp_t" "$sp_m" "$(ratio "$cg_t" "$sp_t")" "$same_order"
-printf '%-34s %10s %10s %10s %8s\n' "3000 paths, auto-layer.py" "$al_t" "$al_m" "" ""
-printf '%-34s %10s %10s %10s %8s\n' "3000 paths, mklayers auto" "$sa_t" "$sa_m" "$(ratio "$al_t" "$sa_t")" "$same_auto"
-printf '%-34s %10s %10s %10s %8s\n' "100000 paths, mklayers popularity" "$bp_t" "$bp_m" "" ""
-printf '%-34s %10s %10s %10s %8s\n' "100000 paths, mklayers auto" "$ba_t" "$ba_m" "" ""
-printf '%-34s %10s %10s %10s %8s\n' "100000 dense, mklayers popularity" "$dp_t" "$dp_m" "" ""
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0fx", a / b; else print "-" }'; }
+row() { printf '%-34s %9s %8s %8s %9s %9s %7s\n' "$@"; }
+row "case (max-layers 100)" "wall s" "cpu s" "peak MB" "wall x" "cpu x" "agrees"
+row "3000 paths, closure-graph.py" "$cg_t" "$cg_c" "$cg_m" "" "" ""
+row "3000 paths, mklayers popularity" "$sp_t" "$sp_c" "$sp_m" "$(ratio "$cg_t" "$sp_t")" "$(ratio "$cg_c" "$sp_c")" "$same_order"
+row "3000 paths, auto-layer.py" "$al_t" "$al_c" "$al_m" "" "" ""
+row "3000 paths, mklayers auto" "$sa_t" "$sa_c" "$sa_m" "$(ratio "$al_t" "$sa_t")" "$(ratio "$al_c" "$sa_c")" "$same_auto"
+row "100000 paths, mklayers popularity" "$bp_t" "$bp_c" "$bp_m" "" "" ""
+row "100000 paths, mklayers auto" "$ba_t" "$ba_c" "$ba_m" "" "" ""
+row "100000 dense, mklayers popularity" "$dp_t" "$dp_c" "$dp_m" "" "" ""
 echo "(mklayers: fastest of $runs runs, dense: 1 run; python: 1 run; closure-graph.py only orders,"
 echo " mklayers also cuts layers; load average now: $(cut -d' ' -f1-3 /proc/loadavg), on $(nproc) cores)"
