@@ -6,6 +6,8 @@ use std::fmt::Display;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use strata_core::nix::path_info::{PathInfo, parse_path_infos};
 use strata_core::store::{Store, StoreConfig};
@@ -122,6 +124,14 @@ pub fn read_store_path_list(name: &str) -> Result<Vec<String>, Failure> {
         .collect())
 }
 
+/// Path infos as JSON lines (compact, keys in Nix's order).
+pub fn path_info_lines<'a>(infos: impl IntoIterator<Item = &'a PathInfo>) -> String {
+    infos
+        .into_iter()
+        .map(|i| serde_json::to_string(i).unwrap_or_default() + "\n")
+        .collect()
+}
+
 /// Print path infos as JSON lines (compact, keys in Nix's order).
 pub fn print_path_infos<'a>(infos: impl IntoIterator<Item = &'a PathInfo>) -> Result<(), Failure> {
     let stdout = io::stdout();
@@ -172,60 +182,96 @@ pub fn parse_args<T: clap::Parser>(tool: &str) -> Result<T, ExitCode> {
 }
 
 /// A byte count shown on stderr while long work runs, when stderr is a terminal; nothing at
-/// all otherwise. The line is cleared when the guard is dropped.
+/// all otherwise. Output printed through [`Progress::print`] clears the line first, so the two
+/// never mix; the line is cleared when the guard is dropped.
 #[derive(Debug)]
 pub struct Progress {
-    counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    counter: Option<Arc<AtomicU64>>,
+    stop: Arc<AtomicBool>,
+    drawing: Arc<Mutex<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
     pub fn start(tool: &'static str) -> Progress {
         use std::io::IsTerminal;
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
+        let drawing = Arc::new(Mutex::new(()));
         if !io::stderr().is_terminal() {
             return Progress {
                 counter: None,
                 stop,
+                drawing,
                 thread: None,
             };
         }
         let counter = Arc::new(AtomicU64::new(0));
-        let (c, s) = (counter.clone(), stop.clone());
+        let (c, s, d) = (counter.clone(), stop.clone(), drawing.clone());
         let thread = std::thread::spawn(move || {
             let started = std::time::Instant::now();
-            while !s.load(Ordering::Relaxed) {
+            loop {
                 std::thread::sleep(std::time::Duration::from_millis(200));
-                let bytes = c.load(Ordering::Relaxed);
+                let _guard = d.lock();
+                if s.load(Ordering::Relaxed) {
+                    break;
+                }
+                let mib = c.load(Ordering::Relaxed) as f64 / 1048576.0;
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 let _ = write!(
                     io::stderr(),
-                    "\r{tool}: {:.1} MiB read ({:.0} MiB/s)\x1b[K",
-                    bytes as f64 / 1048576.0,
-                    bytes as f64 / 1048576.0 / secs
+                    "\r{tool}: {mib:.1} MiB read ({:.0} MiB/s)\x1b[K",
+                    mib / secs
                 );
             }
-            let _ = write!(io::stderr(), "\r\x1b[K");
         });
         Progress {
             counter: Some(counter),
             stop,
+            drawing,
             thread: Some(thread),
         }
     }
 
     /// The counter to hand to the library (None when nothing is shown).
-    pub fn counter(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+    pub fn counter(&self) -> Option<Arc<AtomicU64>> {
         self.counter.clone()
+    }
+
+    /// Write to stdout, with the progress line cleared first.
+    pub fn print(&self, text: &str) -> Result<(), Failure> {
+        let _guard = self.drawing.lock();
+        if self.counter.is_some() {
+            let _ = write!(io::stderr(), "\r\x1b[K");
+        }
+        let mut out = io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::failed(format!("stdout: {e}")))
+    }
+}
+
+impl Progress {
+    /// Write one line to stderr (a warning or a note), with the progress line cleared first.
+    pub fn note(&self, line: &str) {
+        let _guard = self.drawing.lock();
+        let clear = if self.counter.is_some() {
+            "\r\x1b[K"
+        } else {
+            ""
+        };
+        let _ = writeln!(io::stderr(), "{clear}{line}");
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        {
+            let _guard = self.drawing.lock();
+            self.stop.store(true, Ordering::Relaxed);
+            if self.counter.is_some() {
+                let _ = write!(io::stderr(), "\r\x1b[K");
+            }
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -112,10 +112,10 @@ fn add_all(args: &Args) -> Result<(), Failure> {
         progress: progress.counter(),
     };
     if args.text {
-        return add_texts(args, &store, &options);
+        return add_texts(args, &store, &options, &progress);
     }
     if args.deb {
-        return add_debs(args, &store, &options);
+        return add_debs(args, &store, &options, &progress);
     }
     let inputs = expand_inputs(&args.paths)?;
     if args.name.is_some() && inputs.len() != 1 {
@@ -132,7 +132,7 @@ fn add_all(args: &Args) -> Result<(), Failure> {
             .add(input, &name, &method, &options)
             .map_err(|e| Failure::failed(format!("{}: {e}", input.display())))?;
         // Print as we go, so a long list shows progress and a later failure keeps earlier results.
-        cli::print_path_infos([&info])?;
+        progress.print(&cli::path_info_lines([&info]))?;
         infos.push(info);
     }
     Ok(())
@@ -180,7 +180,12 @@ fn self_hash_part(store: &Store, text: &str) -> Result<String, Failure> {
     Ok(path.hash_part().to_string())
 }
 
-fn add_texts(args: &Args, store: &Store, options: &AddOptions) -> Result<(), Failure> {
+fn add_texts(
+    args: &Args,
+    store: &Store,
+    options: &AddOptions,
+    progress: &cli::Progress,
+) -> Result<(), Failure> {
     if args.name.is_some() && args.paths.len() != 1 {
         return Err(Failure::usage("--name needs exactly one input"));
     }
@@ -210,12 +215,17 @@ fn add_texts(args: &Args, store: &Store, options: &AddOptions) -> Result<(), Fai
         let info = store
             .add_text(&name, &contents, &refs, options)
             .map_err(|e| Failure::failed(format!("{input}: {e}")))?;
-        cli::print_path_infos([&info])?;
+        progress.print(&cli::path_info_lines([&info]))?;
     }
     Ok(())
 }
 
-fn add_debs(args: &Args, store: &Store, options: &AddOptions) -> Result<(), Failure> {
+fn add_debs(
+    args: &Args,
+    store: &Store,
+    options: &AddOptions,
+    progress: &cli::Progress,
+) -> Result<(), Failure> {
     let debs = expand_inputs(&args.paths)?;
     let mut known = Vec::new();
     for manifest in &args.deps {
@@ -223,10 +233,10 @@ fn add_debs(args: &Args, store: &Store, options: &AddOptions) -> Result<(), Fail
     }
     let report = strata_core::deb::add_debs(store, &debs, &known, options, args.strict)?;
     if !report.unsatisfied.is_empty() {
-        eprintln!(
+        progress.note(&format!(
             "store-add: warning: unsatisfied dependencies (not in the image unless added): {}",
             strata_core::deb::describe_unsatisfied(&report.unsatisfied)
-        );
+        ));
     }
     if !report.cycles_broken.is_empty() {
         let cycles: Vec<String> = report
@@ -234,12 +244,12 @@ fn add_debs(args: &Args, store: &Store, options: &AddOptions) -> Result<(), Fail
             .iter()
             .map(|(a, b)| format!("{a} -> {b}"))
             .collect();
-        eprintln!(
+        progress.note(&format!(
             "store-add: note: dependency cycles broken (no reference made): {}",
             cycles.join(", ")
-        );
+        ));
     }
-    cli::print_path_infos(&report.infos)
+    progress.print(&cli::path_info_lines(&report.infos))
 }
 
 /// Inputs as paths; `-` expands to the paths listed on stdin.

@@ -3,6 +3,7 @@
 
 mod deb;
 mod image;
+mod layering;
 mod nix_live;
 mod store;
 mod support;

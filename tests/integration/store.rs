@@ -663,3 +663,45 @@ fn readding_is_idempotent_and_dry_run_writes_nothing() {
     assert_eq!(dry, first);
     assert_eq!(first, second);
 }
+
+#[test]
+fn progress_only_on_a_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // A sparse file: long to hash, cheap to make.
+    let big = work.path().join("big");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let piped = run(tool("store-add", root.path()).arg("--dry-run").arg(&big));
+    ok(&piped);
+    assert!(
+        piped.stderr.is_empty(),
+        "progress on a pipe: {:?}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    // Under a pseudo-terminal (script(1)), the byte count shows.
+    let exe = env!("CARGO_BIN_EXE_store-add");
+    let line = format!(
+        "{exe} --store-root {} --dry-run {}",
+        root.path().display(),
+        big.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("MiB read"),
+        "no progress on a terminal: {text:?}"
+    );
+    // The result comes after the last progress line, which is cleared: nothing follows it.
+    let json_at = text.find("{\"ca\"").expect("result printed");
+    assert!(
+        !text[json_at..].contains("MiB read"),
+        "progress after the result: {text:?}"
+    );
+}

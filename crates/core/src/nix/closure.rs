@@ -3,9 +3,11 @@
 //! in the shapes nixpkgs' `closureInfo` writes (`registration`, `store-paths`,
 //! `total-nar-size`).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use super::dag::{Adjacency, IndexedGraph, Reach};
 use super::path_info::PathInfo;
 use super::store_path::AbsStorePath;
 
@@ -26,6 +28,8 @@ pub enum ClosureError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClosureGraph {
     nodes: BTreeMap<AbsStorePath, PathInfo>,
+    /// The edges over node numbers (path order), built once with the graph.
+    adjacency: Adjacency,
 }
 
 impl ClosureGraph {
@@ -36,23 +40,26 @@ impl ClosureGraph {
     ) -> Result<ClosureGraph, ClosureError> {
         let mut nodes = BTreeMap::new();
         for info in infos {
-            let key = info.path.clone();
-            if nodes.insert(key.clone(), info).is_some() {
-                return Err(ClosureError::Duplicate(key.to_string()));
+            match nodes.entry(info.path.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(info);
+                }
+                Entry::Occupied(slot) => {
+                    return Err(ClosureError::Duplicate(slot.key().to_string()));
+                }
             }
         }
-        for info in nodes.values() {
-            if let Some(missing) = info.references.iter().find(|r| !nodes.contains_key(*r)) {
-                return Err(ClosureError::DanglingReference {
-                    referrer: info.path.to_string(),
-                    missing: missing.to_string(),
-                });
-            }
-        }
-        let mut graph = ClosureGraph { nodes };
-        graph.check_acyclic()?;
-        graph.fill_closure_sizes();
+        let mut graph = ClosureGraph {
+            nodes,
+            adjacency: Adjacency::default(),
+        };
+        graph.fill_closure_sizes()?;
         Ok(graph)
+    }
+
+    /// The graph with paths numbered in path order, for whole-graph algorithms.
+    pub fn indexed(&self) -> IndexedGraph<'_> {
+        IndexedGraph::with_adjacency(self.nodes.values().collect(), &self.adjacency)
     }
 
     /// The closure of `roots`, asking `lookup` for each path's info.
@@ -110,68 +117,25 @@ impl ClosureGraph {
             .collect()
     }
 
-    fn check_acyclic(&self) -> Result<(), ClosureError> {
-        // Iterative three-colour depth-first search, ignoring self-references.
-        #[derive(Clone, Copy, PartialEq)]
-        enum Mark {
-            Open,
-            Done,
+    /// Check completeness and acyclicity, number the edges, and set every `closureSize`.
+    fn fill_closure_sizes(&mut self) -> Result<(), ClosureError> {
+        let (sizes, adjacency) = {
+            let graph = IndexedGraph::new(self.nodes.values().collect())?;
+            let nar_sizes: Vec<u128> = self
+                .nodes
+                .values()
+                .map(|i| u128::from(i.nar_size))
+                .collect();
+            let sizes = graph
+                .reach_sums(&nar_sizes, Reach::Closure)
+                .expect("sums of u64 sizes fit in u128");
+            (sizes, graph.into_adjacency())
+        };
+        for (info, size) in self.nodes.values_mut().zip(sizes) {
+            info.closure_size = Some(u64::try_from(size).unwrap_or(u64::MAX));
         }
-        let mut marks: BTreeMap<&AbsStorePath, Mark> = BTreeMap::new();
-        for start in self.nodes.keys() {
-            if marks.contains_key(start) {
-                continue;
-            }
-            let mut stack: Vec<(&AbsStorePath, Vec<&AbsStorePath>)> =
-                vec![(start, self.children(start))];
-            marks.insert(start, Mark::Open);
-            while let Some((node, children)) = stack.last_mut() {
-                match children.pop() {
-                    Some(child) => match marks.get(child) {
-                        Some(Mark::Open) => return Err(ClosureError::Cycle(child.to_string())),
-                        Some(Mark::Done) => {}
-                        None => {
-                            marks.insert(child, Mark::Open);
-                            let grandchildren = self.children(child);
-                            stack.push((child, grandchildren));
-                        }
-                    },
-                    None => {
-                        marks.insert(*node, Mark::Done);
-                        stack.pop();
-                    }
-                }
-            }
-        }
+        self.adjacency = adjacency;
         Ok(())
-    }
-
-    fn children(&self, path: &AbsStorePath) -> Vec<&AbsStorePath> {
-        self.nodes[path]
-            .references
-            .iter()
-            .filter(|r| *r != path)
-            .collect()
-    }
-
-    fn fill_closure_sizes(&mut self) {
-        let sizes: Vec<(AbsStorePath, u64)> = self
-            .nodes
-            .keys()
-            .map(|p| {
-                let total = self
-                    .closure_paths(p)
-                    .iter()
-                    .map(|q| self.nodes[*q].nar_size)
-                    .sum();
-                (p.clone(), total)
-            })
-            .collect();
-        for (p, size) in sizes {
-            if let Some(info) = self.nodes.get_mut(&p) {
-                info.closure_size = Some(size);
-            }
-        }
     }
 
     /// Every path reachable from `path`, itself included.

@@ -2,6 +2,7 @@
 //! path-info JSON and closure graphs. Nothing here touches the store on disk.
 
 pub mod closure;
+pub mod dag;
 pub mod hash;
 pub mod nar;
 pub mod nix32;

@@ -75,6 +75,41 @@ pub fn parse_path_infos(text: &str) -> Result<Vec<PathInfo>, serde_json::Error> 
     Ok(out)
 }
 
+/// Like [`parse_path_infos`], and also the two object shapes other tools write: a single-key
+/// `{"KEY": [infos…]}` (the structured-attrs file `exportReferencesGraph` writes) and a map
+/// from path to info without `path` fields (newer `nix path-info --json`; `null` values, which
+/// Nix writes for invalid paths, are refused). Errors of the plain shapes keep their line and
+/// column; errors inside the object shapes have none (`line() == 0`).
+pub fn parse_path_info_documents(text: &str) -> Result<Vec<PathInfo>, serde_json::Error> {
+    let plain = match parse_path_infos(text) {
+        Ok(infos) => return Ok(infos),
+        Err(e) => e,
+    };
+    let Ok(object) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+    else {
+        return Err(plain);
+    };
+    if object.len() == 1 && object.values().all(serde_json::Value::is_array) {
+        let (_, graph) = object.into_iter().next().unwrap_or_default();
+        return serde_json::from_value(graph);
+    }
+    if !object.is_empty() && object.keys().all(|k| k.starts_with('/')) {
+        return object
+            .into_iter()
+            .map(|(path, value)| match value {
+                serde_json::Value::Object(mut fields) => {
+                    fields.insert("path".to_string(), serde_json::Value::String(path));
+                    serde_json::from_value(serde_json::Value::Object(fields))
+                }
+                _ => Err(serde::de::Error::custom(format!(
+                    "'{path}' has no path info (is it a valid path?)"
+                ))),
+            })
+            .collect();
+    }
+    Err(plain)
+}
+
 /// A path-info object or an array of them, deserialised in place so that errors keep their
 /// line and column.
 enum OneOrMany {
@@ -131,5 +166,18 @@ mod tests {
         assert_eq!(parse_path_infos(&text).unwrap().len(), 3);
         let err = parse_path_infos("{\"path\": 3}").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn reads_keyed_objects() {
+        let keyed = format!("{{\"graph\": [{ONE}]}}");
+        assert_eq!(parse_path_info_documents(&keyed).unwrap().len(), 1);
+        let by_path = r#"{"/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-dep": {"narHash": "sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky", "narSize": 1, "references": [], "ca": null, "signatures": []}}"#;
+        let infos = parse_path_info_documents(by_path).unwrap();
+        assert_eq!(infos[0].path.path.name(), "dep");
+        let invalid = r#"{"/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-dep": null}"#;
+        assert!(parse_path_info_documents(invalid).is_err());
+        let err = parse_path_info_documents("[\n{\"path\": 3}]").unwrap_err();
+        assert_eq!(err.line(), 2);
     }
 }

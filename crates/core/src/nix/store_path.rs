@@ -4,6 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -35,12 +36,13 @@ pub enum StorePathError {
 }
 
 /// The logical store directory (e.g. `/nix/store`): part of every store path and fingerprint.
+/// Shared, not copied: a closure's hundreds of thousands of paths hold one string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StoreDir(String);
+pub struct StoreDir(Arc<str>);
 
 impl Default for StoreDir {
     fn default() -> Self {
-        StoreDir("/nix/store".to_string())
+        StoreDir::new("/nix/store").unwrap_or_else(|_| StoreDir(Arc::from("/nix/store")))
     }
 }
 
@@ -55,7 +57,14 @@ impl StoreDir {
         if !dir.starts_with('/') || dir.len() < 2 || dir.ends_with('/') || dir.contains("//") {
             return Err(StorePathError::BadStoreDir(dir.to_string()));
         }
-        Ok(StoreDir(dir.to_string()))
+        // Paths are parsed in bulk and nearly always share their store dir: reuse the last one.
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<StoreDir>> = const { std::cell::RefCell::new(None) };
+        }
+        Ok(LAST.with_borrow_mut(|last| match last {
+            Some(known) if &*known.0 == dir => known.clone(),
+            _ => last.insert(StoreDir(Arc::from(dir))).clone(),
+        }))
     }
 
     pub fn as_str(&self) -> &str {
@@ -65,12 +74,12 @@ impl StoreDir {
     /// Parse an absolute path directly inside this store dir (`/nix/store/<hash>-<name>`).
     pub fn parse_path(&self, path: &str) -> Result<StorePath, StorePathError> {
         let base = path
-            .strip_prefix(self.0.as_str())
+            .strip_prefix(&*self.0)
             .and_then(|rest| rest.strip_prefix('/'))
             .filter(|base| !base.contains('/'))
             .ok_or_else(|| StorePathError::NotInStore {
                 path: path.to_string(),
-                store_dir: self.0.clone(),
+                store_dir: self.0.to_string(),
             })?;
         StorePath::from_base_name(base)
     }
@@ -82,10 +91,10 @@ impl StoreDir {
     ) -> Result<(StorePath, &'a str), StorePathError> {
         let not_in = || StorePathError::NotInStore {
             path: path.to_string(),
-            store_dir: self.0.clone(),
+            store_dir: self.0.to_string(),
         };
         let rest = path
-            .strip_prefix(self.0.as_str())
+            .strip_prefix(&*self.0)
             .and_then(|r| r.strip_prefix('/'));
         let rest = rest.ok_or_else(not_in)?;
         let (base, tail) = match rest.find('/') {
@@ -344,8 +353,22 @@ impl fmt::Display for AbsStorePath {
 }
 
 impl Ord for AbsStorePath {
+    /// The order of the absolute path strings, compared byte by byte without building them.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.to_string().cmp(&other.to_string())
+        if self.store_dir == other.store_dir {
+            // Hash parts all have the same length, so (hash, name) orders like the strings.
+            return self.path.cmp(&other.path);
+        }
+        fn bytes(p: &AbsStorePath) -> impl Iterator<Item = u8> + '_ {
+            p.store_dir
+                .as_str()
+                .bytes()
+                .chain(std::iter::once(b'/'))
+                .chain(p.path.hash_part().bytes())
+                .chain(std::iter::once(b'-'))
+                .chain(p.path.name().bytes())
+        }
+        bytes(self).cmp(bytes(other))
     }
 }
 
@@ -420,6 +443,27 @@ mod tests {
         assert!(!is_name_with_version("libc6-dev-2.36", "libc6"));
         assert!(!is_name_with_version("bash", "bash"));
         assert!(!is_name_with_version("bash-interactive-5.2", "bash"));
+    }
+
+    #[test]
+    fn absolute_paths_order_like_their_strings() {
+        let texts = [
+            "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt",
+            "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello",
+            "/nix/store/09pmrzmpshapij2kin22pff6fc2adavx-zzz",
+            "/nix/store2/09pmrzmpshapij2kin22pff6fc2adavx-zzz",
+            "/nix/stor/09pmrzmpshapij2kin22pff6fc2adavx-zzz",
+            "/gnu/store/09pmrzmpshapij2kin22pff6fc2adavx-a",
+        ];
+        for a in texts {
+            for b in texts {
+                let (pa, pb) = (
+                    AbsStorePath::parse(a).unwrap(),
+                    AbsStorePath::parse(b).unwrap(),
+                );
+                assert_eq!(pa.cmp(&pb), a.cmp(b), "{a} vs {b}");
+            }
+        }
     }
 
     #[test]

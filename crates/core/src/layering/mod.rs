@@ -1,0 +1,355 @@
+//! Splitting a closure into container image layers, as nixpkgs' `dockerTools` does: the
+//! popularity contest ([`popularity`]) and the size-aware "auto-layer" ([`auto`]). Works on
+//! any [`ClosureGraph`], wherever it came from; the result is a list of layers, each a list
+//! of store paths, plus per-path explanations on request.
+
+pub mod auto;
+pub mod popularity;
+
+use std::collections::BTreeSet;
+
+use num_bigint::BigUint;
+use serde::{Serialize, Serializer};
+
+use crate::nix::closure::ClosureGraph;
+use crate::nix::store_path::AbsStorePath;
+
+/// Errors of the layering step.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LayeringError {
+    #[error(
+        "max-layers {max_layers} leaves no layer for store paths: 1 is kept for the \
+         customisation layer and {base_layers} for the base image"
+    )]
+    NoStoreLayers {
+        max_layers: usize,
+        base_layers: usize,
+    },
+    #[error("excluded path '{0}' is not in the graph")]
+    ExcludedNotInGraph(String),
+}
+
+/// Which layering to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// nixpkgs' popularity contest with `limit_layers` (the `dockerTools` default).
+    #[default]
+    Popularity,
+    /// nixpkgs' size-aware `auto-layer`.
+    Auto,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Popularity => "popularity",
+            Algorithm::Auto => "auto",
+        }
+    }
+}
+
+/// How many layers the image may have in total, and how many of them the base image uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerBudget {
+    pub max_layers: usize,
+    pub base_layers: usize,
+}
+
+impl LayerBudget {
+    /// Layers left for store paths: one layer is always kept for the customisation layer.
+    pub fn store_layers(self) -> Result<usize, LayeringError> {
+        self.max_layers
+            .checked_sub(1 + self.base_layers)
+            .filter(|&n| n >= 1)
+            .ok_or(LayeringError::NoStoreLayers {
+                max_layers: self.max_layers,
+                base_layers: self.base_layers,
+            })
+    }
+}
+
+/// What to layer and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayeringRequest {
+    pub algorithm: Algorithm,
+    pub budget: LayerBudget,
+    /// Paths that must not appear in any layer. The popularity contest drops them from the
+    /// graph first (with the references to them), as nixpkgs does with its helper paths; the
+    /// auto-layer computes layers with them and leaves them out of the result (dropping
+    /// layers that end up empty), as nixpkgs' `auto-layer.py` does with its ignore list.
+    pub exclude: BTreeSet<AbsStorePath>,
+    /// Fill in [`Layering::layer_info`] and [`Layering::paths`].
+    pub explain: bool,
+}
+
+/// Why one path landed where it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathExplanation<'g> {
+    pub path: &'g AbsStorePath,
+    /// Index into [`Layering::layers`].
+    pub layer: usize,
+    pub popularity: Popularity,
+    pub nar_size: u64,
+    pub closure_size: u64,
+}
+
+/// Sizes of one layer, and for the auto-layer the primary paths it is named by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerExplanation<'g> {
+    pub paths: usize,
+    pub nar_size: u128,
+    pub closure_size: u128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<Vec<&'g AbsStorePath>>,
+}
+
+/// A popularity score: exact; written as a JSON number up to 2^53 - 1 (what every JSON reader
+/// holds exactly), as a decimal string beyond.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Popularity(pub BigUint);
+
+impl Serialize for Popularity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match u64::try_from(&self.0) {
+            Ok(n) if n < (1 << 53) => s.serialize_u64(n),
+            _ => s.collect_str(&self.0),
+        }
+    }
+}
+
+/// The result: layers, most shared first, and the reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Layering<'g> {
+    pub algorithm: &'static str,
+    pub max_layers: usize,
+    pub base_layers: usize,
+    pub store_layers: usize,
+    pub layers: Vec<Vec<&'g AbsStorePath>>,
+    /// Per layer sizes, when explaining.
+    #[serde(rename = "layerInfo")]
+    pub layer_info: Vec<LayerExplanation<'g>>,
+    /// Every layered path in layer order, when explaining.
+    pub paths: Vec<PathExplanation<'g>>,
+}
+
+/// Layer `graph` as `request` says.
+pub fn layer<'g>(
+    graph: &'g ClosureGraph,
+    request: &LayeringRequest,
+) -> Result<Layering<'g>, LayeringError> {
+    let store_layers = request.budget.store_layers()?;
+    if let Some(missing) = request.exclude.iter().find(|p| graph.get(p).is_none()) {
+        return Err(LayeringError::ExcludedNotInGraph(missing.to_string()));
+    }
+    let whole = graph.indexed();
+    let excluded = |v: usize| request.exclude.contains(&whole.info(v).path);
+    // The popularity contest runs on the graph without the excluded paths; the auto-layer on
+    // the whole graph (it leaves excluded paths out of its result).
+    let reduced = match request.algorithm {
+        Algorithm::Popularity if !request.exclude.is_empty() => Some(whole.without(excluded)),
+        _ => None,
+    };
+    let indexed = reduced.as_ref().unwrap_or(&whole);
+    let scores = match request.algorithm {
+        Algorithm::Auto if !request.explain => Vec::new(),
+        _ => popularity::popularity(indexed),
+    };
+
+    let (groups, used_by): (Vec<Vec<u32>>, Vec<Option<Vec<u32>>>) = match request.algorithm {
+        Algorithm::Popularity => {
+            let order = popularity::popularity_order(indexed, &scores);
+            let groups = popularity::limit_layers(&order, store_layers);
+            let none = vec![None; groups.len()];
+            (groups, none)
+        }
+        Algorithm::Auto => auto::auto_layers(indexed, store_layers)
+            .into_iter()
+            .filter_map(|layer| {
+                let kept: Vec<u32> = layer
+                    .paths
+                    .into_iter()
+                    .filter(|&v| !excluded(v as usize))
+                    .collect();
+                (!kept.is_empty()).then_some((kept, Some(layer.used_by)))
+            })
+            .unzip(),
+    };
+
+    let path_of = |v: u32| &indexed.info(v as usize).path;
+    // Closure sizes of the graph that was layered (it may have lost paths).
+    let closure_sizes = if request.explain {
+        let sizes: Vec<u128> = (0..indexed.len())
+            .map(|v| u128::from(indexed.info(v).nar_size))
+            .collect();
+        indexed
+            .reach_sums(&sizes, crate::nix::dag::Reach::Closure)
+            .expect("sums of u64 sizes fit in u128")
+    } else {
+        Vec::new()
+    };
+    let mut paths = Vec::with_capacity(indexed.len());
+    let mut layer_info = Vec::with_capacity(groups.len());
+    let mut seen = vec![u32::MAX; indexed.len()];
+    let explained = groups.iter().zip(used_by).enumerate();
+    for (index, (group, used_by)) in explained.filter(|_| request.explain) {
+        let size = |v: &u32| u128::from(indexed.info(*v as usize).nar_size);
+        let closure = indexed.reachable(
+            group,
+            crate::nix::dag::Reach::Closure,
+            &mut seen,
+            index as u32,
+        );
+        layer_info.push(LayerExplanation {
+            paths: group.len(),
+            nar_size: group.iter().map(size).sum(),
+            closure_size: closure.iter().map(size).sum(),
+            used_by: used_by.map(|u| u.into_iter().map(path_of).collect()),
+        });
+        for &v in group {
+            let info = indexed.info(v as usize);
+            paths.push(PathExplanation {
+                path: &info.path,
+                layer: index,
+                popularity: Popularity(scores[v as usize].clone()),
+                nar_size: info.nar_size,
+                closure_size: u64::try_from(closure_sizes[v as usize]).unwrap_or(u64::MAX),
+            });
+        }
+    }
+    let layers = groups
+        .into_iter()
+        .map(|g| g.into_iter().map(path_of).collect())
+        .collect();
+    Ok(Layering {
+        algorithm: request.algorithm.name(),
+        max_layers: request.budget.max_layers,
+        base_layers: request.budget.base_layers,
+        store_layers,
+        layers,
+        layer_info,
+        paths,
+    })
+}
+
+/// Every path of `graph` with its popularity, most popular first (the order nixpkgs'
+/// `closure-graph.py` prints).
+pub fn popularity_ranking(graph: &ClosureGraph) -> Vec<(AbsStorePath, BigUint)> {
+    let indexed = graph.indexed();
+    let scores = popularity::popularity(&indexed);
+    popularity::popularity_order(&indexed, &scores)
+        .into_iter()
+        .map(|v| {
+            (
+                indexed.info(v as usize).path.clone(),
+                scores[v as usize].clone(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::nix::dag::IndexedGraph;
+    use crate::nix::nix32;
+    use crate::nix::path_info::PathInfo;
+
+    /// A store path whose name is `name`, with a hash derived from the name.
+    pub(crate) fn path(name: &str) -> String {
+        let mut seed = [0u8; 20];
+        for (i, b) in name.bytes().enumerate() {
+            seed[i % 20] ^= b;
+        }
+        format!("/nix/store/{}-{name}", nix32::encode(&seed))
+    }
+
+    /// A graph from (name, references, narSize) triples.
+    pub(crate) fn graph(spec: &[(&str, &[&str], u64)]) -> ClosureGraph {
+        let infos = spec.iter().map(|(name, refs, size)| {
+            serde_json::from_value::<PathInfo>(serde_json::json!({
+                "narHash": "sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky",
+                "narSize": size,
+                "path": path(name),
+                "references": refs.iter().map(|r| path(r)).collect::<Vec<_>>(),
+            }))
+            .unwrap()
+        });
+        ClosureGraph::from_infos(infos).unwrap()
+    }
+
+    pub(crate) fn name_of(graph: &IndexedGraph<'_>, v: usize) -> String {
+        graph.info(v).path.path.name().to_string()
+    }
+
+    fn names<'a>(layers: &[Vec<&'a AbsStorePath>]) -> Vec<Vec<&'a str>> {
+        layers
+            .iter()
+            .map(|l| l.iter().map(|p| p.path.name()).collect())
+            .collect()
+    }
+
+    fn request(algorithm: Algorithm, max_layers: usize, exclude: &[&str]) -> LayeringRequest {
+        LayeringRequest {
+            algorithm,
+            budget: LayerBudget {
+                max_layers,
+                base_layers: 0,
+            },
+            exclude: exclude
+                .iter()
+                .map(|n| AbsStorePath::parse(&path(n)).unwrap())
+                .collect(),
+            explain: true,
+        }
+    }
+
+    #[test]
+    fn budget() {
+        let b = |max_layers, base_layers| LayerBudget {
+            max_layers,
+            base_layers,
+        };
+        assert_eq!(b(100, 0).store_layers(), Ok(99));
+        assert_eq!(b(100, 3).store_layers(), Ok(96));
+        assert_eq!(b(2, 0).store_layers(), Ok(1));
+        assert!(b(1, 0).store_layers().is_err());
+        assert!(b(0, 0).store_layers().is_err());
+        assert!(b(5, 4).store_layers().is_err());
+    }
+
+    #[test]
+    fn excluding_a_root_promotes_its_references() {
+        // helper → app → lib; app → lib2. With helper excluded, app is the root.
+        let g = graph(&[
+            ("helper", &["app"], 1),
+            ("app", &["lib", "lib2"], 1),
+            ("lib", &[], 1),
+            ("lib2", &["lib"], 1),
+        ]);
+        let all = layer(&g, &request(Algorithm::Popularity, 100, &[])).unwrap();
+        assert_eq!(names(&all.layers), [["lib"], ["lib2"], ["app"], ["helper"]]);
+        let without = layer(&g, &request(Algorithm::Popularity, 100, &["helper"])).unwrap();
+        assert_eq!(names(&without.layers), [["lib"], ["lib2"], ["app"]]);
+        // lib: routes app 1 + lib2 1 + lib 2 = 4.
+        assert_eq!(without.paths[0].popularity, Popularity(BigUint::from(4u8)));
+        let auto = layer(&g, &request(Algorithm::Auto, 3, &["helper", "lib2"])).unwrap();
+        assert!(
+            auto.layers
+                .iter()
+                .flatten()
+                .all(|p| !["helper", "lib2"].contains(&p.path.name()))
+        );
+        assert!(layer(&g, &request(Algorithm::Auto, 3, &["nothere"])).is_err());
+    }
+
+    #[test]
+    fn explanation_serialises_big_numbers_as_strings() {
+        let small = serde_json::to_string(&Popularity(BigUint::from((1u64 << 53) - 1))).unwrap();
+        let big = serde_json::to_string(&Popularity(BigUint::from(1u64 << 53))).unwrap();
+        assert_eq!(small, "9007199254740991");
+        assert_eq!(big, "\"9007199254740992\"");
+    }
+}
