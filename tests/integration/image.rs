@@ -940,3 +940,42 @@ fn walk_files(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn store_query_mklayers_mkimage_pipeline_runs_in_docker() {
+    let fx = fixture();
+    sh(&format!(
+        "{}/scripts/services.sh docker",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let tar = fx.work.join("pipeline.tar");
+    sh(&format!(
+        "export STRATA_STORE_ROOT={root}
+         {q} closure {hello} {extra} {data} | {l} | \
+           {m} --name strata-test/pipeline --tag 1 --contents {hello} {extra} \
+               --env GREETING=world --cmd /bin/hello --cmd arg1 -o {tar}",
+        root = fx.root.display(),
+        q = env!("CARGO_BIN_EXE_store-query"),
+        l = env!("CARGO_BIN_EXE_mklayers"),
+        m = env!("CARGO_BIN_EXE_mkimage"),
+        hello = fx.hello,
+        extra = fx.extra,
+        data = fx.data,
+        tar = tar.display()
+    ));
+    let load = Command::new("docker")
+        .args(["load", "-i"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network=none", "strata-test/pipeline:1"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out).trim(), EXPECTED);
+}
