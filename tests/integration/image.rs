@@ -691,6 +691,17 @@ fn bad_input_fails_with_one_line_and_leaves_no_output() {
     let layers = fx.layers.to_str().unwrap().to_string();
     let cases: Vec<(Vec<String>, i32, Vec<&str>)> = vec![
         (
+            vec![
+                layers.clone(),
+                "--name".into(),
+                "a".into(),
+                "--from".into(),
+                layers.clone(),
+            ],
+            1,
+            vec!["--from"],
+        ),
+        (
             vec![partial.display().to_string(), "--name".into(), "a".into()],
             1,
             vec!["which is in no layer", "-hello"],
