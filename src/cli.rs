@@ -83,6 +83,37 @@ pub fn run(tool: &str, body: impl FnOnce() -> Result<(), Failure>) -> ExitCode {
     }
 }
 
+/// Parse the arguments and run a tool's body: the whole of a tool's `main`.
+pub fn main<T: clap::Parser>(tool: &str, body: impl FnOnce(T) -> Result<(), Failure>) -> ExitCode {
+    match parse_args::<T>(tool) {
+        Ok(args) => run(tool, || body(args)),
+        Err(code) => code,
+    }
+}
+
+/// How an input is named in messages: its path, or `stdin` for `-`.
+pub fn input_name(name: &str) -> &str {
+    if name == "-" { "stdin" } else { name }
+}
+
+/// A JSON error as `INPUT:LINE:COLUMN: message` (or `INPUT: message` without a position).
+pub fn json_failure(name: &str, e: &serde_json::Error) -> Failure {
+    let shown = input_name(name);
+    let message = e.to_string();
+    if e.line() == 0 {
+        return Failure::failed(format!("{shown}: {message}"));
+    }
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = message.strip_suffix(&suffix).unwrap_or(&message);
+    Failure::failed(format!("{shown}:{}:{}: {message}", e.line(), e.column()))
+}
+
+/// Read a whole input named on the command line as UTF-8 text: `-` is stdin.
+pub fn read_text(name: &str) -> Result<String, Failure> {
+    String::from_utf8(read_input(name)?)
+        .map_err(|_| Failure::failed(format!("{}: not UTF-8", input_name(name))))
+}
+
 /// Read a whole input named on the command line: `-` is stdin.
 pub fn read_input(name: &str) -> Result<Vec<u8>, Failure> {
     let mut data = Vec::new();
@@ -98,22 +129,14 @@ pub fn read_input(name: &str) -> Result<Vec<u8>, Failure> {
 
 /// Read path-info JSON from an input, naming the input (and line/column) in errors.
 pub fn read_path_infos(name: &str) -> Result<Vec<PathInfo>, Failure> {
-    let data = read_input(name)?;
-    let text =
-        String::from_utf8(data).map_err(|_| Failure::failed(format!("{name}: not UTF-8")))?;
-    let shown = if name == "-" { "stdin" } else { name };
-    parse_path_infos(&text).map_err(|e| Failure::failed(format!("{shown}: {e}")))
+    parse_path_infos(&read_text(name)?).map_err(|e| json_failure(name, &e))
 }
 
 /// Store paths from an input: path-info JSON (object, array or stream) or one path a line.
 pub fn read_store_path_list(name: &str) -> Result<Vec<String>, Failure> {
-    let data = read_input(name)?;
-    let text =
-        String::from_utf8(data).map_err(|_| Failure::failed(format!("{name}: not UTF-8")))?;
-    let shown = if name == "-" { "stdin" } else { name };
+    let text = read_text(name)?;
     if text.trim_start().starts_with(['{', '[']) {
-        let infos =
-            parse_path_infos(&text).map_err(|e| Failure::failed(format!("{shown}: {e}")))?;
+        let infos = parse_path_infos(&text).map_err(|e| json_failure(name, &e))?;
         return Ok(infos.into_iter().map(|i| i.path.to_string()).collect());
     }
     Ok(text

@@ -1,12 +1,12 @@
 //! `mklayers`: read a closure graph, print the store paths split into image layers (a JSON
 //! list of lists, most shared first), the way nixpkgs' dockerTools splits them.
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
+use strata::cli::{self, Failure, StoreArgs};
 use strata_core::layering::{self, Algorithm, LayerBudget, LayeringError, LayeringRequest};
 use strata_core::nix::closure::ClosureGraph;
 use strata_core::nix::path_info::parse_path_info_documents;
@@ -17,6 +17,7 @@ Examples:
   nix path-info --json -r ./result | mklayers --max-layers 100 > layers.json
   mklayers --algorithm auto --max-layers 20 --base-layers 3 graph.json
   mklayers --explain --exclude /nix/store/<hash>-customisation graph.json
+  mklayers --store-root ~/.local/share/strata --closure-of /nix/store/<hash>-app
 
 Input: the exportReferencesGraph array ({closureSize?, narHash, narSize, path, references}
 objects), a stream of such objects or arrays, {\"KEY\": [graph]}, or nix path-info's map from
@@ -35,8 +36,11 @@ enum AlgorithmArg {
 #[command(name = "mklayers", version, after_help = EXAMPLES)]
 struct Cli {
     /// Closure graph JSON file; `-` reads standard input
-    #[arg(default_value = "-")]
-    graph: PathBuf,
+    #[arg(default_value = "-", conflicts_with = "closure_of")]
+    graph: String,
+    /// Read the closure of this store path from the store instead of a graph (repeatable)
+    #[arg(long, value_name = "STORE_PATH")]
+    closure_of: Vec<String>,
     /// Layering algorithm
     #[arg(short, long, value_enum, default_value_t = AlgorithmArg::Popularity)]
     algorithm: AlgorithmArg,
@@ -53,42 +57,12 @@ struct Cli {
     /// popularity, narSize and closureSize
     #[arg(long)]
     explain: bool,
-}
-
-/// A failure, with the exit code it maps to.
-struct Failure {
-    code: u8,
-    message: String,
-}
-
-fn fail(code: u8, message: impl Into<String>) -> Failure {
-    Failure {
-        code,
-        message: message.into(),
-    }
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or_default();
-            eprintln!("mklayers: {}", first.trim_start_matches("error: "));
-            return ExitCode::from(2);
-        }
-    };
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("mklayers: {}", failure.message);
-            ExitCode::from(failure.code)
-        }
-    }
+    cli::main("mklayers", |args: Cli| run(&args))
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
@@ -96,11 +70,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         max_layers: cli.max_layers,
         base_layers: cli.base_layers,
     };
-    budget.store_layers().map_err(|e| fail(2, e.to_string()))?;
+    budget.store_layers().map_err(Failure::usage)?;
     let exclude = cli
         .exclude
         .iter()
-        .map(|p| AbsStorePath::parse(p).map_err(|e| fail(2, format!("--exclude {p}: {e}"))))
+        .map(|p| AbsStorePath::parse(p).map_err(|e| Failure::usage(format!("--exclude {p}: {e}"))))
         .collect::<Result<_, _>>()?;
     let request = LayeringRequest {
         algorithm: match cli.algorithm {
@@ -112,27 +86,30 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         explain: cli.explain,
     };
 
-    let name = if cli.graph.as_os_str() == "-" {
-        "<stdin>".to_string()
+    let (name, graph) = if cli.closure_of.is_empty() {
+        let name = cli.graph.clone();
+        let text = cli::read_text(&name)?;
+        let infos = parse_path_info_documents(&text).map_err(|e| cli::json_failure(&name, &e))?;
+        drop(text);
+        let graph = ClosureGraph::from_infos(infos)
+            .map_err(|e| Failure::failed(format!("{}: {e}", cli::input_name(&name))))?;
+        (cli::input_name(&name).to_string(), graph)
     } else {
-        cli.graph.display().to_string()
+        let store = cli.store.open()?;
+        let roots = cli
+            .closure_of
+            .iter()
+            .map(|p| {
+                store
+                    .parse_user_path(p)
+                    .map_err(|e| Failure::failed(format!("--closure-of {p}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        ("store".to_string(), store.closure(&roots)?)
     };
-    let text = read_input(&cli.graph).map_err(|e| fail(1, format!("{name}: {e}")))?;
-    let infos = parse_path_info_documents(&text).map_err(|e| {
-        let message = e.to_string();
-        if e.line() == 0 {
-            fail(1, format!("{name}: {message}"))
-        } else {
-            let suffix = format!(" at line {} column {}", e.line(), e.column());
-            let message = message.strip_suffix(&suffix).unwrap_or(&message);
-            fail(1, format!("{name}:{}:{}: {message}", e.line(), e.column()))
-        }
-    })?;
-    drop(text);
-    let graph = ClosureGraph::from_infos(infos).map_err(|e| fail(1, format!("{name}: {e}")))?;
     let layering = layering::layer(&graph, &request).map_err(|e| match e {
-        LayeringError::NoStoreLayers { .. } => fail(2, e.to_string()),
-        LayeringError::ExcludedNotInGraph(_) => fail(1, format!("{name}: {e}")),
+        LayeringError::NoStoreLayers { .. } => Failure::usage(e),
+        LayeringError::ExcludedNotInGraph(_) => Failure::failed(format!("{name}: {e}")),
     })?;
 
     // One-space indentation, as the JSON files nixpkgs writes for layers.
@@ -146,22 +123,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     } else {
         layering.layers.serialize(&mut serializer)
     }
-    .map_err(|e| fail(1, format!("writing to standard output: {e}")))?;
+    .map_err(|e| Failure::failed(format!("stdout: {e}")))?;
     out.write_all(b"\n")
         .and_then(|()| out.flush())
-        .map_err(|e| fail(1, format!("writing to standard output: {e}")))?;
+        .map_err(|e| Failure::failed(format!("stdout: {e}")))?;
     // Freeing the graph path by path takes longer than the process exit that reclaims it.
     std::mem::forget(layering);
     std::mem::forget(graph);
     Ok(())
-}
-
-fn read_input(path: &PathBuf) -> std::io::Result<String> {
-    let mut text = String::new();
-    if path.as_os_str() == "-" {
-        std::io::stdin().lock().read_to_string(&mut text)?;
-    } else {
-        text = std::fs::read_to_string(path)?;
-    }
-    Ok(text)
 }

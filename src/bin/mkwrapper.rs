@@ -161,11 +161,7 @@ struct JavaArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = match cli::parse_args::<Cli>("mkwrapper") {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    cli::run("mkwrapper", || mkwrapper(&cli))
+    cli::main("mkwrapper", |args: Cli| mkwrapper(&args))
 }
 
 fn mkwrapper(cli: &Cli) -> Result<(), Failure> {

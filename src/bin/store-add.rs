@@ -97,11 +97,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = match cli::parse_args::<Args>("store-add") {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    cli::run("store-add", || add_all(&args))
+    cli::main("store-add", |args: Args| add_all(&args))
 }
 
 fn add_all(args: &Args) -> Result<(), Failure> {

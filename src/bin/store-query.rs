@@ -72,11 +72,7 @@ enum ClosureFormat {
 }
 
 fn main() -> ExitCode {
-    let args = match cli::parse_args::<Args>("store-query") {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    cli::run("store-query", || query(&args))
+    cli::main("store-query", |args: Args| query(&args))
 }
 
 fn query(args: &Args) -> Result<(), Failure> {

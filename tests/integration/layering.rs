@@ -2,8 +2,10 @@
 //! test against the nixpkgs scripts run live on seeded random graphs, and bad input.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::{SplitMix64, json_lines, ok, run, run_with_input, shared, tool};
 
 use strata_core::layering::popularity::limit_layers;
 use strata_core::layering::popularity_ranking;
@@ -13,33 +15,10 @@ use strata_core::nix::path_info::{PathInfo, parse_path_infos};
 
 const MKLAYERS: &str = env!("CARGO_BIN_EXE_mklayers");
 
-fn shared(rel: &str) -> PathBuf {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"));
-    assert!(
-        dir.is_dir(),
-        "shared data missing: {} must exist (it holds the reference cases)",
-        dir.display()
-    );
-    dir.join(rel)
-}
-
 fn mklayers(args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(MKLAYERS)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mklayers");
-    let input = stdin.unwrap_or("").as_bytes().to_vec();
-    let mut pipe = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(&input);
-    });
-    let out = child.wait_with_output().expect("wait for mklayers");
-    writer.join().expect("stdin writer");
-    out
+    let mut cmd = Command::new(MKLAYERS);
+    cmd.args(args);
+    run_with_input(&mut cmd, stdin.unwrap_or("").as_bytes())
 }
 
 fn layers_of(out: &Output) -> Vec<Vec<String>> {
@@ -171,32 +150,11 @@ fn matches_the_nixpkgs_reference_layers() {
     assert!(checked > names.len(), "no layer files checked");
 }
 
-/// splitmix64: a small, seeded, reproducible generator.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 /// A random closure: nodes numbered in a random topological order reference later nodes,
 /// with a libc-like hub, self-references, repeated names (ties broken by hash) and repeated
 /// sizes (ties in size order).
 fn random_graph(seed: u64) -> ClosureGraph {
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let n = 1 + rng.below(if seed.is_multiple_of(5) { 150 } else { 40 }) as usize;
     let names = [
         "lib",
@@ -372,7 +330,7 @@ fn bad_input_is_one_line_and_a_failure_code() {
     assert!(line.contains("graph.json:3:11: "), "{line}");
 
     let line = fails(&[], &format!("[{}]", node(A, &[B])), 1);
-    assert!(line.contains("<stdin>") && line.contains(B), "{line}");
+    assert!(line.contains("stdin: ") && line.contains(B), "{line}");
 
     let cycle = format!("[{}, {}]", node(A, &[B]), node(B, &[A]));
     let line = fails(&["-"], &cycle, 1);
@@ -380,7 +338,7 @@ fn bad_input_is_one_line_and_a_failure_code() {
 
     let bad_path = node("/nix/store/not-a-hash-x", &[]);
     let line = fails(&[], &bad_path, 1);
-    assert!(line.contains("<stdin>:1:"), "{line}");
+    assert!(line.contains("stdin:1:"), "{line}");
 
     let good = format!("[{}, {}]", node(A, &[A, B]), node(B, &[]));
     let line = fails(&["--max-layers", "1"], &good, 2);
@@ -436,4 +394,36 @@ fn help_shows_examples() {
         help.contains("nix path-info --json -r ./result | mklayers --max-layers 100 > layers.json")
     );
     assert!(help.contains("mklayers --algorithm auto --max-layers 20 --base-layers 3 graph.json"));
+}
+
+#[test]
+fn closure_read_from_the_store() {
+    let root = tempfile::tempdir().unwrap();
+    let dep = json_lines(&ok(&run_with_input(
+        tool("store-add", root.path()).args(["--text", "--name", "dep", "-"]),
+        b"dep\n",
+    )))[0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let user = json_lines(&ok(&run_with_input(
+        tool("store-add", root.path()).args(["--text", "--name", "user", "--ref", &dep, "-"]),
+        format!("{dep}\n").as_bytes(),
+    )))[0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let from_store = ok(&run(
+        tool("mklayers", root.path()).args(["--closure-of", &user])
+    ));
+    let graph = ok(&run(
+        tool("store-query", root.path()).args(["closure", &user])
+    ));
+    let from_graph = ok(&run_with_input(
+        &mut tool("mklayers", root.path()),
+        graph.as_bytes(),
+    ));
+    assert_eq!(from_store, from_graph);
+    let layers: Vec<Vec<String>> = serde_json::from_str(&from_store).unwrap();
+    assert_eq!(layers, vec![vec![dep], vec![user]]);
 }

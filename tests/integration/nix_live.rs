@@ -8,25 +8,6 @@ use std::process::Command;
 
 use crate::support::*;
 
-/// A small deterministic generator (splitmix64), so a failure names a reproducible tree.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 const NAMES: &[&[u8]] = &[
     b"a",
     b"b",
@@ -50,7 +31,7 @@ const NAMES: &[&[u8]] = &[
     b"*star",
 ];
 
-fn gen_tree(rng: &mut Rng, dir: &Path, depth: u32, max_depth: u32, big: bool) {
+fn gen_tree(rng: &mut SplitMix64, dir: &Path, depth: u32, max_depth: u32, big: bool) {
     std::fs::create_dir(dir).unwrap();
     let entries = rng.below(6);
     let mut used = std::collections::BTreeSet::new();
@@ -83,7 +64,7 @@ fn gen_tree(rng: &mut Rng, dir: &Path, depth: u32, max_depth: u32, big: bool) {
     }
 }
 
-fn gen_file(rng: &mut Rng, path: &Path, big: bool) {
+fn gen_file(rng: &mut SplitMix64, path: &Path, big: bool) {
     let len = if big {
         (1 << 20) + rng.below(70_000) as usize
     } else {
@@ -117,7 +98,7 @@ fn nix(args: &[&str], paths: &[PathBuf]) -> Vec<String> {
 fn generated_trees_match_nix_store_add() {
     let work = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let mut rng = Rng(0x5eed);
+    let mut rng = SplitMix64::new(0x5eed);
     let mut inputs = Vec::new();
     for i in 0..210 {
         let path = work.path().join(format!("tree-{i}"));
@@ -205,7 +186,7 @@ fn nix_string(s: &str) -> String {
 #[test]
 fn text_files_match_builtins_to_file() {
     let root = tempfile::tempdir().unwrap();
-    let mut rng = Rng(42);
+    let mut rng = SplitMix64::new(42);
     let alphabet: Vec<char> = "ab z\n\t\"\\${}é日'`".chars().collect();
     let texts: Vec<(String, String)> = (0..30)
         .map(|i| {
