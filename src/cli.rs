@@ -217,6 +217,11 @@ pub struct Progress {
 
 impl Progress {
     pub fn start(tool: &'static str) -> Progress {
+        Progress::counting(tool, "read")
+    }
+
+    /// The same, naming what the bytes are (`read`, `sent`).
+    pub fn counting(tool: &'static str, verb: &'static str) -> Progress {
         use std::io::IsTerminal;
         let stop = Arc::new(AtomicBool::new(false));
         let drawing = Arc::new(Mutex::new(()));
@@ -242,7 +247,7 @@ impl Progress {
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 let _ = write!(
                     io::stderr(),
-                    "\r{tool}: {mib:.1} MiB read ({:.0} MiB/s)\x1b[K",
+                    "\r{tool}: {mib:.1} MiB {verb} ({:.0} MiB/s)\x1b[K",
                     mib / secs
                 );
             }

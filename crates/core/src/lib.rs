@@ -9,5 +9,6 @@ pub mod image;
 pub mod layering;
 pub mod nix;
 pub mod pipeline;
+pub mod registry;
 pub mod store;
 pub mod wrapper;

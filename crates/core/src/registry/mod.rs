@@ -1,0 +1,40 @@
+//! Pushing an image to an OCI registry (the distribution API): the destination reference,
+//! the image read back from `mkimage`'s output, credentials and auth challenges, an HTTP
+//! client, and the push itself (blob `HEAD` first, cross-repository mounts, monolithic or
+//! chunked uploads, the manifest last).
+//!
+//! Modules: [`reference`] `REGISTRY/REPO:TAG`, [`source`] the image (tar or OCI layout
+//! directory), [`auth`] credentials and challenges, [`client`] HTTP with auth, [`push`] the
+//! algorithm and its report.
+
+pub mod auth;
+pub mod client;
+pub mod push;
+pub mod reference;
+pub mod source;
+
+pub use push::{BlobAction, BlobReport, PushOptions, PushReport, push};
+pub use reference::Reference;
+
+/// Errors from pushing; each displays as one line and never holds a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A bad destination, image or option, found before anything is sent.
+    #[error("{0}")]
+    Invalid(String),
+    /// The image on disk could not be read.
+    #[error("{path}: {message}")]
+    Image { path: String, message: String },
+    /// The registry could not be reached (DNS, connect, TLS, a cut connection).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The registry refused our credentials, or asked for some we do not have.
+    #[error("{0}")]
+    Auth(String),
+    /// The registry answered with an error.
+    #[error("{0}")]
+    Registry(String),
+    /// What was uploaded or stored is not what its digest says.
+    #[error("{0}")]
+    Digest(String),
+}

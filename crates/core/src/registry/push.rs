@@ -1,0 +1,641 @@
+//! The push: every blob the registry lacks, then the manifest. Each blob is looked up with
+//! `HEAD` first and skipped when the registry has it; otherwise it is mounted from another
+//! repository when one is given (`POST …?mount=&from=`), or uploaded: monolithic (`POST`
+//! for a session, then one `PUT` with the body) or chunked (`PATCH` with `Content-Range`,
+//! then `PUT`), falling back to monolithic when the registry refuses chunks. Uploaded bytes are
+//! hashed as they are sent and the last chunk of a blob is held back unless they hash to its
+//! digest, so a corrupt image never completes an upload. The manifest goes last, with the
+//! exact bytes, and the digest the registry answers must be theirs: a failure anywhere before
+//! leaves the tag untouched.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::RegistryError;
+use super::auth::Credentials;
+use super::client::{Body, Client, Response, error_text};
+use super::reference::Reference;
+use super::source::{self, Blob, BlobLocation};
+use crate::image::archive::{Digester, hex};
+use crate::image::layer::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
+
+/// HTTP or HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP for loopback registries, TLS for every other.
+    Auto,
+    /// Plain HTTP whatever the host (`--plain-http`).
+    PlainHttp,
+    /// TLS whatever the host (`--tls`).
+    Tls,
+}
+
+/// How to push.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    pub transport: Transport,
+    /// A repository on the same registry to mount blobs from.
+    pub mount_from: Option<String>,
+    /// Upload in chunks of this many bytes (`None`: monolithic).
+    pub chunk_size: Option<u64>,
+    /// Compress uncompressed layers with the pinned encoders before upload.
+    pub compression: Compression,
+    pub credentials: Option<Credentials>,
+    /// Counts blob bytes as they are sent (for a progress display).
+    pub progress: Option<Arc<AtomicU64>>,
+    /// Where compressed layers are written (default: the system temporary directory).
+    pub temp_dir: Option<PathBuf>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            transport: Transport::Auto,
+            mount_from: None,
+            chunk_size: None,
+            compression: Compression::None,
+            credentials: None,
+            progress: None,
+            temp_dir: None,
+        }
+    }
+}
+
+/// What happened to a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobAction {
+    /// The registry had it already.
+    Skipped,
+    /// Mounted from the `mount_from` repository.
+    Mounted,
+    Uploaded,
+}
+
+/// One blob of the push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobReport {
+    /// `layer` or `config`.
+    pub kind: &'static str,
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    pub action: BlobAction,
+    /// Body bytes sent for this blob (0 unless uploaded).
+    pub uploaded_bytes: u64,
+    /// `PATCH` requests (0 for a monolithic upload).
+    pub chunks: u64,
+    /// The registry refused chunks and the blob went up monolithic.
+    pub fell_back: bool,
+}
+
+/// The whole push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushReport {
+    /// `REGISTRY/REPO:TAG`.
+    pub reference: String,
+    /// The manifest's digest (`sha256:…`), as the registry confirmed it.
+    pub digest: String,
+    pub manifest_size: u64,
+    pub blobs: Vec<BlobReport>,
+    /// Blob body bytes sent, all blobs together (the manifest not included).
+    pub uploaded_bytes: u64,
+}
+
+/// Push the image at `image` (a tar or an OCI layout directory from mkimage) to `dest`.
+/// `on_blob` is told about each blob when it is done.
+pub fn push(
+    image: &Path,
+    dest: &Reference,
+    opts: &PushOptions,
+    on_blob: &dyn Fn(&BlobReport),
+) -> Result<PushReport, RegistryError> {
+    let tls = match opts.transport {
+        Transport::Auto => !dest.is_loopback(),
+        Transport::PlainHttp => false,
+        Transport::Tls => true,
+    };
+    if opts.chunk_size == Some(0) {
+        return Err(RegistryError::Invalid(
+            "the chunk size must be at least 1 byte".into(),
+        ));
+    }
+    let src = source::open(image)?;
+    let manifest_digest = format!("sha256:{}", hex(&Sha256::digest(&src.manifest)));
+    let tag = dest
+        .tag
+        .clone()
+        .or_else(|| src.tag.clone())
+        .unwrap_or_else(|| "latest".to_string());
+    let temp = match &opts.temp_dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("strata-push-")
+            .tempdir_in(d),
+        None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
+    }
+    .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
+    let (layers, manifest, _) = if opts.compression != Compression::None {
+        compress_layers(&src, opts.compression, temp.path())?
+    } else {
+        (
+            src.layers.clone(),
+            src.manifest.clone(),
+            manifest_digest.clone(),
+        )
+    };
+
+    let repo = &dest.repository;
+    let mut scopes = vec![format!("repository:{repo}:pull,push")];
+    if let Some(from) = &opts.mount_from {
+        scopes.push(format!("repository:{from}:pull"));
+    }
+    let client = Client::new(dest, tls, scopes, opts.credentials.clone());
+    let ping = client.send("GET", &client.url("/v2/"), &[], &Body::Empty)?;
+    if ping.status != 200 {
+        return Err(RegistryError::Registry(format!(
+            "{}: GET /v2/ answered {}: not an OCI registry API",
+            dest.registry,
+            error_text(&ping)
+        )));
+    }
+
+    let pusher = Pusher {
+        client: &client,
+        repo,
+        opts,
+    };
+    let mut reports = Vec::new();
+    let all = layers
+        .iter()
+        .map(|l| ("layer", l))
+        .chain(std::iter::once(("config", &src.config)));
+    for (kind, blob) in all {
+        let report = pusher.blob(kind, blob)?;
+        on_blob(&report);
+        reports.push(report);
+    }
+
+    let digest = pusher.manifest(&manifest, &src.manifest_media_type, &tag)?;
+    Ok(PushReport {
+        reference: dest.display_with(&tag),
+        digest,
+        manifest_size: manifest.len() as u64,
+        uploaded_bytes: reports.iter().map(|r| r.uploaded_bytes).sum(),
+        blobs: reports,
+    })
+}
+
+struct Pusher<'a> {
+    client: &'a Client,
+    repo: &'a str,
+    opts: &'a PushOptions,
+}
+
+/// Statuses that mean "this registry does not take chunks": fall back to monolithic.
+fn refuses_chunks(status: u16) -> bool {
+    matches!(status, 400 | 405 | 411 | 413 | 415 | 416 | 501)
+}
+
+impl Pusher<'_> {
+    fn fail(&self, what: &str, blob: &Blob, resp: &Response) -> RegistryError {
+        RegistryError::Registry(format!(
+            "{what} {} to {}: {}",
+            short(&blob.digest),
+            self.repo,
+            error_text(resp)
+        ))
+    }
+
+    fn blob(&self, kind: &'static str, blob: &Blob) -> Result<BlobReport, RegistryError> {
+        let mut report = BlobReport {
+            kind,
+            digest: blob.digest.clone(),
+            size: blob.size,
+            media_type: blob.media_type.clone(),
+            action: BlobAction::Skipped,
+            uploaded_bytes: 0,
+            chunks: 0,
+            fell_back: false,
+        };
+        let c = self.client;
+        let head = c.send(
+            "HEAD",
+            &c.url(&format!("/v2/{}/blobs/{}", self.repo, blob.digest)),
+            &[],
+            &Body::Empty,
+        )?;
+        match head.status {
+            200 => return Ok(report),
+            404 => {}
+            _ => return Err(self.fail("HEAD blob", blob, &head)),
+        }
+        let mut location = None;
+        if let Some(from) = &self.opts.mount_from {
+            let url = c.url(&format!(
+                "/v2/{}/blobs/uploads/?mount={}&from={}",
+                self.repo, blob.digest, from
+            ));
+            let resp = c.send("POST", &url, &[], &Body::Bytes(b""))?;
+            match resp.status {
+                201 => {
+                    report.action = BlobAction::Mounted;
+                    return Ok(report);
+                }
+                202 => location = resp.location.clone(),
+                _ => return Err(self.fail("mounting blob", blob, &resp)),
+            }
+        }
+        let location = match location {
+            Some(l) => l,
+            None => self.start_session(blob)?,
+        };
+        report.action = BlobAction::Uploaded;
+        let result = match self.opts.chunk_size {
+            Some(chunk) => self.chunked(blob, &location, chunk, &mut report),
+            None => self.monolithic(blob, &location, &mut report),
+        };
+        result.inspect_err(|_| self.abandon(&location))?;
+        Ok(report)
+    }
+
+    fn start_session(&self, blob: &Blob) -> Result<String, RegistryError> {
+        let c = self.client;
+        let url = c.url(&format!("/v2/{}/blobs/uploads/", self.repo));
+        let resp = c.send("POST", &url, &[], &Body::Bytes(b""))?;
+        if resp.status != 202 {
+            return Err(self.fail("starting the upload of", blob, &resp));
+        }
+        resp.location.ok_or_else(|| {
+            RegistryError::Registry(format!(
+                "starting the upload of {}: no Location in the answer",
+                short(&blob.digest)
+            ))
+        })
+    }
+
+    /// Best effort: cancel an upload session that failed.
+    fn abandon(&self, location: &str) {
+        let _ = self
+            .client
+            .send("DELETE", &self.client.url(location), &[], &Body::Empty);
+    }
+
+    fn finish_url(&self, location: &str, digest: &str) -> String {
+        let url = self.client.url(location);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}digest={}", digest.replace(':', "%3A"))
+    }
+
+    fn check_stored(&self, blob: &Blob, resp: &Response) -> Result<(), RegistryError> {
+        if resp.status != 201 {
+            return Err(self.fail("uploading blob", blob, resp));
+        }
+        match &resp.digest {
+            Some(d) if d != &blob.digest => Err(RegistryError::Digest(format!(
+                "the registry stored blob {} as {d}",
+                blob.digest
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `PUT` the whole blob to the session.
+    fn monolithic(
+        &self,
+        blob: &Blob,
+        location: &str,
+        report: &mut BlobReport,
+    ) -> Result<(), RegistryError> {
+        let upload = Upload::new(blob, self.opts.progress.clone())?;
+        let open = || upload.take(blob.size);
+        let resp = self.client.send(
+            "PUT",
+            &self.finish_url(location, &blob.digest),
+            &[("Content-Type", "application/octet-stream")],
+            &Body::Stream {
+                open: &open,
+                len: blob.size,
+            },
+        );
+        report.uploaded_bytes += upload.sent();
+        upload.check()?;
+        self.check_stored(blob, &resp?)
+    }
+
+    /// `PATCH` chunks, then `PUT` with no body; monolithic if the registry refuses the first
+    /// chunk.
+    fn chunked(
+        &self,
+        blob: &Blob,
+        location: &str,
+        chunk: u64,
+        report: &mut BlobReport,
+    ) -> Result<(), RegistryError> {
+        let upload = Upload::new(blob, self.opts.progress.clone())?;
+        let mut location = location.to_string();
+        let mut offset = 0u64;
+        while offset < blob.size {
+            let len = chunk.min(blob.size - offset);
+            let range = format!("{}-{}", offset, offset + len - 1);
+            let open = || upload.take(len);
+            let resp = self.client.send(
+                "PATCH",
+                &self.client.url(&location),
+                &[
+                    ("Content-Type", "application/octet-stream"),
+                    ("Content-Range", &range),
+                ],
+                &Body::Stream { open: &open, len },
+            );
+            report.uploaded_bytes = upload.sent();
+            upload.check()?;
+            let resp = resp?;
+            report.chunks += 1;
+            if resp.status != 202 {
+                if offset == 0 && refuses_chunks(resp.status) {
+                    self.abandon(&location);
+                    report.fell_back = true;
+                    let fresh = self.start_session(blob)?;
+                    return self
+                        .monolithic(blob, &fresh, report)
+                        .inspect_err(|_| self.abandon(&fresh));
+                }
+                return Err(self.fail("uploading a chunk of", blob, &resp));
+            }
+            location = resp.location.clone().ok_or_else(|| {
+                RegistryError::Registry(format!(
+                    "uploading a chunk of {}: no Location in the answer",
+                    short(&blob.digest)
+                ))
+            })?;
+            offset += len;
+        }
+        if blob.size == 0 {
+            // Nothing was read: the empty blob's digest is checked here.
+            upload.check_complete()?;
+        }
+        let resp = self.client.send(
+            "PUT",
+            &self.finish_url(&location, &blob.digest),
+            &[],
+            &Body::Bytes(b""),
+        )?;
+        self.check_stored(blob, &resp)
+    }
+
+    fn manifest(&self, bytes: &[u8], media_type: &str, tag: &str) -> Result<String, RegistryError> {
+        let c = self.client;
+        let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+        let url = c.url(&format!("/v2/{}/manifests/{tag}", self.repo));
+        let resp = c.send(
+            "PUT",
+            &url,
+            &[("Content-Type", media_type)],
+            &Body::Bytes(bytes),
+        )?;
+        if resp.status != 201 {
+            return Err(RegistryError::Registry(format!(
+                "PUT manifest {}:{tag}: {}",
+                self.repo,
+                error_text(&resp)
+            )));
+        }
+        if let Some(stored) = &resp.digest
+            && stored != &digest
+        {
+            // The tag now names bytes we did not send: take it back if the registry lets us.
+            let url = c.url(&format!("/v2/{}/manifests/{stored}", self.repo));
+            let undone = c
+                .send("DELETE", &url, &[], &Body::Empty)
+                .is_ok_and(|r| r.status == 202);
+            return Err(RegistryError::Digest(format!(
+                "the registry stored the manifest of {}:{tag} as {stored}, not {digest} ({})",
+                self.repo,
+                if undone {
+                    "deleted again"
+                } else {
+                    "the registry refused to delete it"
+                }
+            )));
+        }
+        Ok(digest)
+    }
+}
+
+/// `sha256:0123456789ab` for messages.
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
+
+/// One blob's bytes on their way out: read once, in order, across one request (monolithic) or
+/// several (chunks), hashed and counted as they go. The read that would deliver the blob's
+/// last bytes first checks the digest and fails instead when it does not match, so the
+/// registry never receives a complete corrupt blob.
+struct Upload<'a> {
+    blob: &'a Blob,
+    state: Arc<Mutex<UploadState>>,
+}
+
+struct UploadState {
+    reader: Box<dyn Read + Send>,
+    hasher: Sha256,
+    read: u64,
+    sent: u64,
+    mismatch: Option<String>,
+    progress: Option<Arc<AtomicU64>>,
+}
+
+impl<'a> Upload<'a> {
+    fn new(blob: &'a Blob, progress: Option<Arc<AtomicU64>>) -> Result<Upload<'a>, RegistryError> {
+        let reader = blob.open().map_err(|e| image_error(blob, &e))?;
+        Ok(Upload {
+            blob,
+            state: Arc::new(Mutex::new(UploadState {
+                reader,
+                hasher: Sha256::new(),
+                read: 0,
+                sent: 0,
+                mismatch: None,
+                progress,
+            })),
+        })
+    }
+
+    /// A reader over the next `len` bytes.
+    fn take(&self, len: u64) -> io::Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(Part {
+            upload: self,
+            left: len,
+        }))
+    }
+
+    fn sent(&self) -> u64 {
+        self.state.lock().map(|s| s.sent).unwrap_or(0)
+    }
+
+    /// The digest error found while sending, if any.
+    fn check(&self) -> Result<(), RegistryError> {
+        match self.state.lock().ok().and_then(|s| s.mismatch.clone()) {
+            Some(m) => Err(RegistryError::Digest(m)),
+            None => Ok(()),
+        }
+    }
+
+    fn check_complete(&self) -> Result<(), RegistryError> {
+        let state = self
+            .state
+            .lock()
+            .map_err(|_| RegistryError::Digest("poisoned".into()))?;
+        let got = format!("sha256:{}", hex(&state.hasher.clone().finalize()));
+        if got != self.blob.digest {
+            return Err(RegistryError::Digest(mismatch_text(self.blob, &got)));
+        }
+        Ok(())
+    }
+}
+
+fn mismatch_text(blob: &Blob, got: &str) -> String {
+    format!(
+        "{}: blob {} holds bytes that hash to {got}: the image is corrupt; nothing was tagged",
+        location_name(blob),
+        blob.digest
+    )
+}
+
+fn location_name(blob: &Blob) -> String {
+    match &blob.location {
+        BlobLocation::InTar { path, .. } | BlobLocation::File(path) => path.display().to_string(),
+    }
+}
+
+fn image_error(blob: &Blob, e: &io::Error) -> RegistryError {
+    RegistryError::Image {
+        path: location_name(blob),
+        message: format!("blob {}: {e}", blob.digest),
+    }
+}
+
+struct Part<'u, 'a> {
+    upload: &'u Upload<'a>,
+    left: u64,
+}
+
+impl Read for Part<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut state = self
+            .upload
+            .state
+            .lock()
+            .map_err(|_| io::Error::other("upload state poisoned"))?;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = state.reader.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "blob {} is shorter than {} bytes",
+                    self.upload.blob.digest, self.upload.blob.size
+                ),
+            ));
+        }
+        state.hasher.update(&buf[..n]);
+        state.read += n as u64;
+        if state.read == self.upload.blob.size {
+            let got = format!("sha256:{}", hex(&state.hasher.clone().finalize()));
+            if got != self.upload.blob.digest {
+                state.mismatch = Some(mismatch_text(self.upload.blob, &got));
+                return Err(io::Error::other("digest mismatch"));
+            }
+        }
+        self.left -= n as u64;
+        state.sent += n as u64;
+        if let Some(p) = &state.progress {
+            p.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+/// Compress the uncompressed layers with the pinned encoders into `dir`, checking each
+/// layer's digest on the way, and rewrite the manifest to name the compressed blobs (keys in
+/// the same order, compact). Returns the layers, the new manifest bytes and its digest.
+fn compress_layers(
+    src: &source::SourceImage,
+    compression: Compression,
+    dir: &Path,
+) -> Result<(Vec<Blob>, Vec<u8>, String), RegistryError> {
+    let mut manifest: serde_json::Value = serde_json::from_slice(&src.manifest)
+        .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
+    let mut layers = Vec::new();
+    for (i, blob) in src.layers.iter().enumerate() {
+        if blob.compression() != Compression::None {
+            layers.push(blob.clone());
+            continue;
+        }
+        let path = dir.join(format!("layer-{i}"));
+        let file = std::fs::File::create(&path).map_err(|e| image_error(blob, &e))?;
+        let outer = Digester::new(io::BufWriter::new(file));
+        let mut reader = blob.open().map_err(|e| image_error(blob, &e))?;
+        let io_err = |e: io::Error| image_error(blob, &e);
+        let (diff_id, digest, size) = match compression {
+            Compression::Gzip => {
+                let gz = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(outer, flate2::Compression::new(GZIP_LEVEL));
+                let mut inner = Digester::new(gz);
+                io::copy(&mut reader, &mut inner).map_err(io_err)?;
+                let (diff_id, _, gz) = inner.finish();
+                let (digest, size, mut w) = gz.finish().map_err(io_err)?.finish();
+                w.flush().map_err(io_err)?;
+                (diff_id, digest, size)
+            }
+            _ => {
+                let mut enc = zstd::Encoder::new(outer, ZSTD_LEVEL).map_err(io_err)?;
+                enc.include_checksum(false).map_err(io_err)?;
+                enc.include_contentsize(false).map_err(io_err)?;
+                let mut inner = Digester::new(enc);
+                io::copy(&mut reader, &mut inner).map_err(io_err)?;
+                let (diff_id, _, enc) = inner.finish();
+                let (digest, size, mut w) = enc.finish().map_err(io_err)?.finish();
+                w.flush().map_err(io_err)?;
+                (diff_id, digest, size)
+            }
+        };
+        let diff_id = format!("sha256:{diff_id}");
+        if diff_id != blob.digest {
+            return Err(RegistryError::Digest(mismatch_text(blob, &diff_id)));
+        }
+        let new = Blob {
+            media_type: compression.media_type().to_string(),
+            digest: format!("sha256:{digest}"),
+            size,
+            location: BlobLocation::File(path),
+        };
+        if let Some(desc) = manifest
+            .get_mut("layers")
+            .and_then(|l| l.get_mut(i))
+            .and_then(|d| d.as_object_mut())
+        {
+            desc.insert("mediaType".into(), new.media_type.clone().into());
+            desc.insert("digest".into(), new.digest.clone().into());
+            desc.insert("size".into(), new.size.into());
+        }
+        layers.push(new);
+    }
+    let bytes = serde_json::to_vec(&manifest)
+        .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
+    let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
+    Ok((layers, bytes, digest))
+}

@@ -1,0 +1,168 @@
+//! `push-image`: push an image built by `mkimage` (its tar or OCI layout directory) to an OCI
+//! registry, uploading only the blobs the registry lacks; the work is in
+//! `strata_core::registry`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use strata::cli::{self, Failure, Progress};
+use strata_core::image::Compression;
+use strata_core::registry::auth::{Credentials, find_credentials};
+use strata_core::registry::push::Transport;
+use strata_core::registry::{BlobAction, BlobReport, PushOptions, Reference, push};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Build, then push; only the layers the registry lacks are uploaded:
+  mkimage layers.json --name app --tag 1 -o app.tar
+  push-image app.tar registry.example.com/team/app:1
+
+  # A loopback registry speaks plain HTTP; others need --plain-http for that:
+  push-image app.tar 127.0.0.1:5000/app:1 --json
+
+  # Mount shared layers from another repository, gzip layers, 16 MiB chunks:
+  push-image app.tar registry.example.com/team/app:2 --mount-from team/base \\
+    --compress gzip --chunk-size 16M
+
+  # Credentials: docker login's config file, the environment, or stdin:
+  STRATA_REGISTRY_USERNAME=ci STRATA_REGISTRY_PASSWORD=… push-image app.tar r.example/app
+  echo \"$TOKEN\" | push-image app.tar r.example/app --username ci --password-stdin
+
+See docs/push.md.";
+
+/// Push an image (mkimage's tar or OCI layout directory) to an OCI registry.
+#[derive(Debug, Parser)]
+#[command(name = "push-image", version, after_help = EXAMPLES)]
+struct Args {
+    /// The image: mkimage's tar (docker+OCI, OCI or docker-archive) or an OCI layout directory.
+    #[arg(value_name = "IMAGE")]
+    image: PathBuf,
+    /// Where to: REGISTRY/REPO[:TAG] (the tag defaults to the image's own, else `latest`).
+    #[arg(value_name = "REGISTRY/REPO[:TAG]")]
+    destination: String,
+    /// A repository on the same registry to mount blobs from instead of uploading them.
+    #[arg(long, value_name = "REPO")]
+    mount_from: Option<String>,
+    /// Upload in chunks of this size (bytes, or with K/M/G suffix); default: one request per
+    /// blob.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    chunk_size: Option<u64>,
+    /// Compress uncompressed layers before upload (pinned levels: gzip 6, zstd 3).
+    #[arg(long, value_enum, default_value_t = Compress::None)]
+    compress: Compress,
+    /// Use plain HTTP even for a registry that is not on loopback.
+    #[arg(long, conflicts_with = "tls")]
+    plain_http: bool,
+    /// Use TLS even for a loopback registry.
+    #[arg(long)]
+    tls: bool,
+    /// User name; the password is read from stdin (--password-stdin).
+    #[arg(long, requires = "password_stdin", value_name = "USER")]
+    username: Option<String>,
+    /// Read the password (or token) from stdin, with --username.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// Print the push summary as JSON (per blob: skipped, mounted or uploaded, and bytes).
+    #[arg(long)]
+    json: bool,
+    /// Print one line per blob on stderr even when it is not a terminal.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Compress {
+    None,
+    Gzip,
+    Zstd,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (bytes, or with K/M/G)"))?;
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("'{text}' is not a usable chunk size")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn line(b: &BlobReport) -> String {
+    let what = match b.action {
+        BlobAction::Skipped => "skipped (already there)".to_string(),
+        BlobAction::Mounted => "mounted".to_string(),
+        BlobAction::Uploaded => format!(
+            "uploaded {} bytes{}",
+            b.uploaded_bytes,
+            if b.fell_back {
+                " (chunks refused: monolithic)"
+            } else {
+                ""
+            }
+        ),
+    };
+    format!(
+        "push-image: {} {} ({} bytes): {what}",
+        b.kind, b.digest, b.size
+    )
+}
+
+fn main() -> ExitCode {
+    cli::main("push-image", |args: Args| {
+        let dest = Reference::parse(&args.destination).map_err(Failure::usage)?;
+        let explicit = match &args.username {
+            Some(user) => {
+                let mut password = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut password)
+                    .map_err(|e| Failure::failed(format!("stdin: {e}")))?;
+                let password = password.trim_end_matches(['\n', '\r']);
+                Some(Credentials::new(user, password, "--password-stdin"))
+            }
+            None => None,
+        };
+        let credentials = find_credentials(explicit, &dest.registry, &|k| std::env::var(k).ok())?;
+        let transport = if args.plain_http {
+            Transport::PlainHttp
+        } else if args.tls {
+            Transport::Tls
+        } else {
+            Transport::Auto
+        };
+        let progress = Progress::counting("push-image", "sent");
+        let show = args.verbose || progress.counter().is_some();
+        let opts = PushOptions {
+            transport,
+            mount_from: args.mount_from.clone(),
+            chunk_size: args.chunk_size,
+            compression: match args.compress {
+                Compress::None => Compression::None,
+                Compress::Gzip => Compression::Gzip,
+                Compress::Zstd => Compression::Zstd,
+            },
+            credentials,
+            progress: progress.counter(),
+            temp_dir: None,
+        };
+        let report = push(&args.image, &dest, &opts, &|b| {
+            if show {
+                progress.note(&line(b));
+            }
+        })?;
+        let out = if args.json {
+            serde_json::to_string(&report).map_err(Failure::failed)? + "\n"
+        } else {
+            format!("{}@{}\n", report.reference, report.digest)
+        };
+        progress.print(&out)
+    })
+}
