@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::support::store_add as add;
 use crate::support::*;
 
 /// A store with a static hello program, a data tree with every awkward kind of name, and a
@@ -26,36 +27,8 @@ struct Fixture {
     image: PathBuf,
 }
 
-const HELLO_C: &str = r#"
-#include <stdio.h>
-#include <stdlib.h>
-int main(int argc, char **argv) {
-    const char *g = getenv("GREETING");
-    FILE *f = fopen("/etc/motd", "r");
-    char motd[64] = "";
-    if (f) { if (!fgets(motd, sizeof motd, f)) motd[0] = 0; fclose(f); }
-    printf("hello from strata: %s %s %s", g ? g : "-", argc > 1 ? argv[1] : "-", motd);
-    return 0;
-}
-"#;
-
 pub const NAME: &str = "strata-test/hello";
 pub const TAG: &str = "t1";
-
-fn sh(script: &str) {
-    let st = Command::new("bash")
-        .arg("-ec")
-        .arg(script)
-        .status()
-        .expect("bash");
-    assert!(st.success(), "failed: {script}");
-}
-
-fn add(root: &Path, name: &str, src: &Path) -> String {
-    let out = run(tool("store-add", root).arg("--name").arg(name).arg(src));
-    let info: Value = serde_json::from_str(ok(&out).trim()).unwrap();
-    info["path"].as_str().unwrap().to_string()
-}
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
@@ -66,11 +39,7 @@ fn fixture() -> &'static Fixture {
             .unwrap();
         let work = dir.path().to_path_buf();
         let root = work.join("root");
-        std::fs::write(work.join("hello.c"), HELLO_C).unwrap();
-        sh(&format!(
-            "cd {w} && mkdir -p hello/bin && gcc -static -O1 -o hello/bin/hello hello.c",
-            w = work.display()
-        ));
+        let hello_src = static_hello(&work);
         // Long, non-ASCII and non-UTF-8 names, hard links, long symlinks, empty dirs.
         let d = work.join("data");
         sh(&format!(
@@ -87,7 +56,7 @@ fn fixture() -> &'static Fixture {
             "mkdir -p {e}/etc && echo 'from the store' > {e}/etc/motd",
             e = work.join("extra").display()
         ));
-        let hello = add(&root, "hello", &work.join("hello"));
+        let hello = add(&root, "hello", &hello_src);
         let data = add(&root, "data", &d);
         let extra = add(&root, "extra", &work.join("extra"));
         let layers = work.join("layers.json");

@@ -5,6 +5,7 @@ mod deb;
 mod image;
 mod layering;
 mod nix_live;
+mod push;
 mod store;
 mod support;
 mod wrapper;

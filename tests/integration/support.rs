@@ -31,6 +31,7 @@ pub fn tool(name: &str, store_root: &Path) -> Command {
         "mklayers" => env!("CARGO_BIN_EXE_mklayers"),
         "mkwrapper" => env!("CARGO_BIN_EXE_mkwrapper"),
         "mkimage" => env!("CARGO_BIN_EXE_mkimage"),
+        "push-image" => env!("CARGO_BIN_EXE_push-image"),
         other => panic!("unknown tool {other}"),
     };
     let mut cmd = Command::new(exe);
@@ -165,4 +166,47 @@ impl SplitMix64 {
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
+}
+
+/// Run a bash script; a failure fails the test.
+pub fn sh(script: &str) {
+    let st = Command::new("bash")
+        .arg("-ec")
+        .arg(script)
+        .status()
+        .expect("bash");
+    assert!(st.success(), "failed: {script}");
+}
+
+/// `store-add --name NAME SRC` into the store at `root`; the new store path.
+pub fn store_add(root: &Path, name: &str, src: &Path) -> String {
+    let out = run(tool("store-add", root).arg("--name").arg(name).arg(src));
+    let info: serde_json::Value = serde_json::from_str(ok(&out).trim()).expect("path info");
+    info["path"].as_str().expect("path").to_string()
+}
+
+/// A program that runs in a scratch image: prints `hello from strata: $GREETING ARG1
+/// <first line of /etc/motd>`.
+pub const HELLO_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    const char *g = getenv("GREETING");
+    FILE *f = fopen("/etc/motd", "r");
+    char motd[64] = "";
+    if (f) { if (!fgets(motd, sizeof motd, f)) motd[0] = 0; fclose(f); }
+    printf("hello from strata: %s %s %s", g ? g : "-", argc > 1 ? argv[1] : "-", motd);
+    return 0;
+}
+"#;
+
+/// Compile [`HELLO_C`] statically (`gcc -static`) into `work/hello/bin/hello`; returns
+/// `work/hello`, ready for store-add.
+pub fn static_hello(work: &Path) -> PathBuf {
+    std::fs::write(work.join("hello.c"), HELLO_C).expect("write hello.c");
+    sh(&format!(
+        "cd {w} && mkdir -p hello/bin && gcc -static -O1 -o hello/bin/hello hello.c",
+        w = work.display()
+    ));
+    work.join("hello")
 }

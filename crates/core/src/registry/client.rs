@@ -283,19 +283,22 @@ pub fn url_path(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
-/// A transport error without the URL ureq puts in front (the caller names the request).
+/// A transport error in words: its kind, ureq's message and the underlying cause
+/// (`Connection Failed: Connect error: Connection refused (os error 111)`).
 fn transport_message(t: &ureq::Transport) -> String {
-    let kind = t.kind().to_string();
-    let detail = t
-        .message()
-        .map(str::to_string)
-        .or_else(|| std::error::Error::source(t).map(|s| s.to_string()))
-        .unwrap_or_default();
-    if detail.is_empty() {
-        kind
-    } else {
-        format!("{kind}: {detail}")
+    let mut parts = vec![t.kind().to_string()];
+    if let Some(m) = t.message() {
+        parts.push(m.to_string());
     }
+    let mut source = std::error::Error::source(t);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
 }
 
 /// The registry's own words from an error response (`CODE: message` of the first error), or

@@ -117,18 +117,13 @@ pub fn push(
     opts: &PushOptions,
     on_blob: &dyn Fn(&BlobReport),
 ) -> Result<PushReport, RegistryError> {
-    let tls = match opts.transport {
-        Transport::Auto => !dest.is_loopback(),
-        Transport::PlainHttp => false,
-        Transport::Tls => true,
-    };
+    let tls = uses_tls(opts.transport, dest);
     if opts.chunk_size == Some(0) {
         return Err(RegistryError::Invalid(
             "the chunk size must be at least 1 byte".into(),
         ));
     }
     let src = source::open(image)?;
-    let manifest_digest = format!("sha256:{}", hex(&Sha256::digest(&src.manifest)));
     let tag = dest
         .tag
         .clone()
@@ -141,14 +136,10 @@ pub fn push(
         None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
     }
     .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
-    let (layers, manifest, _) = if opts.compression != Compression::None {
+    let (layers, manifest) = if opts.compression != Compression::None {
         compress_layers(&src, opts.compression, temp.path())?
     } else {
-        (
-            src.layers.clone(),
-            src.manifest.clone(),
-            manifest_digest.clone(),
-        )
+        (src.layers.clone(), src.manifest.clone())
     };
 
     let repo = &dest.repository;
@@ -190,6 +181,16 @@ pub fn push(
         uploaded_bytes: reports.iter().map(|r| r.uploaded_bytes).sum(),
         blobs: reports,
     })
+}
+
+/// The plain-HTTP rule: TLS unless the registry is on loopback or `--plain-http` says so;
+/// `--tls` forces it on loopback too.
+pub fn uses_tls(transport: Transport, dest: &Reference) -> bool {
+    match transport {
+        Transport::Auto => !dest.is_loopback(),
+        Transport::PlainHttp => false,
+        Transport::Tls => true,
+    }
 }
 
 struct Pusher<'a> {
@@ -248,7 +249,7 @@ impl Pusher<'_> {
                     report.action = BlobAction::Mounted;
                     return Ok(report);
                 }
-                202 => location = resp.location.clone(),
+                202 => location = resp.location,
                 _ => return Err(self.fail("mounting blob", blob, &resp)),
             }
         }
@@ -568,14 +569,37 @@ impl Read for Part<'_, '_> {
     }
 }
 
+/// Copy in fixed 64 KiB writes: the compressors' output depends on how the input is split,
+/// so the split must not depend on the platform or the standard library.
+fn copy_fixed(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match from.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..filled])?;
+        total += filled as u64;
+    }
+}
+
 /// Compress the uncompressed layers with the pinned encoders into `dir`, checking each
 /// layer's digest on the way, and rewrite the manifest to name the compressed blobs (keys in
-/// the same order, compact). Returns the layers, the new manifest bytes and its digest.
+/// the same order, compact). Returns the layers and the new manifest bytes.
 fn compress_layers(
     src: &source::SourceImage,
     compression: Compression,
     dir: &Path,
-) -> Result<(Vec<Blob>, Vec<u8>, String), RegistryError> {
+) -> Result<(Vec<Blob>, Vec<u8>), RegistryError> {
     let mut manifest: serde_json::Value = serde_json::from_slice(&src.manifest)
         .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
     let mut layers = Vec::new();
@@ -595,7 +619,7 @@ fn compress_layers(
                     .mtime(0)
                     .write(outer, flate2::Compression::new(GZIP_LEVEL));
                 let mut inner = Digester::new(gz);
-                io::copy(&mut reader, &mut inner).map_err(io_err)?;
+                copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
                 let (diff_id, _, gz) = inner.finish();
                 let (digest, size, mut w) = gz.finish().map_err(io_err)?.finish();
                 w.flush().map_err(io_err)?;
@@ -606,7 +630,7 @@ fn compress_layers(
                 enc.include_checksum(false).map_err(io_err)?;
                 enc.include_contentsize(false).map_err(io_err)?;
                 let mut inner = Digester::new(enc);
-                io::copy(&mut reader, &mut inner).map_err(io_err)?;
+                copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
                 let (diff_id, _, enc) = inner.finish();
                 let (digest, size, mut w) = enc.finish().map_err(io_err)?.finish();
                 w.flush().map_err(io_err)?;
@@ -636,6 +660,94 @@ fn compress_layers(
     }
     let bytes = serde_json::to_vec(&manifest)
         .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
-    let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
-    Ok((layers, bytes, digest))
+    Ok((layers, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback_or_when_asked() {
+        let r = |s: &str| Reference::parse(s).unwrap();
+        assert!(!uses_tls(Transport::Auto, &r("127.0.0.1:5000/a")));
+        assert!(!uses_tls(Transport::Auto, &r("localhost:5000/a")));
+        assert!(!uses_tls(Transport::Auto, &r("[::1]:5000/a")));
+        assert!(uses_tls(Transport::Auto, &r("10.0.0.1:5000/a")));
+        assert!(uses_tls(Transport::Auto, &r("registry.example/a")));
+        assert!(uses_tls(Transport::Auto, &r("a")));
+        assert!(!uses_tls(Transport::PlainHttp, &r("registry.example/a")));
+        assert!(uses_tls(Transport::Tls, &r("127.0.0.1:5000/a")));
+    }
+
+    fn blob_file(dir: &Path, data: &[u8], digest_of: &[u8]) -> Blob {
+        let path = dir.join(format!("blob-{}", hex(&Sha256::digest(data))));
+        std::fs::write(&path, data).unwrap();
+        Blob {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            digest: format!("sha256:{}", hex(&Sha256::digest(digest_of))),
+            size: data.len() as u64,
+            location: BlobLocation::File(path),
+        }
+    }
+
+    #[test]
+    fn the_last_bytes_of_a_corrupt_blob_are_never_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 100_000];
+        let good = blob_file(dir.path(), &data, &data);
+        let upload = Upload::new(&good, None).unwrap();
+        let mut out = Vec::new();
+        for len in [40_000, 40_000, 20_000] {
+            upload.take(len).unwrap().read_to_end(&mut out).unwrap();
+        }
+        assert_eq!(out, data);
+        assert!(upload.check().is_ok());
+
+        let mut corrupt = data.clone();
+        corrupt[99_999] = 8;
+        let bad = blob_file(dir.path(), &corrupt, &data);
+        let upload = Upload::new(&bad, None).unwrap();
+        let mut out = Vec::new();
+        let err = upload.take(100_000).unwrap().read_to_end(&mut out);
+        assert!(err.is_err());
+        assert!(out.len() < data.len(), "the last read is withheld");
+        assert_eq!(upload.sent(), out.len() as u64);
+        let msg = upload.check().unwrap_err().to_string();
+        assert!(msg.contains("corrupt"), "{msg}");
+    }
+
+    #[test]
+    fn compression_is_deterministic_and_rewrites_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let layer = blob_file(dir.path(), &data, &data);
+        let config = blob_file(&dir.path().join(""), b"{}", b"{}");
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": source::OCI_MANIFEST,
+            "config": {"mediaType": source::OCI_CONFIG, "digest": config.digest, "size": 2},
+            "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+        });
+        let src = source::SourceImage {
+            manifest: serde_json::to_vec(&manifest).unwrap(),
+            manifest_media_type: source::OCI_MANIFEST.into(),
+            config,
+            layers: vec![layer],
+            tag: None,
+        };
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let a = tempfile::tempdir().unwrap();
+            let b = tempfile::tempdir().unwrap();
+            let (la, ma) = compress_layers(&src, c, a.path()).unwrap();
+            let (lb, mb) = compress_layers(&src, c, b.path()).unwrap();
+            assert_eq!(ma, mb);
+            assert_eq!(la[0].digest, lb[0].digest);
+            assert_eq!(la[0].media_type, c.media_type());
+            assert!(la[0].size < 10_000);
+            let doc: serde_json::Value = serde_json::from_slice(&ma).unwrap();
+            assert_eq!(doc["layers"][0]["digest"], la[0].digest.as_str());
+            assert_eq!(doc["config"], manifest["config"]);
+        }
+    }
 }

@@ -100,7 +100,7 @@ mod tests {
         assert!(r.is_loopback());
         assert_eq!(r.hostname(), "127.0.0.1");
         let r = Reference::parse("localhost/app").unwrap();
-        assert_eq!((r.registry.as_str(), r.tag), ("localhost", None));
+        assert_eq!((r.registry.as_str(), r.tag.as_deref()), ("localhost", None));
         assert!(r.is_loopback());
         let r = Reference::parse("[::1]:5000/app:x").unwrap();
         assert_eq!(r.hostname(), "::1");
