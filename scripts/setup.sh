@@ -22,6 +22,9 @@ packages=(
   umoci runc         # ... umoci unpack + runc run
   containerd         # ... ctr images import
   strace             # counts the store files mkimage opens
+  docker-registry    # the registry push-image pushes to in the tests and the benchmark
+  apache2-utils      # htpasswd -B for the registry's basic-auth test
+  curl               # the push tests ask the registry directly
 )
 
 missing=()

@@ -22,9 +22,10 @@ Examples:
   # A loopback registry speaks plain HTTP; others need --plain-http for that:
   push-image app.tar 127.0.0.1:5000/app:1 --json
 
-  # Mount shared layers from another repository, gzip layers, 16 MiB chunks:
+  # Mount shared layers from another repository, gzip layers (what each layer compresses
+  # to is remembered in the cache), 16 MiB chunks:
   push-image app.tar registry.example.com/team/app:2 --mount-from team/base \\
-    --compress gzip --chunk-size 16M
+    --compress gzip --cache ~/.cache/strata/push --chunk-size 16M
 
   # Credentials: docker login's config file, the environment, or stdin:
   STRATA_REGISTRY_USERNAME=ci STRATA_REGISTRY_PASSWORD=… push-image app.tar r.example/app
@@ -52,6 +53,10 @@ struct Args {
     /// Compress uncompressed layers before upload (pinned levels: gzip 6, zstd 3).
     #[arg(long, value_enum, default_value_t = Compress::None)]
     compress: Compress,
+    /// With --compress: remember what each layer compresses to in DIR, so an unchanged layer
+    /// the registry has is skipped without compressing it again.
+    #[arg(long, env = "STRATA_PUSH_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
     /// Use plain HTTP even for a registry that is not on loopback.
     #[arg(long, conflicts_with = "tls")]
     plain_http: bool,
@@ -152,6 +157,7 @@ fn main() -> ExitCode {
             credentials,
             progress: progress.counter(),
             temp_dir: None,
+            cache: args.cache.clone(),
         };
         let report = push(&args.image, &dest, &opts, &|b| {
             if show {

@@ -811,6 +811,35 @@ fn chunks_the_post_put_fallback_mounts_and_compression() {
         assert_eq!(uploaded(&again), 0);
         assert_eq!(again["digest"], r["digest"]);
 
+        // With --cache, an unchanged layer the registry has is not even read: push from a
+        // copy whose layers are all overwritten (same sizes), and nothing notices.
+        let copy = im.work.join(format!("cached-{c}-{}", reg.port));
+        sh(&format!("cp -r {} {}", im.v1_dir.display(), copy.display()));
+        let cache = im.work.join(format!("push-cache-{c}-{}", reg.port));
+        let cache_arg = cache.to_str().unwrap();
+        let dest = format!("{}/cached/app:{c}", proxy.addr());
+        let flags = ["--json", "--compress", c, "--cache", cache_arg];
+        let first = report(&run(&mut push(&copy, &dest, &flags)));
+        assert_eq!(first["digest"], r["digest"]);
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 4);
+        let index = read_json(&copy.join("index.json"));
+        let mdigest = index["manifests"][0]["digest"].as_str().unwrap();
+        let manifest = read_json(&copy.join("blobs/sha256").join(&mdigest[7..]));
+        for l in manifest["layers"].as_array().unwrap() {
+            let f = copy
+                .join("blobs/sha256")
+                .join(&l["digest"].as_str().unwrap()[7..]);
+            let len = std::fs::metadata(&f).unwrap().len() as usize;
+            std::fs::remove_file(&f).unwrap();
+            std::fs::write(&f, vec![b'x'; len]).unwrap();
+        }
+        let second = report(&run(&mut push(&copy, &dest, &flags)));
+        assert_eq!(uploaded(&second), 0);
+        assert_eq!(second["digest"], r["digest"]);
+        // Without the cache, the overwritten layers are read, and refused.
+        let out = run(&mut push(&copy, &dest, &["--compress", c]));
+        fails_with(&out, 1, &["corrupt"]);
+
         let dest = format!("{}/prebuilt/app:{c}", proxy.addr());
         let r = report(&run(&mut push(built, &dest, &["--json", "--compress", c])));
         let index = read_json(&built.join("index.json"));

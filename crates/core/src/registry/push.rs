@@ -50,6 +50,9 @@ pub struct PushOptions {
     pub progress: Option<Arc<AtomicU64>>,
     /// Where compressed layers are written (default: the system temporary directory).
     pub temp_dir: Option<PathBuf>,
+    /// Remembers the digest each layer compresses to, so an unchanged layer the registry has
+    /// is skipped without compressing it again.
+    pub cache: Option<PathBuf>,
 }
 
 impl Default for PushOptions {
@@ -62,6 +65,7 @@ impl Default for PushOptions {
             credentials: None,
             progress: None,
             temp_dir: None,
+            cache: None,
         }
     }
 }
@@ -136,11 +140,6 @@ pub fn push(
         None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
     }
     .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
-    let (layers, manifest) = if opts.compression != Compression::None {
-        compress_layers(&src, opts.compression, temp.path())?
-    } else {
-        (src.layers.clone(), src.manifest.clone())
-    };
 
     let repo = &dest.repository;
     let mut scopes = vec![format!("repository:{repo}:pull,push")];
@@ -163,15 +162,25 @@ pub fn push(
         opts,
     };
     let mut reports = Vec::new();
-    let all = layers
-        .iter()
-        .map(|l| ("layer", l))
-        .chain(std::iter::once(("config", &src.config)));
-    for (kind, blob) in all {
-        let report = pusher.blob(kind, blob)?;
+    for (i, layer) in src.layers.iter().enumerate() {
+        let report =
+            if opts.compression != Compression::None && layer.compression() == Compression::None {
+                pusher.compressed_layer(layer, &temp.path().join(format!("layer-{i}")))?
+            } else {
+                pusher.blob("layer", layer)?
+            };
         on_blob(&report);
         reports.push(report);
     }
+    let report = pusher.blob("config", &src.config)?;
+    on_blob(&report);
+    reports.push(report);
+
+    let manifest = if opts.compression != Compression::None {
+        rewrite_layers(&src.manifest, &reports)?
+    } else {
+        src.manifest.clone()
+    };
 
     let digest = pusher.manifest(&manifest, &src.manifest_media_type, &tag)?;
     Ok(PushReport {
@@ -264,6 +273,43 @@ impl Pusher<'_> {
         };
         result.inspect_err(|_| self.abandon(&location))?;
         Ok(report)
+    }
+
+    /// An uncompressed layer pushed compressed: when the cache knows what it compresses to
+    /// and the registry has that, it is skipped without compressing; otherwise it is
+    /// compressed to `path` and pushed.
+    fn compressed_layer(&self, layer: &Blob, path: &Path) -> Result<BlobReport, RegistryError> {
+        let compression = self.opts.compression;
+        let media_type = compression.media_type().to_string();
+        let key = self
+            .opts
+            .cache
+            .as_ref()
+            .map(|dir| dir.join(format!("{}-{}", compression.name(), &layer.digest[7..])));
+        let known = key.as_ref().and_then(|k| read_cache_entry(k));
+        if let Some((digest, size)) = &known {
+            let c = self.client;
+            let url = c.url(&format!("/v2/{}/blobs/{digest}", self.repo));
+            if c.send("HEAD", &url, &[], &Body::Empty)?.status == 200 {
+                return Ok(BlobReport {
+                    kind: "layer",
+                    digest: digest.clone(),
+                    size: *size,
+                    media_type,
+                    action: BlobAction::Skipped,
+                    uploaded_bytes: 0,
+                    chunks: 0,
+                    fell_back: false,
+                });
+            }
+        }
+        let blob = compress_one(layer, compression, path)?;
+        if let Some(k) = &key
+            && known.as_ref() != Some(&(blob.digest.clone(), blob.size))
+        {
+            write_cache_entry(k, &blob.digest, blob.size);
+        }
+        self.blob("layer", &blob)
     }
 
     fn start_session(&self, blob: &Blob) -> Result<String, RegistryError> {
@@ -592,75 +638,86 @@ fn copy_fixed(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<u64> {
     }
 }
 
-/// Compress the uncompressed layers with the pinned encoders into `dir`, checking each
-/// layer's digest on the way, and rewrite the manifest to name the compressed blobs (keys in
-/// the same order, compact). Returns the layers and the new manifest bytes.
-fn compress_layers(
-    src: &source::SourceImage,
-    compression: Compression,
-    dir: &Path,
-) -> Result<(Vec<Blob>, Vec<u8>), RegistryError> {
-    let mut manifest: serde_json::Value = serde_json::from_slice(&src.manifest)
-        .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
-    let mut layers = Vec::new();
-    for (i, blob) in src.layers.iter().enumerate() {
-        if blob.compression() != Compression::None {
-            layers.push(blob.clone());
-            continue;
-        }
-        let path = dir.join(format!("layer-{i}"));
-        let file = std::fs::File::create(&path).map_err(|e| image_error(blob, &e))?;
-        let outer = Digester::new(io::BufWriter::new(file));
-        let mut reader = blob.open().map_err(|e| image_error(blob, &e))?;
-        let io_err = |e: io::Error| image_error(blob, &e);
-        let (diff_id, digest, size) = match compression {
-            Compression::Gzip => {
-                let gz = flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(outer, flate2::Compression::new(GZIP_LEVEL));
-                let mut inner = Digester::new(gz);
-                copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
-                let (diff_id, _, gz) = inner.finish();
-                let (digest, size, mut w) = gz.finish().map_err(io_err)?.finish();
-                w.flush().map_err(io_err)?;
-                (diff_id, digest, size)
-            }
-            _ => {
-                let mut enc = zstd::Encoder::new(outer, ZSTD_LEVEL).map_err(io_err)?;
-                enc.include_checksum(false).map_err(io_err)?;
-                enc.include_contentsize(false).map_err(io_err)?;
-                let mut inner = Digester::new(enc);
-                copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
-                let (diff_id, _, enc) = inner.finish();
-                let (digest, size, mut w) = enc.finish().map_err(io_err)?.finish();
-                w.flush().map_err(io_err)?;
-                (diff_id, digest, size)
-            }
-        };
-        let diff_id = format!("sha256:{diff_id}");
-        if diff_id != blob.digest {
-            return Err(RegistryError::Digest(mismatch_text(blob, &diff_id)));
-        }
-        let new = Blob {
-            media_type: compression.media_type().to_string(),
-            digest: format!("sha256:{digest}"),
-            size,
-            location: BlobLocation::File(path),
-        };
-        if let Some(desc) = manifest
-            .get_mut("layers")
-            .and_then(|l| l.get_mut(i))
-            .and_then(|d| d.as_object_mut())
-        {
-            desc.insert("mediaType".into(), new.media_type.clone().into());
-            desc.insert("digest".into(), new.digest.clone().into());
-            desc.insert("size".into(), new.size.into());
-        }
-        layers.push(new);
+/// A cache entry: `sha256:<hex> <size>`; anything unreadable is no entry.
+fn read_cache_entry(path: &Path) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (digest, size) = text.trim().split_once(' ')?;
+    let ok = digest
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    Some((digest.to_string(), size.parse().ok()?)).filter(|_| ok)
+}
+
+/// Best effort (the cache only saves work): written under a temporary name and renamed.
+fn write_cache_entry(path: &Path, digest: &str, size: u64) {
+    let Some(dir) = path.parent() else { return };
+    let _ = std::fs::create_dir_all(dir);
+    if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir)
+        && writeln!(tmp, "{digest} {size}").is_ok()
+    {
+        let _ = tmp.persist(path);
     }
-    let bytes = serde_json::to_vec(&manifest)
+}
+
+/// Compress one uncompressed layer with the pinned encoders into `path`, checking on the way
+/// that its bytes hash to its digest (the diff_id).
+fn compress_one(blob: &Blob, compression: Compression, path: &Path) -> Result<Blob, RegistryError> {
+    let io_err = |e: io::Error| image_error(blob, &e);
+    let file = std::fs::File::create(path).map_err(io_err)?;
+    let outer = Digester::new(io::BufWriter::new(file));
+    let mut reader = blob.open().map_err(io_err)?;
+    let (diff_id, digest, size) = match compression {
+        Compression::Gzip => {
+            let gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(outer, flate2::Compression::new(GZIP_LEVEL));
+            let mut inner = Digester::new(gz);
+            copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
+            let (diff_id, _, gz) = inner.finish();
+            let (digest, size, mut w) = gz.finish().map_err(io_err)?.finish();
+            w.flush().map_err(io_err)?;
+            (diff_id, digest, size)
+        }
+        _ => {
+            let mut enc = zstd::Encoder::new(outer, ZSTD_LEVEL).map_err(io_err)?;
+            enc.include_checksum(false).map_err(io_err)?;
+            enc.include_contentsize(false).map_err(io_err)?;
+            let mut inner = Digester::new(enc);
+            copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
+            let (diff_id, _, enc) = inner.finish();
+            let (digest, size, mut w) = enc.finish().map_err(io_err)?.finish();
+            w.flush().map_err(io_err)?;
+            (diff_id, digest, size)
+        }
+    };
+    let diff_id = format!("sha256:{diff_id}");
+    if diff_id != blob.digest {
+        return Err(RegistryError::Digest(mismatch_text(blob, &diff_id)));
+    }
+    Ok(Blob {
+        media_type: compression.media_type().to_string(),
+        digest: format!("sha256:{digest}"),
+        size,
+        location: BlobLocation::File(path.to_path_buf()),
+    })
+}
+
+/// The manifest with each layer descriptor naming the blob that was pushed for it (keys in
+/// the same order, compact JSON).
+fn rewrite_layers(manifest: &[u8], reports: &[BlobReport]) -> Result<Vec<u8>, RegistryError> {
+    let mut doc: serde_json::Value = serde_json::from_slice(manifest)
         .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
-    Ok((layers, bytes))
+    let layers = reports.iter().filter(|r| r.kind == "layer");
+    if let Some(descs) = doc.get_mut("layers").and_then(|l| l.as_array_mut()) {
+        for (desc, r) in descs.iter_mut().zip(layers) {
+            if let Some(d) = desc.as_object_mut() {
+                d.insert("mediaType".into(), r.media_type.clone().into());
+                d.insert("digest".into(), r.digest.clone().into());
+                d.insert("size".into(), r.size.into());
+            }
+        }
+    }
+    serde_json::to_vec(&doc).map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))
 }
 
 #[cfg(test)]
@@ -722,32 +779,62 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let layer = blob_file(dir.path(), &data, &data);
-        let config = blob_file(&dir.path().join(""), b"{}", b"{}");
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": source::OCI_MANIFEST,
-            "config": {"mediaType": source::OCI_CONFIG, "digest": config.digest, "size": 2},
+            "config": {"mediaType": source::OCI_CONFIG, "digest": "sha256:00", "size": 2},
             "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
         });
-        let src = source::SourceImage {
-            manifest: serde_json::to_vec(&manifest).unwrap(),
-            manifest_media_type: source::OCI_MANIFEST.into(),
-            config,
-            layers: vec![layer],
-            tag: None,
-        };
         for c in [Compression::Gzip, Compression::Zstd] {
-            let a = tempfile::tempdir().unwrap();
-            let b = tempfile::tempdir().unwrap();
-            let (la, ma) = compress_layers(&src, c, a.path()).unwrap();
-            let (lb, mb) = compress_layers(&src, c, b.path()).unwrap();
-            assert_eq!(ma, mb);
-            assert_eq!(la[0].digest, lb[0].digest);
-            assert_eq!(la[0].media_type, c.media_type());
-            assert!(la[0].size < 10_000);
-            let doc: serde_json::Value = serde_json::from_slice(&ma).unwrap();
-            assert_eq!(doc["layers"][0]["digest"], la[0].digest.as_str());
+            let a = compress_one(&layer, c, &dir.path().join("a")).unwrap();
+            let b = compress_one(&layer, c, &dir.path().join("b")).unwrap();
+            assert_eq!((&a.digest, a.size), (&b.digest, b.size));
+            assert_eq!(
+                std::fs::read(dir.path().join("a")).unwrap(),
+                std::fs::read(dir.path().join("b")).unwrap()
+            );
+            assert_eq!(a.media_type, c.media_type());
+            assert!(a.size < 10_000);
+            let report = BlobReport {
+                kind: "layer",
+                digest: a.digest.clone(),
+                size: a.size,
+                media_type: a.media_type.clone(),
+                action: BlobAction::Uploaded,
+                uploaded_bytes: a.size,
+                chunks: 0,
+                fell_back: false,
+            };
+            let bytes = rewrite_layers(&serde_json::to_vec(&manifest).unwrap(), &[report]).unwrap();
+            let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(doc["layers"][0]["digest"], a.digest.as_str());
+            assert_eq!(doc["layers"][0]["mediaType"], c.media_type());
             assert_eq!(doc["config"], manifest["config"]);
         }
+        // A corrupt layer is caught while compressing.
+        let bad = blob_file(dir.path(), &data[1..], &data[1..]);
+        let mut bytes = data[1..].to_vec();
+        bytes[5] ^= 1;
+        std::fs::write(
+            match &bad.location {
+                BlobLocation::File(p) => p,
+                BlobLocation::InTar { path, .. } => path,
+            },
+            bytes,
+        )
+        .unwrap();
+        assert!(compress_one(&bad, Compression::Gzip, &dir.path().join("c")).is_err());
+    }
+
+    #[test]
+    fn cache_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/gzip-ab");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        write_cache_entry(&p, &digest, 42);
+        assert_eq!(read_cache_entry(&p), Some((digest, 42)));
+        std::fs::write(&p, "sha256:zz 1\n").unwrap();
+        assert_eq!(read_cache_entry(&p), None);
+        assert_eq!(read_cache_entry(&dir.path().join("none")), None);
     }
 }
