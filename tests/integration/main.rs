@@ -2,6 +2,7 @@
 //! each other. One binary, one module per area.
 
 mod deb;
+mod example;
 mod layering;
 mod nix_live;
 mod store;
