@@ -15,6 +15,13 @@ packages=(
   libh2-java         # the example's database library
   openjdk-17-jdk-headless  # javac/jar for the Java wrapper tests
   time               # /usr/bin/time for peak memory in benchmarks
+  gcc libc6-dev      # a static test program for the image tests (gcc -static)
+  docker.io          # image consumers: docker load/run ...
+  podman             # ... podman load/run
+  skopeo             # ... skopeo inspect/copy
+  umoci runc         # ... umoci unpack + runc run
+  containerd         # ... ctr images import
+  strace             # counts the store files mkimage opens
 )
 
 missing=()

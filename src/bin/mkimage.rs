@@ -1,1 +1,306 @@
-fn main() {}
+//! `mkimage`: a layered container image from `mklayers` output and the store, like nixpkgs'
+//! `dockerTools.streamLayeredImage`; the work is in `strata_core::image`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use strata::cli::{self, Failure, StoreArgs};
+use strata_core::image::check::{format_time, parse_layers, parse_time};
+use strata_core::image::config::{ContainerConfig, Empty};
+use strata_core::image::{
+    Compression, Format, ImageSpec, LayerSource, Output, build, contents::PermRule,
+};
+
+const EXAMPLES: &str = "\
+Examples:
+  # The whole pipeline, loaded into Docker:
+  store-query closure /nix/store/…-app | mklayers | \\
+    mkimage --name app --tag 1 --contents /nix/store/…-app --cmd /bin/app -o app.tar \\
+    && docker load < app.tar
+
+  # The same tar is an OCI layout too:
+  skopeo copy oci-archive:app.tar oci:app-oci:1
+
+  # Config from a file, a writable /tmp owned by uid 1000, gzip layers, a layer cache:
+  mkimage --name app --config config.json --extra-commands 'mkdir -m 1777 tmp' \\
+    --perms '/tmp 1777 1000 1000' --compress gzip --cache ~/.cache/strata/layers \\
+    -o app.tar layers.json
+
+The output is one tar that docker load, podman load, skopeo (docker-archive: and
+oci-archive:), umoci (after untar) and ctr images import all read; see docs/mkimage.md.";
+
+/// Build a layered container image (docker-archive + OCI layout) from store layers.
+#[derive(Debug, Parser)]
+#[command(name = "mkimage", version, after_help = EXAMPLES)]
+struct Args {
+    /// The layers JSON from mklayers (a list of lists of store paths), or `-` for stdin.
+    #[arg(default_value = "-", value_name = "LAYERS")]
+    layers: String,
+    /// Repository name (lowercase, e.g. `app` or `registry.example/team/app`).
+    #[arg(long)]
+    name: String,
+    /// Tag (default: a hash of every input).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Store paths symlink-joined into `/` (directories merged, files linked into the store).
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    contents: Vec<String>,
+    /// Keep the first of two colliding contents files instead of failing.
+    #[arg(long)]
+    ignore_collisions: bool,
+    /// Accept store paths whose references are in no layer (e.g. in the base image).
+    #[arg(long)]
+    allow_partial_closure: bool,
+    /// Shell commands run by bash in the customisation root, unprivileged (as you, or as
+    /// nobody when you are root), umask 022.
+    #[arg(long, value_name = "SCRIPT")]
+    extra_commands: Option<String>,
+    /// Ownership and mode for customisation-layer paths matching a regex:
+    /// 'REGEX MODE UID GID' (`-` keeps a field), repeatable, later rules win.
+    #[arg(long, value_name = "RULE")]
+    perms: Vec<PermRule>,
+    /// Image config JSON (`Cmd`, `Entrypoint`, `Env`, `WorkingDir`, `User`, `ExposedPorts`,
+    /// `Volumes`, `Labels`, `StopSignal`); the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// One element of `Cmd` (repeat for more).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    cmd: Vec<String>,
+    /// One element of `Entrypoint` (repeat for more).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    entrypoint: Vec<String>,
+    /// An environment variable `NAME=VALUE` (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// `WorkingDir`.
+    #[arg(long, alias = "working-dir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// `User` (`uid[:gid]` or a name).
+    #[arg(long)]
+    user: Option<String>,
+    /// An exposed port, `PORT[/tcp|udp]` (repeatable).
+    #[arg(long, value_name = "PORT")]
+    expose: Vec<String>,
+    /// A volume path (repeatable).
+    #[arg(long, value_name = "PATH")]
+    volume: Vec<String>,
+    /// A label `KEY=VALUE` (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// `StopSignal` (e.g. SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Creation time in the config: RFC 3339, `@SECONDS` or `now`.
+    #[arg(long, default_value = "1970-01-01T00:00:01Z", value_name = "TIME")]
+    created: String,
+    /// Modification time of every file in the layers: RFC 3339 or `@SECONDS`.
+    #[arg(long, default_value = "1970-01-01T00:00:01Z", value_name = "TIME")]
+    mtime: String,
+    /// Owner uid of store layer files.
+    #[arg(long, default_value_t = 0)]
+    uid: u64,
+    /// Owner gid of store layer files.
+    #[arg(long, default_value_t = 0)]
+    gid: u64,
+    /// Owner name of store layer files.
+    #[arg(long, default_value = "root")]
+    uname: String,
+    /// Group name of store layer files.
+    #[arg(long, default_value = "root")]
+    gname: String,
+    /// A docker-archive base image: its layers go first, its Env is merged.
+    #[arg(long, value_name = "ARCHIVE")]
+    from: Option<PathBuf>,
+    /// Image architecture (default: this machine's).
+    #[arg(long)]
+    architecture: Option<String>,
+    /// Layer compression (pinned levels: gzip 6, zstd 3).
+    #[arg(long, value_enum, default_value_t = Compress::None)]
+    compress: Compress,
+    /// Output layout.
+    #[arg(long, value_enum, default_value_t = FormatArg::DockerOci)]
+    format: FormatArg,
+    /// Write the image here (atomically) instead of stdout; a directory for oci-dir.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Layer cache directory: unchanged store layers are copied from it, not re-read.
+    #[arg(long, env = "STRATA_IMAGE_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Print one line per layer (digest, size, cached or built) on stderr.
+    #[arg(short, long)]
+    verbose: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Compress {
+    None,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// One tar that is both a docker-archive and an OCI layout.
+    DockerOci,
+    /// docker-archive (`manifest.json`) only.
+    Docker,
+    /// OCI layout tar (`oci-archive`) only.
+    Oci,
+    /// OCI layout directory (`-o DIR`).
+    OciDir,
+}
+
+fn key_value(text: &str, flag: &str) -> Result<(String, String), Failure> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| Failure::usage(format!("{flag} '{text}' must be KEY=VALUE")))
+}
+
+/// The config file, then the flags over it.
+fn container_config(args: &Args) -> Result<ContainerConfig, Failure> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let text = cli::read_input(&shown)?;
+            let text = String::from_utf8(text)
+                .map_err(|_| Failure::failed(format!("{shown}: not UTF-8")))?;
+            ContainerConfig::from_json(&text)
+                .map_err(|e| Failure::failed(format!("config '{shown}': {e}")))?
+        }
+        None => ContainerConfig::default(),
+    };
+    let mut flags = ContainerConfig::default();
+    if !args.cmd.is_empty() {
+        flags.cmd = Some(args.cmd.clone());
+    }
+    if !args.entrypoint.is_empty() {
+        flags.entrypoint = Some(args.entrypoint.clone());
+    }
+    if !args.env.is_empty() {
+        for e in &args.env {
+            key_value(e, "--env")?;
+        }
+        flags.env = Some(args.env.clone());
+    }
+    flags.working_dir = args.workdir.clone();
+    flags.user = args.user.clone();
+    flags.stop_signal = args.stop_signal.clone();
+    if !args.expose.is_empty() {
+        let mut ports = BTreeMap::new();
+        for p in &args.expose {
+            let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            if port.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
+                return Err(Failure::usage(format!(
+                    "--expose '{p}' must be PORT[/tcp|udp|sctp]"
+                )));
+            }
+            ports.insert(format!("{port}/{proto}"), Empty {});
+        }
+        flags.exposed_ports = Some(ports);
+    }
+    if !args.volume.is_empty() {
+        flags.volumes = Some(args.volume.iter().map(|v| (v.clone(), Empty {})).collect());
+    }
+    if !args.label.is_empty() {
+        let mut labels = BTreeMap::new();
+        for l in &args.label {
+            let (k, v) = key_value(l, "--label")?;
+            labels.insert(k, v);
+        }
+        flags.labels = Some(labels);
+    }
+    config.overlay(flags);
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let args = match cli::parse_args::<Args>("mkimage") {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    cli::run("mkimage", || body(&args))
+}
+
+fn body(args: &Args) -> Result<(), Failure> {
+    let layers_text = cli::read_input(&args.layers)?;
+    let shown = if args.layers == "-" {
+        "stdin"
+    } else {
+        &args.layers
+    };
+    let layers_text = String::from_utf8(layers_text)
+        .map_err(|_| Failure::failed(format!("{shown}: not UTF-8")))?;
+    let layers =
+        parse_layers(&layers_text).map_err(|e| Failure::failed(format!("{shown}: {e}")))?;
+    let created = parse_time(&args.created, "--created")?;
+    let mtime = parse_time(&args.mtime, "--mtime")?;
+    let mtime = u64::try_from(mtime)
+        .map_err(|_| Failure::usage(format!("--mtime '{}' is before 1970", args.mtime)))?;
+    let mut spec = ImageSpec::new(&args.name, layers);
+    spec.tag = args.tag.clone();
+    spec.contents = args.contents.clone();
+    spec.extra_commands = args.extra_commands.clone();
+    spec.perms = args.perms.clone();
+    spec.ignore_collisions = args.ignore_collisions;
+    spec.allow_partial_closure = args.allow_partial_closure;
+    spec.config = container_config(args)?;
+    spec.created = format_time(created);
+    spec.owner.uid = args.uid;
+    spec.owner.gid = args.gid;
+    spec.owner.uname = args.uname.clone();
+    spec.owner.gname = args.gname.clone();
+    spec.owner.mtime = mtime;
+    if let Some(arch) = &args.architecture {
+        spec.architecture = arch.clone();
+    }
+    spec.from = args.from.clone();
+    spec.compression = match args.compress {
+        Compress::None => Compression::None,
+        Compress::Gzip => Compression::Gzip,
+        Compress::Zstd => Compression::Zstd,
+    };
+    spec.format = match args.format {
+        FormatArg::DockerOci => Format::DockerOci,
+        FormatArg::Docker => Format::Docker,
+        FormatArg::Oci => Format::Oci,
+        FormatArg::OciDir => Format::OciDir,
+    };
+    spec.cache = args.cache.clone();
+    spec.progress = true;
+    let output = match (&args.output, spec.format) {
+        (Some(dir), Format::OciDir) => Output::Dir(dir.clone()),
+        (Some(file), _) => Output::File(file.clone()),
+        (None, _) => Output::Stdout,
+    };
+    let store = args.store.open()?;
+    let report = build(&store, &spec, &output)?;
+    if args.verbose {
+        for (i, l) in report.layers.iter().enumerate() {
+            let what = match &l.source {
+                LayerSource::Base => "base".to_string(),
+                LayerSource::Store { paths, cached } => format!(
+                    "{} store paths, {}",
+                    paths.len(),
+                    if *cached { "cached" } else { "built" }
+                ),
+                LayerSource::Customisation => "customisation".to_string(),
+            };
+            eprintln!(
+                "mkimage: layer {} {} {} bytes ({what})",
+                i + 1,
+                l.digest,
+                l.size
+            );
+        }
+        eprintln!(
+            "mkimage: {}:{} config {} ({} bytes of store files read)",
+            report.name, report.tag, report.config_digest, report.store_bytes_read
+        );
+    }
+    Ok(())
+}

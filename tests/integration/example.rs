@@ -61,7 +61,7 @@ fn docker(args: &[&str]) -> String {
 
 /// Ask the app for its quotes from inside the container (bash's /dev/tcp), until it answers.
 fn quotes(container: &str) -> String {
-    let ask = "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /quotes HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
+    let ask = "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /quotes HTTP/1.0\\r\\n\\r\\n' >&3 && while IFS= read -r l <&3 || [ -n \"$l\" ]; do printf \"%s\\n\" \"$l\"; done";
     for _ in 0..120 {
         let out = Command::new("docker").args(["exec", container, "/bin/bash", "-c", ask]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

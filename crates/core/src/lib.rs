@@ -5,6 +5,7 @@
 //! [`layering`] (closure → image layers).
 
 pub mod deb;
+pub mod image;
 pub mod layering;
 pub mod nix;
 pub mod pipeline;

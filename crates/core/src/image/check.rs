@@ -1,0 +1,312 @@
+//! Pre-flight checks, so bad input fails with one clear line before anything is written
+//! instead of with a loader's confusing error later: the image name and tag grammar, the
+//! layers JSON, paths inside the store only and without `..`, and times.
+
+use super::ImageError;
+
+/// Parse the layers JSON: a list of lists of absolute store paths, or the object
+/// `mklayers --explain` prints (its `layers` member).
+pub fn parse_layers(text: &str) -> Result<Vec<Vec<String>>, ImageError> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        List(Vec<Vec<String>>),
+        Explained { layers: Vec<Vec<String>> },
+    }
+    let bad = |e: &dyn std::fmt::Display| {
+        ImageError::Invalid(format!(
+            "layers JSON: {e} (expected a list of lists of store paths)"
+        ))
+    };
+    // Syntax errors first, with their line and column.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
+    match serde_json::from_value(value) {
+        Ok(Shape::List(l)) | Ok(Shape::Explained { layers: l }) => Ok(l),
+        Err(_) => Err(bad(&"wrong shape")),
+    }
+}
+
+fn path_component_ok(c: &str) -> bool {
+    // [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)*
+    let b = c.as_bytes();
+    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if is_alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !is_alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_alnum(x: u8) -> bool {
+    x.is_ascii_lowercase() || x.is_ascii_digit()
+}
+
+/// The repository name grammar of the distribution reference spec: an optional registry
+/// (`host[:port]/`) and lowercase path components.
+pub fn check_name(name: &str) -> Result<(), ImageError> {
+    let bad = |why: &str| Err(ImageError::Invalid(format!("image name '{name}' {why}")));
+    if name.is_empty() {
+        return bad("is empty (give --name)");
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    let has_domain =
+        parts.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_domain {
+        let (host, port) = first.split_once(':').unwrap_or((first, ""));
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|x| x.is_ascii_alphanumeric() || x == b'.' || x == b'-');
+        let port_ok = port.is_empty() && !first.ends_with(':')
+            || !port.is_empty() && port.bytes().all(|x| x.is_ascii_digit());
+        if !host_ok || !port_ok {
+            return bad("has an invalid registry part");
+        }
+        parts.remove(0);
+    } else if name.contains(':') {
+        return bad("holds a tag; give the tag with --tag");
+    }
+    if name.contains('@') {
+        return bad("holds a digest; give a name and --tag");
+    }
+    if parts
+        .iter()
+        .any(|p| p.bytes().any(|x| x.is_ascii_uppercase()))
+    {
+        return bad("must be lowercase");
+    }
+    if let Some(p) = parts.iter().find(|p| !path_component_ok(p)) {
+        return bad(&format!(
+            "has an invalid component '{p}' (lowercase letters and digits, separated by '.', '_', '__' or '-')"
+        ));
+    }
+    if name.len() > 255 {
+        return bad("is longer than 255 characters");
+    }
+    Ok(())
+}
+
+/// A tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn check_tag(tag: &str) -> Result<(), ImageError> {
+    let bad = |why: &str| Err(ImageError::Invalid(format!("tag '{tag}' {why}")));
+    if tag.is_empty() {
+        return Err(ImageError::Invalid(
+            "the tag is empty: give --tag TAG, or leave --tag out for a hash of the inputs".into(),
+        ));
+    }
+    if tag.len() > 128 {
+        return bad("is longer than 128 characters");
+    }
+    let b = tag.as_bytes();
+    let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
+    if !word(b[0]) || !b.iter().all(|&x| word(x) || x == b'.' || x == b'-') {
+        return bad(
+            "may hold only letters, digits, '_', '.' and '-', and not start with '.' or '-'",
+        );
+    }
+    Ok(())
+}
+
+/// A path from the input must not walk out of where it is with `..` (or `.`) components.
+pub fn check_no_dotdot(path: &str, what: &str) -> Result<(), ImageError> {
+    if path.split('/').any(|c| c == ".." || c == ".") {
+        return Err(ImageError::Invalid(format!(
+            "{what} '{path}' has a '.' or '..' component"
+        )));
+    }
+    Ok(())
+}
+
+/// The Docker/OCI architecture name of the machine mkimage runs on.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Seconds since the epoch as RFC 3339 in UTC (`1970-01-01T00:00:01Z`).
+pub fn format_time(epoch: i64) -> String {
+    let (y, m, d) = civil_from_days(epoch.div_euclid(86400));
+    let s = epoch.rem_euclid(86400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// A time: `now`, `@SECONDS`, or RFC 3339 (`2024-05-01T12:00:00Z`, `…+02:00`, fractions
+/// dropped). Returns seconds since the epoch.
+pub fn parse_time(text: &str, what: &str) -> Result<i64, ImageError> {
+    let bad = || {
+        ImageError::Invalid(format!(
+            "{what} '{text}' is not a time (RFC 3339 like 1970-01-01T00:00:01Z, @SECONDS or now)"
+        ))
+    };
+    if text == "now" {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| bad())?;
+        return Ok(now.as_secs() as i64);
+    }
+    if let Some(secs) = text.strip_prefix('@') {
+        return secs.parse().map_err(|_| bad());
+    }
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return Err(bad());
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, ImageError> {
+        let s = &text[r];
+        if !s.bytes().all(|x| x.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse().map_err(|_| bad())
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return Err(bad());
+    }
+    let mut rest = &text[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            if &rest[3..4] != ":" {
+                return Err(bad());
+            }
+            let hh: i64 = rest[1..3].parse().map_err(|_| bad())?;
+            let mm: i64 = rest[4..6].parse().map_err(|_| bad())?;
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (hh * 3600 + mm * 60)
+        }
+        _ => return Err(bad()),
+    };
+    Ok(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in [
+            "app",
+            "my-app",
+            "a__b",
+            "team/app.x",
+            "localhost:5000/app",
+            "r.io/a/b",
+        ] {
+            check_name(ok).unwrap();
+        }
+        let err = |n: &str| check_name(n).unwrap_err().to_string();
+        assert!(err("App").contains("must be lowercase"));
+        assert!(err("app:1").contains("--tag"));
+        assert!(err("-app").contains("invalid component"));
+        assert!(err("").contains("empty"));
+    }
+
+    #[test]
+    fn tags() {
+        check_tag("1.0_rc-1").unwrap();
+        assert!(check_tag("").unwrap_err().to_string().contains("empty"));
+        assert!(check_tag(".x").is_err());
+        assert!(check_tag(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("1970-01-01T00:00:01Z", "t").unwrap(), 1);
+        assert_eq!(parse_time("@1700000000", "t").unwrap(), 1_700_000_000);
+        assert_eq!(
+            parse_time("2024-02-29T12:30:00.5+02:00", "t").unwrap(),
+            parse_time("2024-02-29T10:30:00Z", "t").unwrap()
+        );
+        assert_eq!(format_time(1_709_202_600), "2024-02-29T10:30:00Z");
+        assert!(parse_time("yesterday", "t").is_err());
+        assert!(parse_time("2024-13-01T00:00:00Z", "t").is_err());
+    }
+
+    #[test]
+    fn dotdot() {
+        check_no_dotdot("/nix/store/abc-x/bin", "p").unwrap();
+        assert!(check_no_dotdot("/nix/store/../etc", "p").is_err());
+    }
+
+    #[test]
+    fn layers_json() {
+        assert_eq!(parse_layers(r#"[["/a"],["/b","/c"]]"#).unwrap().len(), 2);
+        let explained = r#"{"algorithm":"popularity","layers":[["/a"]],"paths":[]}"#;
+        assert_eq!(parse_layers(explained).unwrap(), [["/a"]]);
+        assert!(
+            parse_layers("[[")
+                .unwrap_err()
+                .to_string()
+                .contains("line 1")
+        );
+        assert!(
+            parse_layers("[\"/a\"]")
+                .unwrap_err()
+                .to_string()
+                .contains("list of lists")
+        );
+    }
+}

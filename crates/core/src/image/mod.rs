@@ -1,0 +1,130 @@
+//! Layered container images from store paths, like nixpkgs' `dockerTools.streamLayeredImage`:
+//! one normalised tar layer per group of store paths (byte-identical to nixpkgs'
+//! `stream_layered_image.py`), a customisation layer (symlink-joined contents, extra
+//! commands, permission rules), an image config, and an output that is both a docker-archive
+//! and an OCI image layout.
+//!
+//! Modules: [`tar`] the normalised layer writer, [`layer`] store layer entries and the blob
+//! pipeline, [`contents`] the customisation layer, [`config`] the JSON documents, [`archive`]
+//! the output layouts, [`cache`] the layer cache; `build` runs them after the pre-flight
+//! checks of [`check`].
+
+pub mod archive;
+mod base;
+mod build;
+pub mod cache;
+pub mod check;
+pub mod config;
+pub mod contents;
+pub mod layer;
+pub mod tar;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use archive::Format;
+pub use build::{BuildReport, LayerReport, LayerSource, build};
+pub use layer::Compression;
+
+use crate::store::StoreError;
+use config::ContainerConfig;
+use contents::PermRule;
+use tar::Owner;
+
+/// Most layers an image may have (the overlay filesystem limit loaders enforce).
+pub const MAX_LAYERS: usize = 125;
+
+/// Errors from building an image; each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Bad input found before anything is written.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the image: {0}")]
+    Stream(String),
+}
+
+impl ImageError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
+        move |source| ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Where the image goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Standard output (the image is assembled in an unlinked temporary file first).
+    Stdout,
+    /// A file, written to a temporary name in its directory and renamed when complete.
+    File(PathBuf),
+    /// A new OCI layout directory (`--format oci-dir`), renamed into place when complete.
+    Dir(PathBuf),
+}
+
+/// Everything an image is built from.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// Repository name, lowercase (`app`, `registry.example/team/app`).
+    pub name: String,
+    /// The tag; `None` means a hash of the inputs.
+    pub tag: Option<String>,
+    /// Store layers, lowest first: absolute store paths as the layers JSON gives them.
+    pub layers: Vec<Vec<String>>,
+    /// Store paths (or directories inside them) symlink-joined into `/`.
+    pub contents: Vec<String>,
+    pub extra_commands: Option<String>,
+    pub perms: Vec<PermRule>,
+    pub ignore_collisions: bool,
+    /// Accept layers whose paths refer to paths in no layer (e.g. provided by the base).
+    pub allow_partial_closure: bool,
+    pub config: ContainerConfig,
+    /// RFC 3339 creation time written to the config and history.
+    pub created: String,
+    /// Ownership and mtime of store layer entries (the customisation layer is 0:0 with the
+    /// same mtime unless `perms` say otherwise).
+    pub owner: Owner,
+    pub architecture: String,
+    pub os: String,
+    /// A docker-archive whose layers go first and whose `Env` is merged.
+    pub from: Option<PathBuf>,
+    pub compression: Compression,
+    pub format: Format,
+    /// Layer cache directory.
+    pub cache: Option<PathBuf>,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+impl ImageSpec {
+    /// A spec with nixpkgs' defaults: created/mtime 1970-01-01T00:00:01Z, root:root, the host
+    /// architecture, linux, uncompressed, docker+OCI output.
+    pub fn new(name: &str, layers: Vec<Vec<String>>) -> ImageSpec {
+        ImageSpec {
+            name: name.to_string(),
+            tag: None,
+            layers,
+            contents: Vec::new(),
+            extra_commands: None,
+            perms: Vec::new(),
+            ignore_collisions: false,
+            allow_partial_closure: false,
+            config: ContainerConfig::default(),
+            created: "1970-01-01T00:00:01Z".to_string(),
+            owner: Owner::default(),
+            architecture: check::host_architecture().to_string(),
+            os: "linux".to_string(),
+            from: None,
+            compression: Compression::None,
+            format: Format::DockerOci,
+            cache: None,
+            progress: false,
+        }
+    }
+}
