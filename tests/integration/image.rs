@@ -1034,3 +1034,29 @@ fn config_comes_from_the_file_and_the_flags() {
         assert_eq!(h["created"], "2024-05-01T12:00:00Z");
     }
 }
+
+#[test]
+fn output_file_mode_follows_the_umask() {
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let layers = out.path().join("layers.json");
+    std::fs::write(&layers, "[]").unwrap();
+    for (umask, mode) in [("022", 0o644), ("077", 0o600)] {
+        let tar = out.path().join(format!("img-{umask}.tar"));
+        let script = format!(
+            "umask {umask}; exec {} --store-root {} --name t --tag 1 -o {} {}",
+            env!("CARGO_BIN_EXE_mkimage"),
+            root.path().display(),
+            tar.display(),
+            layers.display()
+        );
+        let status = Command::new("bash").args(["-c", &script]).status().unwrap();
+        assert!(status.success());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&tar).unwrap().permissions().mode() & 0o777,
+            mode,
+            "umask {umask}"
+        );
+    }
+}
