@@ -6,9 +6,6 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE := target/release
-STRATA_STORE_ROOT ?= $(CURDIR)/.strata-example/root
-export STRATA_STORE_ROOT
-EX := .strata-example
 
 .PHONY: all build test setup example bench clean
 
@@ -29,21 +26,14 @@ test: setup
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-# The example, one step at a time (each prints what it made).
-$(EX)/app: 
-	mkdir -p $(EX)/app/share/doc && echo "strata example" > $(EX)/app/share/doc/README
-
-$(EX)/app.json: build $(EX)/app
-	$(RELEASE)/store-add --name example-app $(EX)/app | tee $@
-
-$(EX)/closure.json: $(EX)/app.json
-	$(RELEASE)/store-query closure - < $< | tee $@
-
-example: setup $(EX)/closure.json
-	$(RELEASE)/store-query verify && echo "example: store verified"
+# The example: the agatha backend as a layered image, built from source, loaded into Docker
+# and run with its configs mounted (examples/agatha/Makefile has one target per step).
+example: setup build
+	scripts/services.sh docker
+	$(MAKE) -C examples/agatha run STRATA_BIN=$(CURDIR)/$(RELEASE)
 
 bench: setup build
 	bench/run.sh
 
 clean:
-	rm -rf $(EX)
+	$(MAKE) -C examples/agatha clean

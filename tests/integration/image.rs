@@ -959,3 +959,73 @@ fn store_query_mklayers_mkimage_pipeline_runs_in_docker() {
         .unwrap();
     assert_eq!(ok(&out).trim(), EXPECTED);
 }
+
+#[test]
+fn config_comes_from_the_file_and_the_flags() {
+    let fx = fixture();
+    let cfg = fx.work.join("config-in.json");
+    std::fs::write(
+        &cfg,
+        r#"{"Entrypoint":["/bin/hello"],"Cmd":["x"],"Env":["A=1","B=2"],"User":"1000:1000",
+            "WorkingDir":"/srv","ExposedPorts":{"8080/tcp":{}},"Volumes":{"/data":{}},
+            "Labels":{"a":"1"},"StopSignal":"SIGINT"}"#,
+    )
+    .unwrap();
+    let out = fx.work.join("config.tar");
+    ok(&run(mkimage(&fx.root, &fx.layers)
+        .args(["--name", "cfg", "--tag", "1", "--config"])
+        .arg(&cfg)
+        .args([
+            "--cmd", "y", "--env", "B=3", "--expose", "53/udp", "--label", "b=2",
+        ])
+        .args([
+            "--created",
+            "2024-05-01T14:00:00+02:00",
+            "--architecture",
+            "arm64",
+        ])
+        .arg("-o")
+        .arg(&out)));
+    let (config, _) = docker_view(&out);
+    assert_eq!(
+        config["config"],
+        serde_json::json!({
+            "Cmd": ["y"], "Entrypoint": ["/bin/hello"], "Env": ["A=1", "B=3"],
+            "ExposedPorts": {"53/udp": {}, "8080/tcp": {}}, "Labels": {"a": "1", "b": "2"},
+            "StopSignal": "SIGINT", "User": "1000:1000", "Volumes": {"/data": {}},
+            "WorkingDir": "/srv"
+        })
+    );
+    assert_eq!(config["created"], "2024-05-01T12:00:00Z");
+    assert_eq!(config["architecture"], "arm64");
+    assert_eq!(config["os"], "linux");
+    for h in config["history"].as_array().unwrap() {
+        assert_eq!(h["created"], "2024-05-01T12:00:00Z");
+    }
+}
+
+#[test]
+fn output_file_mode_follows_the_umask() {
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let layers = out.path().join("layers.json");
+    std::fs::write(&layers, "[]").unwrap();
+    for (umask, mode) in [("022", 0o644), ("077", 0o600)] {
+        let tar = out.path().join(format!("img-{umask}.tar"));
+        let script = format!(
+            "umask {umask}; exec {} --store-root {} --name t --tag 1 -o {} {}",
+            env!("CARGO_BIN_EXE_mkimage"),
+            root.path().display(),
+            tar.display(),
+            layers.display()
+        );
+        let status = Command::new("bash").args(["-c", &script]).status().unwrap();
+        assert!(status.success());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&tar).unwrap().permissions().mode() & 0o777,
+            mode,
+            "umask {umask}"
+        );
+    }
+}

@@ -1,7 +1,9 @@
 //! Cross-tool and consumer tests: the real binaries against Nix, the shared reference data and
-//! each other. One binary, one module per area.
+//! real consumers (docker, podman, skopeo, umoci + runc, containerd). One binary, one module
+//! per area.
 
 mod deb;
+mod example;
 mod image;
 mod layering;
 mod nix_live;

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -208,6 +209,7 @@ impl Target {
                 let parent = parent_of(dir);
                 let tmp = tempfile::Builder::new()
                     .prefix(".mkimage-")
+                    .permissions(fs::Permissions::from_mode(0o777))
                     .tempdir_in(&parent)
                     .map_err(ImageError::io(&parent))?;
                 let sink = Sink::dir(tmp.path()).map_err(ImageError::io(tmp.path()))?;
@@ -218,8 +220,10 @@ impl Target {
             )),
             Output::File(path) => {
                 let parent = parent_of(path);
+                // 0666 less the umask, like any file a tool writes (not tempfile's 0600).
                 let tmp = tempfile::Builder::new()
                     .prefix(".mkimage-")
+                    .permissions(fs::Permissions::from_mode(0o666))
                     .tempfile_in(&parent)
                     .map_err(ImageError::io(&parent))?;
                 let file = tmp.as_file().try_clone().map_err(stream)?;
