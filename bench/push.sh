@@ -7,7 +7,9 @@
 # the push before).
 #   push-image (uncompressed, the default) and push-image --compress gzip --cache DIR
 #   skopeo copy oci-archive:… docker://… (skopeo gzips uncompressed layers by default)
-# BENCH_MB (default 64) and BENCH_LAYERS (default 8) change the size.
+# BENCH_MB (default 64) and BENCH_LAYERS (default 8) change the size of the generated image;
+# BENCH_IMAGE=agatha pushes the example image instead (make -C examples/agatha image; the
+# one-line change is the backend's greeting, as in bench/example.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CARGO_TARGET_DIR:-target}/release
@@ -49,8 +51,21 @@ YML
   eval "PORT_$name=$port"
 }
 
-echo "bench/push: generating $LAYERS store paths, ${MB} MB (half text-like, half random)" >&2
-python3 - "$work/src" "$MB" "$LAYERS" <<'PY'
+if [ "${BENCH_IMAGE:-}" = agatha ]; then
+  echo "bench/push: building the example image twice (untimed)" >&2
+  BINABS=$(cd "$BIN" && pwd)
+  cp -R examples/agatha "$work/src"; rm -rf "$work/src/build"
+  mk() { make -s -C examples/agatha "$@" OUT="$work/out" SRC="$work/src" DEBS_DIR="$work/debs" STRATA_BIN="$BINABS" >/dev/null; }
+  mk image TAG=1
+  cp "$work/out/agatha-back.tar" "$work/v1.tar"
+  sed -i 's/GREETING = "agatha"/GREETING = "agatha, rebuilt"/' "$work/src/backend/src/agatha/Main.java"
+  mk jars
+  mk image TAG=2
+  cp "$work/out/agatha-back.tar" "$work/v2.tar"
+  LAYERS=$(python3 -c 'import json,sys;print(len(json.load(open(sys.argv[1]))) - 1)' "$work/out/layers.json")
+else
+  echo "bench/push: generating $LAYERS store paths, ${MB} MB (half text-like, half random)" >&2
+  python3 - "$work/src" "$MB" "$LAYERS" <<'PY'
 import os, random, sys, base64
 root, mb, paths = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(5)
@@ -67,17 +82,18 @@ os.makedirs(os.path.join(root, "app"), exist_ok=True)
 with open(os.path.join(root, "app", "config.txt"), "w") as f:
     f.write("greeting = hello\n")
 PY
-add() { "$BIN/store-add" --name "$1" "$2" | python3 -c 'import json,sys;print(json.load(sys.stdin)["path"])'; }
-paths=()
-for p in "$work"/src/p*; do paths+=("$(add "$(basename "$p")" "$p")"); done
-build() { # APP-SRC OUT TAG
-  local app; app=$(add app "$1")
-  python3 -c 'import json,sys;print(json.dumps([[p] for p in sys.argv[1:]]))' "${paths[@]}" "$app" > "$work/layers.json"
-  "$BIN/mkimage" "$work/layers.json" --name bench --tag "$3" -o "$2"
-}
-build "$work/src/app" "$work/v1.tar" 1
-cp -r "$work/src/app" "$work/app2" && echo "greeting = changed" > "$work/app2/config.txt"
-build "$work/app2" "$work/v2.tar" 2
+  add() { "$BIN/store-add" --name "$1" "$2" | python3 -c 'import json,sys;print(json.load(sys.stdin)["path"])'; }
+  paths=()
+  for p in "$work"/src/p*; do paths+=("$(add "$(basename "$p")" "$p")"); done
+  build() { # APP-SRC OUT TAG
+    local app; app=$(add app "$1")
+    python3 -c 'import json,sys;print(json.dumps([[p] for p in sys.argv[1:]]))' "${paths[@]}" "$app" > "$work/layers.json"
+    "$BIN/mkimage" "$work/layers.json" --name bench --tag "$3" -o "$2"
+  }
+  build "$work/src/app" "$work/v1.tar" 1
+  cp -r "$work/src/app" "$work/app2" && echo "greeting = changed" > "$work/app2/config.txt"
+  build "$work/app2" "$work/v2.tar" 2
+fi
 
 start_registry ours; start_registry skopeo; start_registry oursgz
 results=()
