@@ -162,6 +162,8 @@ enum Fault {
     Cut(usize),
     /// Answer every PATCH with 405.
     RefusePatch,
+    /// Put another digest in the `Docker-Content-Digest` of the manifest PUT's answer.
+    WrongManifestDigest,
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +383,21 @@ fn handle(
     up.write_all(&body)?;
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
+    if fault == Fault::WrongManifestDigest && method == "PUT" && path.contains("/manifests/") {
+        let text = String::from_utf8_lossy(&response).to_string();
+        let fake = format!("Docker-Content-Digest: sha256:{}", "0".repeat(64));
+        let rewritten: Vec<String> = text
+            .split("\r\n")
+            .map(|l| {
+                if l.to_ascii_lowercase().starts_with("docker-content-digest:") {
+                    fake.clone()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        response = rewritten.join("\r\n").into_bytes();
+    }
     client.write_all(&response)?;
     Ok(())
 }
@@ -465,6 +482,11 @@ fn push(image: &Path, dest: &str, extra: &[&str]) -> Command {
         .env_remove("STRATA_REGISTRY_PASSWORD")
         .env("DOCKER_CONFIG", "/nonexistent");
     cmd
+}
+
+/// Print a failure's one line (the test log then shows every message).
+fn shown(out: &Output) {
+    eprintln!("push: {}", String::from_utf8_lossy(&out.stderr).trim_end());
 }
 
 fn report(out: &Output) -> Value {
@@ -639,6 +661,7 @@ fn basic_auth_from_the_environment_the_docker_config_and_stdin() {
     // No credentials: one line, no tag.
     let out = run(&mut push(&im.v1, &dest("anon"), &[]));
     fails_with(&out, 1, &["requires credentials"]);
+    shown(&out);
     assert!(!reg.has_tag(REPO, "anon", Some("alice:s3cret-pw")));
 
     // Wrong password: one line, never the password, no tag.
@@ -678,6 +701,7 @@ fn basic_auth_from_the_environment_the_docker_config_and_stdin() {
         .env("STRATA_REGISTRY_USERNAME", "alice")
         .env("STRATA_REGISTRY_PASSWORD", "bad"));
     fails_with(&out, 1, &["authentication failed"]);
+    shown(&out);
 
     // --username with the password on stdin.
     let out = run_with_input(
@@ -705,6 +729,7 @@ fn bearer_tokens_from_a_challenge() {
         .env("STRATA_REGISTRY_USERNAME", "bob")
         .env("STRATA_REGISTRY_PASSWORD", "wrong"));
     fails_with(&out, 1, &["authentication failed", "bob"]);
+    shown(&out);
     assert!(!reg.has_tag(REPO, "bearer", None));
 
     let r = report(&run(push(
@@ -839,6 +864,7 @@ fn chunks_the_post_put_fallback_mounts_and_compression() {
         // Without the cache, the overwritten layers are read, and refused.
         let out = run(&mut push(&copy, &dest, &["--compress", c]));
         fails_with(&out, 1, &["corrupt"]);
+        shown(&out);
 
         let dest = format!("{}/prebuilt/app:{c}", proxy.addr());
         let r = report(&run(&mut push(built, &dest, &["--json", "--compress", c])));
@@ -880,6 +906,7 @@ fn failures_are_one_line_and_leave_no_tag() {
             "Connection refused",
         ],
     );
+    shown(&out);
 
     // A 500 on the second blob upload, and a connection cut in the middle of the third; each
     // in a repository of its own, so no blob is there already.
@@ -896,6 +923,7 @@ fn failures_are_one_line_and_leave_no_tag() {
             "/blobs/uploads/"
         };
         fails_with(&out, 1, &[needle]);
+        shown(&out);
         assert!(!reg.has_tag(&format!("fail/{tag}"), "1", None), "{tag}");
     }
     // The same with chunks.
@@ -906,6 +934,7 @@ fn failures_are_one_line_and_leave_no_tag() {
         &["--chunk-size", "512K"],
     ));
     fails_with(&out, 1, &["injected by the test"]);
+    shown(&out);
     assert!(!reg.has_tag("fail/chunk500", "1", None));
     assert!(proxy.count("PATCH", "/blobs/uploads/") >= 4);
 
@@ -937,8 +966,21 @@ fn failures_are_one_line_and_leave_no_tag() {
         &[],
     ));
     fails_with(&out, 1, &["corrupt", &biggest]);
+    shown(&out);
     assert!(!reg.has_tag(REPO, "corrupt", None));
     assert!(!reg.has_blob(REPO, &biggest));
+
+    // The registry answers the manifest PUT with another digest: one line, and the manifest
+    // is deleted again (the registry allows deletes), so the tag does not stay.
+    let proxy = Proxy::start(reg.port, Fault::WrongManifestDigest, None);
+    let out = run(&mut push(
+        &im.v1,
+        &format!("{}/fail/digest:1", proxy.addr()),
+        &[],
+    ));
+    fails_with(&out, 1, &["stored the manifest", "deleted again"]);
+    shown(&out);
+    assert!(!reg.has_tag("fail/digest", "1", None));
 
     // TLS on a plain-HTTP registry when asked for it; a bad destination is a usage error.
     let out = run(&mut push(
@@ -947,13 +989,16 @@ fn failures_are_one_line_and_leave_no_tag() {
         &["--tls"],
     ));
     fails_with(&out, 1, &["/v2/"]);
+    shown(&out);
     let out = run(&mut push(&im.v1, "127.0.0.1:1/Upper:1", &[]));
     fails_with(&out, 2, &["lowercase"]);
+    shown(&out);
     let out = run(&mut push(
         &im.work.join("nope.tar"),
         &format!("{}/{REPO}:x", reg.addr()),
         &[],
     ));
     fails_with(&out, 1, &["nope.tar"]);
+    shown(&out);
     assert!(!reg.has_tag(REPO, "x", None));
 }

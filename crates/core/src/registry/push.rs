@@ -457,11 +457,13 @@ impl Pusher<'_> {
         if let Some(stored) = &resp.digest
             && stored != &digest
         {
-            // The tag now names bytes we did not send: take it back if the registry lets us.
-            let url = c.url(&format!("/v2/{}/manifests/{stored}", self.repo));
-            let undone = c
-                .send("DELETE", &url, &[], &Body::Empty)
-                .is_ok_and(|r| r.status == 202);
+            // The tag now names something other than what we sent: take it back if the
+            // registry lets us (by the digest it gave, else by the digest of our bytes).
+            let undone = [stored.as_str(), digest.as_str()].iter().any(|d| {
+                let url = c.url(&format!("/v2/{}/manifests/{d}", self.repo));
+                c.send("DELETE", &url, &[], &Body::Empty)
+                    .is_ok_and(|r| r.status == 202)
+            });
             return Err(RegistryError::Digest(format!(
                 "the registry stored the manifest of {}:{tag} as {stored}, not {digest} ({})",
                 self.repo,
