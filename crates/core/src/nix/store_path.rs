@@ -207,36 +207,23 @@ impl IngestionMethod {
     }
 }
 
-/// A store path without its store directory: a 20-byte hash (as 32 nix32 chars) and a name.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// A store path without its store directory: a 20-byte hash (as 32 nix32 chars) and a name,
+/// kept as the one string `<hash>-<name>` (one allocation; closures hold many of these).
+/// Ordered like Nix orders them: by base name, bytewise.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StorePath {
-    hash_part: String,
-    name: String,
+    base: Box<str>,
 }
 
 impl fmt::Debug for StorePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StorePath({})", self.base_name())
+        write!(f, "StorePath({})", self.base)
     }
 }
 
 impl fmt::Display for StorePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.hash_part, self.name)
-    }
-}
-
-/// Ordered like Nix orders them: by base name, bytewise.
-impl Ord for StorePath {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.hash_part.as_str(), self.name.as_str())
-            .cmp(&(other.hash_part.as_str(), other.name.as_str()))
-    }
-}
-
-impl PartialOrd for StorePath {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+        f.write_str(&self.base)
     }
 }
 
@@ -276,14 +263,20 @@ fn is_name_char(c: char) -> bool {
 impl StorePath {
     /// Build from a hash part and a name, checking both.
     pub fn new(hash_part: &str, name: &str) -> Result<StorePath, StorePathError> {
-        let base = format!("{hash_part}-{name}");
+        let shown = || format!("{hash_part}-{name}");
         if hash_part.len() != HASH_PART_LEN || !hash_part.bytes().all(nix32::is_nix32_char) {
-            return Err(StorePathError::BadHashPart(base));
+            return Err(StorePathError::BadHashPart(shown()));
         }
-        check_name(name, &base)?;
+        if let Err(e) = check_name(name, "") {
+            // Name the whole base name in the message; checking costs no allocation.
+            return Err(check_name(name, &shown()).err().unwrap_or(e));
+        }
+        let mut base = String::with_capacity(HASH_PART_LEN + 1 + name.len());
+        base.push_str(hash_part);
+        base.push('-');
+        base.push_str(name);
         Ok(StorePath {
-            hash_part: hash_part.to_string(),
-            name: name.to_string(),
+            base: base.into_boxed_str(),
         })
     }
 
@@ -302,22 +295,26 @@ impl StorePath {
         let base = format!("{hash_part}-{name}");
         check_name(name, &base)?;
         Ok(StorePath {
-            hash_part,
-            name: name.to_string(),
+            base: base.into_boxed_str(),
         })
     }
 
     pub fn hash_part(&self) -> &str {
-        &self.hash_part
+        &self.base[..HASH_PART_LEN]
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.base[HASH_PART_LEN + 1..]
     }
 
     /// `<hash>-<name>`.
     pub fn base_name(&self) -> String {
-        self.to_string()
+        self.base.to_string()
+    }
+
+    /// `<hash>-<name>`, borrowed.
+    pub fn as_base_name(&self) -> &str {
+        &self.base
     }
 }
 
@@ -386,8 +383,19 @@ impl Serialize for AbsStorePath {
 
 impl<'de> Deserialize<'de> for AbsStorePath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        AbsStorePath::parse(&text).map_err(serde::de::Error::custom)
+        // Parse straight from the input's string (no intermediate String): closure graphs
+        // hold tens of thousands of these.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = AbsStorePath;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an absolute store path")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<AbsStorePath, E> {
+                AbsStorePath::parse(text).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visitor)
     }
 }
 

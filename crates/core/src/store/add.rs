@@ -272,9 +272,18 @@ fn dump_copying(
             .as_ref()
             .and_then(|f| f.as_ref().map(|h| Hasher::new(h.algo()))),
     };
-    // Walking, reading and copying on this thread; hashing and scanning on another.
-    crate::pipeline::with_background_sink(&mut tee, |w| nar::dump_path(src, w, &mut visitor))
+    // Walking and reading on this thread; hashing and scanning on a second; writing the copy
+    // (when there is one) on a third.
+    if visitor.restorer.is_some() {
+        crate::pipeline::with_background_sink(&mut tee, |w| {
+            crate::pipeline::with_background_visitor(&mut visitor, |v| nar::dump_path(src, w, v))
+        })
+        .map_err(StoreError::io(src))?
         .map_err(StoreError::io(src))??;
+    } else {
+        crate::pipeline::with_background_sink(&mut tee, |w| nar::dump_path(src, w, &mut visitor))
+            .map_err(StoreError::io(src))??;
+    }
     drop(tee);
     if let (Some(slot), Some(h)) = (flat, visitor.flat.take()) {
         *slot = Some(h);

@@ -15,20 +15,29 @@ use super::StoreError;
 /// The mtime Nix gives every store file.
 pub(super) const STORE_MTIME: i64 = crate::nix::nar::CANONICAL_MTIME_SECS as i64;
 
+/// Every entry of a tree, children before their directory, not following symlinks (not even
+/// a symlink at the root).
+fn children_first(root: &Path) -> impl Iterator<Item = Result<walkdir::DirEntry, StoreError>> + '_ {
+    walkdir::WalkDir::new(root)
+        .follow_root_links(false)
+        .contents_first(true)
+        .into_iter()
+        .map(move |entry| {
+            entry.map_err(|e| StoreError::Io {
+                path: e.path().unwrap_or(root).to_path_buf(),
+                source: e.into(),
+            })
+        })
+}
+
 /// Make a freshly copied tree look like a store path: files 0444 (0555 if owner-executable),
 /// directories 0555, mtime 1 everywhere (symlinks included). Children before parents, so a
 /// directory's mtime is set after its last entry changed it. Entries that already look right
 /// (files a canonical [`Restorer`](crate::nix::nar::Restorer) wrote) are only looked at.
 pub(super) fn canonicalise(root: &Path) -> Result<(), StoreError> {
     let one = FileTime::from_unix_time(STORE_MTIME, 0);
-    for entry in walkdir::WalkDir::new(root)
-        .follow_root_links(false)
-        .contents_first(true)
-    {
-        let entry = entry.map_err(|e| StoreError::Io {
-            path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into(),
-        })?;
+    for entry in children_first(root) {
+        let entry = entry?;
         let path = entry.path();
         let meta = fs::symlink_metadata(path).map_err(StoreError::io(path))?;
         let ft = meta.file_type();
@@ -191,14 +200,8 @@ impl PathLock {
 /// fsync every file and directory of a tree (after all of it is written, so the kernel can
 /// write back in parallel), so that a rename of the tree is never durable before its data.
 pub(super) fn sync_tree(root: &Path) -> Result<(), StoreError> {
-    for entry in walkdir::WalkDir::new(root)
-        .follow_root_links(false)
-        .contents_first(true)
-    {
-        let entry = entry.map_err(|e| StoreError::Io {
-            path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into(),
-        })?;
+    for entry in children_first(root) {
+        let entry = entry?;
         if entry.file_type().is_symlink() {
             continue;
         }
