@@ -164,6 +164,9 @@ enum Fault {
     RefusePatch,
     /// Put another digest in the `Docker-Content-Digest` of the manifest PUT's answer.
     WrongManifestDigest,
+    /// (Bearer mode) the token expires at the Nth blob upload request: that request gets a
+    /// 401 and a new token is issued.
+    ExpireToken(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -181,14 +184,14 @@ struct ProxyLog {
     wire: u64,
     uploads: usize,
     scopes: Vec<String>,
+    /// The token in force is `tok-<generation>`.
+    generation: u32,
 }
 
 struct Proxy {
     port: u16,
     log: Arc<Mutex<ProxyLog>>,
 }
-
-const TOKEN: &str = "tok-123";
 
 impl Proxy {
     fn start(upstream: u16, fault: Fault, bearer: Option<(&str, &str)>) -> Proxy {
@@ -349,18 +352,24 @@ fn handle(
                 }
             }
             if header("authorization").as_deref() == Some(basic) {
+                let token = format!("tok-{}", log.lock().unwrap().generation);
                 respond(
                     &mut client,
                     "200 OK",
                     "Content-Type: application/json\r\n",
-                    &format!("{{\"token\":\"{TOKEN}\"}}"),
+                    &format!("{{\"token\":\"{token}\"}}"),
                 );
             } else {
                 respond(&mut client, "401 Unauthorized", "", "");
             }
             return Ok(());
         }
-        if header("authorization") != Some(format!("Bearer {TOKEN}")) {
+        let expired = fault == Fault::ExpireToken(nth) && is_upload;
+        if expired {
+            log.lock().unwrap().generation += 1;
+        }
+        let token = format!("tok-{}", log.lock().unwrap().generation);
+        if expired || header("authorization") != Some(format!("Bearer {token}")) {
             let challenge = format!(
                 "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{own_port}/token\",service=\"strata-test\"\r\n"
             );
@@ -750,6 +759,25 @@ fn bearer_tokens_from_a_challenge() {
         scopes.contains(&"repository:strata-test/base:pull".to_string()),
         "{scopes:?}"
     );
+
+    // The token expires in the middle of the push (at the second blob's PUT): the tool
+    // fetches a new one and sends that blob again from its first byte.
+    let expiring = Proxy::start(reg.port, Fault::ExpireToken(2), Some(("bob", "tokpw")));
+    let dest = format!("{}/expiring/app:1", expiring.addr());
+    let r = report(&run(push(&im.v1, &dest, &["--json"])
+        .env("STRATA_REGISTRY_USERNAME", "bob")
+        .env("STRATA_REGISTRY_PASSWORD", "tokpw")));
+    let sizes: u64 = r["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["size"].as_u64().unwrap())
+        .sum();
+    let second = r["blobs"][1]["size"].as_u64().unwrap();
+    assert_eq!(uploaded(&r), sizes + second, "the second blob went twice");
+    assert_eq!(expiring.log.lock().unwrap().generation, 1);
+    let inspected = skopeo_inspect(&format!("{}/expiring/app:1", reg.addr()), None);
+    assert_eq!(inspected["Digest"], r["digest"]);
 }
 
 #[test]

@@ -361,7 +361,11 @@ impl Pusher<'_> {
         report: &mut BlobReport,
     ) -> Result<(), RegistryError> {
         let upload = Upload::new(blob, self.opts.progress.clone())?;
-        let open = || upload.take(blob.size);
+        // Sent again after a 401 (a token that expired): from the start.
+        let open = || {
+            upload.restart()?;
+            upload.take(blob.size)
+        };
         let resp = self.client.send(
             "PUT",
             &self.finish_url(location, &blob.digest),
@@ -391,7 +395,17 @@ impl Pusher<'_> {
         while offset < blob.size {
             let len = chunk.min(blob.size - offset);
             let range = format!("{}-{}", offset, offset + len - 1);
-            let open = || upload.take(len);
+            let opened = std::cell::Cell::new(false);
+            let open = || {
+                if opened.replace(true) {
+                    // A 401 in the middle: the chunk's bytes are gone; the next push resumes
+                    // with the blobs already there.
+                    return Err(io::Error::other(
+                        "the registry asked for credentials again in the middle of a chunked upload; push again",
+                    ));
+                }
+                upload.take(len)
+            };
             let resp = self.client.send(
                 "PATCH",
                 &self.client.url(&location),
@@ -515,6 +529,21 @@ impl<'a> Upload<'a> {
                 progress,
             })),
         })
+    }
+
+    /// Back to the blob's first byte (the bytes sent so far stay counted).
+    fn restart(&self) -> io::Result<()> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| io::Error::other("upload state poisoned"))?;
+        if state.read > 0 {
+            state.reader = self.blob.open()?;
+            state.hasher = Sha256::new();
+            state.read = 0;
+            state.mismatch = None;
+        }
+        Ok(())
     }
 
     /// A reader over the next `len` bytes.
@@ -761,6 +790,15 @@ mod tests {
             upload.take(len).unwrap().read_to_end(&mut out).unwrap();
         }
         assert_eq!(out, data);
+        assert!(upload.check().is_ok());
+        upload.restart().unwrap();
+        let mut again = Vec::new();
+        upload
+            .take(100_000)
+            .unwrap()
+            .read_to_end(&mut again)
+            .unwrap();
+        assert_eq!(again, data);
         assert!(upload.check().is_ok());
 
         let mut corrupt = data.clone();
