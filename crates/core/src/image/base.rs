@@ -79,14 +79,7 @@ impl BaseImage {
         let config_bytes = member(&manifest.config)?;
         let config: serde_json::Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid(path, format!("{}: {e}", manifest.config)))?;
-        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let diff_ids = strings(&config["rootfs"]["diff_ids"]);
         if diff_ids.len() != manifest.layers.len() {
             return Err(invalid(
                 path,
@@ -97,14 +90,7 @@ impl BaseImage {
                 ),
             ));
         }
-        let env = config["config"]["Env"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let env = strings(&config["config"]["Env"]);
         let mut layers = Vec::new();
         for (name, diff_id) in manifest.layers.iter().zip(diff_ids) {
             let (offset, size) = members
@@ -153,4 +139,16 @@ impl BaseImage {
             .map_err(|e| ImageError::Stream(e.to_string()))?;
         Ok((digest, Compression::sniff(&head)))
     }
+}
+
+/// The strings of a JSON array (none if it is not one).
+fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -21,35 +21,27 @@ pub trait Tally: Clone {
     fn try_add(&mut self, other: &Self) -> bool;
 }
 
-impl Tally for u64 {
-    fn zero() -> Self {
-        0
-    }
-    fn try_add(&mut self, other: &Self) -> bool {
-        match self.checked_add(*other) {
-            Some(sum) => {
-                *self = sum;
-                true
+/// The machine integers add with overflow detection.
+macro_rules! checked_tally {
+    ($($t:ty),*) => {$(
+        impl Tally for $t {
+            fn zero() -> Self {
+                0
             }
-            None => false,
+            fn try_add(&mut self, other: &Self) -> bool {
+                match self.checked_add(*other) {
+                    Some(sum) => {
+                        *self = sum;
+                        true
+                    }
+                    None => false,
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl Tally for u128 {
-    fn zero() -> Self {
-        0
-    }
-    fn try_add(&mut self, other: &Self) -> bool {
-        match self.checked_add(*other) {
-            Some(sum) => {
-                *self = sum;
-                true
-            }
-            None => false,
-        }
-    }
-}
+checked_tally!(u64, u128);
 
 impl Tally for BigUint {
     fn zero() -> Self {
