@@ -2,18 +2,15 @@
 //! layout) and add it to the store as a content-addressed path, printing its path-info JSON.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use strata::cli::{self, Failure, StoreArgs};
-use strata_core::nix::path_info::PathInfo;
-use strata_core::nix::store_path::{AbsStorePath, StorePath, is_name_with_version};
-use strata_core::store::Store;
+use strata_core::nix::store_path::AbsStorePath;
+use strata_core::wrapper::operands::{InstallError, OperandError, Resolver, install};
 use strata_core::wrapper::{
     JavaApp, JavaMain, JavaWrapper, PlainWrapper, Wrapper, WrapperError, parse_flags,
-    self_placeholder,
 };
 
 const ABOUT: &str = "Generate a makeWrapper-style bash wrapper and add it to the store.";
@@ -184,16 +181,24 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
         store: store.as_ref(),
     };
 
-    let bash = ctx.resolve("--bash", &common.bash)?;
+    let bash = ctx
+        .resolve("--bash", &common.bash)
+        .map_err(operand_failure)?;
     let shell = format!("{}/bin/bash", bash.logical);
-    ctx.require_store_path("--bash", &bash)?;
-    ctx.require_executable("--bash", &shell)?;
+    ctx.require_store_path("--bash", &bash)
+        .map_err(operand_failure)?;
+    ctx.require_executable("--bash", &shell)
+        .map_err(operand_failure)?;
 
     let (wrapper, mut used) = match &cli.mode {
         Mode::Wrap(a) => {
-            let original = ctx.resolve("ORIGINAL", &a.original)?;
-            ctx.require_store_path("ORIGINAL", &original)?;
-            ctx.require_executable("ORIGINAL", &original.logical)?;
+            let original = ctx
+                .resolve("ORIGINAL", &a.original)
+                .map_err(operand_failure)?;
+            ctx.require_store_path("ORIGINAL", &original)
+                .map_err(operand_failure)?;
+            ctx.require_executable("ORIGINAL", &original.logical)
+                .map_err(operand_failure)?;
             let wrapper = Wrapper::Plain(PlainWrapper {
                 shell,
                 program: original.logical.clone(),
@@ -203,18 +208,20 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
             (wrapper, vec![bash, original])
         }
         Mode::Java(a) => {
-            let jre = ctx.resolve("--jre", &a.jre)?;
-            ctx.require_store_path("--jre", &jre)?;
+            let jre = ctx.resolve("--jre", &a.jre).map_err(operand_failure)?;
+            ctx.require_store_path("--jre", &jre)
+                .map_err(operand_failure)?;
             let java = format!("{}/bin/java", jre.logical);
-            ctx.require_executable("--jre", &java)?;
-            let jar = ctx.resolve_file("--jar", &a.jar)?;
+            ctx.require_executable("--jre", &java)
+                .map_err(operand_failure)?;
+            let jar = ctx.resolve_file("--jar", &a.jar).map_err(operand_failure)?;
             let mut used = vec![bash, jre];
             let main = match &a.main_class {
                 None => JavaMain::Jar,
                 Some(class) => {
                     let mut classpath = Vec::new();
                     for entry in &a.classpath {
-                        let entry = ctx.resolve("--classpath", entry)?;
+                        let entry = ctx.resolve("--classpath", entry).map_err(operand_failure)?;
                         classpath.push(entry.logical.clone());
                         used.push(entry);
                     }
@@ -257,38 +264,14 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
             let mut candidates: BTreeSet<AbsStorePath> =
                 inputs.iter().map(|i| i.path.clone()).collect();
             candidates.extend(used.drain(..).filter_map(|r| r.store_path));
-            for candidate in &candidates {
-                let path = store.check_abs(candidate).map_err(Failure::failed)?;
-                store.query_valid(path).map_err(Failure::failed)?;
-            }
-            let info = add_to_store(store, &wrapper, &candidates, &mut read)?;
+            let info = install(store, &wrapper, &candidates, &mut read).map_err(|e| match e {
+                InstallError::Wrapper(e) => wrapper_failure(e),
+                InstallError::Store(e) => Failure::failed(e),
+            })?;
             cli::print_path_infos([&info])
         }
         (None, None) => Err(Failure::failed("no store")),
     }
-}
-
-/// Generate the tree in a scratch directory (with `$out` the placeholder path) and add it to
-/// the store, where the placeholder becomes the real path.
-fn add_to_store(
-    store: &Store,
-    wrapper: &Wrapper,
-    candidates: &BTreeSet<AbsStorePath>,
-    read: &mut dyn FnMut(&str) -> std::io::Result<Vec<u8>>,
-) -> Result<PathInfo, Failure> {
-    let out_name = wrapper.out_name();
-    let placeholder = self_placeholder(&out_name);
-    let out = format!("{}/{placeholder}-{out_name}", store.store_dir());
-    // The store's scratch area: removed on every path out of here, and by the next add if
-    // this process is killed.
-    let scratch = store.scratch(false)?;
-    let tree = scratch.path().join("out");
-    wrapper
-        .generate(&out, &tree, read)
-        .map_err(wrapper_failure)?;
-    store
-        .add_generated(&tree, &out_name, candidates, Some(&placeholder))
-        .map_err(Failure::failed)
 }
 
 fn wrapper_failure(e: WrapperError) -> Failure {
@@ -299,142 +282,10 @@ fn wrapper_failure(e: WrapperError) -> Failure {
     }
 }
 
-/// A resolved path operand.
-#[derive(Debug, Clone)]
-struct Resolved {
-    /// The path as the wrapper names it.
-    logical: String,
-    /// The store path it is in, if any.
-    store_path: Option<AbsStorePath>,
-}
-
-/// Resolves operands against the inputs and (without --tree) the store.
-struct Resolver<'a> {
-    inputs: &'a [PathInfo],
-    store: Option<&'a Store>,
-}
-
-impl Resolver<'_> {
-    /// `@NAME[/SUB]` or an absolute path.
-    fn resolve(&self, what: &str, text: &str) -> Result<Resolved, Failure> {
-        if let Some(reference) = text.strip_prefix('@') {
-            let (name, sub) = match reference.find('/') {
-                Some(i) => (&reference[..i], &reference[i..]),
-                None => (reference, ""),
-            };
-            let input = self.pick(what, name)?;
-            return Ok(Resolved {
-                logical: format!("{}{sub}", input.path),
-                store_path: Some(input.path.clone()),
-            });
-        }
-        if !text.starts_with('/') {
-            return Err(Failure::usage(format!(
-                "{what}: '{text}' is neither an absolute path nor @NAME"
-            )));
-        }
-        Ok(Resolved {
-            logical: text.to_string(),
-            store_path: self.store_path_of(text),
-        })
-    }
-
-    /// Like [`Resolver::resolve`], but a relative path (a local file) is allowed.
-    fn resolve_file(&self, what: &str, text: &str) -> Result<Resolved, Failure> {
-        if text.starts_with('@') || text.starts_with('/') {
-            return self.resolve(what, text);
-        }
-        Ok(Resolved {
-            logical: text.to_string(),
-            store_path: None,
-        })
-    }
-
-    /// The input named `name`: exactly, else `name` followed by `-` and a version.
-    fn pick(&self, what: &str, name: &str) -> Result<&PathInfo, Failure> {
-        let exact: Vec<&PathInfo> = self
-            .inputs
-            .iter()
-            .filter(|i| i.path.path.name() == name)
-            .collect();
-        let found = if exact.is_empty() {
-            self.inputs
-                .iter()
-                .filter(|i| is_name_with_version(i.path.path.name(), name))
-                .collect()
-        } else {
-            exact
-        };
-        let distinct: BTreeSet<&AbsStorePath> = found.iter().map(|i| &i.path).collect();
-        match distinct.len() {
-            1 => Ok(found[0]),
-            0 => Err(Failure::usage(format!(
-                "{what}: no --inputs path is named '{name}'"
-            ))),
-            _ => Err(Failure::usage(format!(
-                "{what}: '{name}' names several --inputs paths: {}",
-                distinct
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
-    }
-
-    /// The store path an absolute path is in, when a store is used and it is in its dir.
-    fn store_path_of(&self, text: &str) -> Option<AbsStorePath> {
-        let store = self.store?;
-        let (path, _) = store.store_dir().parse_path_prefix(text).ok()?;
-        Some(store.abs(&path))
-    }
-
-    /// With a store, the operand must be inside it (the closure must be complete).
-    fn require_store_path(&self, what: &str, r: &Resolved) -> Result<(), Failure> {
-        match (self.store, &r.store_path) {
-            (Some(store), None) => Err(Failure::usage(format!(
-                "{what}: '{}' is not in the store '{}' (use --tree to wrap paths outside it)",
-                r.logical,
-                store.store_dir()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Where a logical path's files are now: under the store root for store paths.
-    fn physical_of(&self, text: &str) -> PathBuf {
-        if let Some(store) = self.store
-            && let Ok((path, rest)) = store.store_dir().parse_path_prefix(text)
-        {
-            return physical_in(store, &path, rest);
-        }
-        PathBuf::from(text)
-    }
-
-    fn physical(&self, r: &Resolved) -> PathBuf {
-        self.physical_of(&r.logical)
-    }
-
-    /// Like nixpkgs' assertExecutable: a regular file with an execute bit.
-    fn require_executable(&self, what: &str, logical: &str) -> Result<(), Failure> {
-        let physical = self.physical_of(logical);
-        let ok = std::fs::metadata(&physical)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false);
-        if ok {
-            Ok(())
-        } else {
-            Err(Failure::failed(format!(
-                "{what}: cannot wrap '{logical}': not an executable file"
-            )))
-        }
-    }
-}
-
-fn physical_in(store: &Store, path: &StorePath, rest: &str) -> PathBuf {
-    let base = store.physical_path(path);
-    match rest.trim_start_matches('/') {
-        "" => base,
-        rest => base.join(rest),
+fn operand_failure(e: OperandError) -> Failure {
+    if e.is_usage() {
+        Failure::usage(e)
+    } else {
+        Failure::failed(e)
     }
 }
