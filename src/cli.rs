@@ -157,13 +157,9 @@ pub fn path_info_lines<'a>(infos: impl IntoIterator<Item = &'a PathInfo>) -> Str
 
 /// Print path infos as JSON lines (compact, keys in Nix's order).
 pub fn print_path_infos<'a>(infos: impl IntoIterator<Item = &'a PathInfo>) -> Result<(), Failure> {
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    for info in infos {
-        let line = serde_json::to_string(info).map_err(Failure::failed)?;
-        writeln!(out, "{line}").map_err(|e| Failure::failed(format!("stdout: {e}")))?;
-    }
-    out.flush()
+    let mut out = io::stdout().lock();
+    out.write_all(path_info_lines(infos).as_bytes())
+        .and_then(|()| out.flush())
         .map_err(|e| Failure::failed(format!("stdout: {e}")))
 }
 

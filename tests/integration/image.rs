@@ -236,29 +236,32 @@ fn store_layers_are_byte_identical_to_nixpkgs() {
     }
 }
 
-#[test]
-fn docker_loads_and_runs_it() {
-    let fx = fixture();
+/// `docker load` an image archive, then `docker run --network=none` the reference; returns what
+/// the container printed and what the load printed.
+fn docker_load_and_run(tar: &Path, reference: &str) -> (String, String) {
     sh(&format!(
         "{}/scripts/services.sh docker",
         env!("CARGO_MANIFEST_DIR")
     ));
     let load = Command::new("docker")
         .args(["load", "-i"])
-        .arg(&fx.image)
+        .arg(tar)
         .output()
         .expect("docker");
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-    assert!(String::from_utf8_lossy(&load.stdout).contains(&format!("{NAME}:{TAG}")));
+    let loaded = ok(&load);
     let out = Command::new("docker")
-        .args(["run", "--rm", "--network=none", &format!("{NAME}:{TAG}")])
+        .args(["run", "--rm", "--network=none", reference])
         .output()
         .expect("docker run");
-    assert_eq!(ok(&out).trim(), EXPECTED);
+    (ok(&out), loaded)
+}
+
+#[test]
+fn docker_loads_and_runs_it() {
+    let fx = fixture();
+    let (printed, loaded) = docker_load_and_run(&fx.image, &format!("{NAME}:{TAG}"));
+    assert!(loaded.contains(&format!("{NAME}:{TAG}")), "{loaded}");
+    assert_eq!(printed.trim(), EXPECTED);
     // Compressed layers too.
     for c in ["gzip", "zstd"] {
         let tar = fx.work.join(format!("docker-{c}.tar"));
@@ -273,21 +276,8 @@ fn docker_loads_and_runs_it() {
             ])
             .args(["--cmd", "/bin/hello", "--cmd", "arg1", "-o"])
             .arg(&tar)));
-        let load = Command::new("docker")
-            .args(["load", "-i"])
-            .arg(&tar)
-            .output()
-            .unwrap();
-        assert!(
-            load.status.success(),
-            "{c}: {}",
-            String::from_utf8_lossy(&load.stderr)
-        );
-        let out = Command::new("docker")
-            .args(["run", "--rm", "--network=none", &format!("{NAME}:{c}")])
-            .output()
-            .unwrap();
-        assert_eq!(ok(&out).trim(), EXPECTED, "{c}");
+        let (printed, _) = docker_load_and_run(&tar, &format!("{NAME}:{c}"));
+        assert_eq!(printed.trim(), EXPECTED, "{c}");
     }
 }
 
@@ -924,10 +914,6 @@ fn walk_files(dir: &Path) -> Vec<String> {
 #[test]
 fn store_query_mklayers_mkimage_pipeline_runs_in_docker() {
     let fx = fixture();
-    sh(&format!(
-        "{}/scripts/services.sh docker",
-        env!("CARGO_MANIFEST_DIR")
-    ));
     let tar = fx.work.join("pipeline.tar");
     sh(&format!(
         "export STRATA_STORE_ROOT={root}
@@ -943,21 +929,8 @@ fn store_query_mklayers_mkimage_pipeline_runs_in_docker() {
         data = fx.data,
         tar = tar.display()
     ));
-    let load = Command::new("docker")
-        .args(["load", "-i"])
-        .arg(&tar)
-        .output()
-        .unwrap();
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-    let out = Command::new("docker")
-        .args(["run", "--rm", "--network=none", "strata-test/pipeline:1"])
-        .output()
-        .unwrap();
-    assert_eq!(ok(&out).trim(), EXPECTED);
+    let (printed, _) = docker_load_and_run(&tar, "strata-test/pipeline:1");
+    assert_eq!(printed.trim(), EXPECTED);
 }
 
 #[test]

@@ -165,6 +165,28 @@ fn generated_trees_match_nix_store_add() {
     }
 }
 
+/// Evaluate a Nix expression strictly (adding the files it makes to Nix's store), as JSON.
+fn nix_eval(expr: &str) -> serde_json::Value {
+    let out = Command::new("nix-instantiate")
+        .args([
+            "--eval",
+            "--strict",
+            "--read-write-mode",
+            "--json",
+            "-E",
+            expr,
+        ])
+        .env("NIX_CONFIG", "substituters =")
+        .output()
+        .expect("nix-instantiate is required (apt-get install nix-bin)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A Nix string literal for arbitrary UTF-8 text.
 fn nix_string(s: &str) -> String {
     let mut out = String::from("\"");
@@ -211,24 +233,7 @@ fn text_files_match_builtins_to_file() {
         expr.push_str(&format!(" t{i}"));
     }
     expr.push_str(" user ]");
-    let out = Command::new("nix-instantiate")
-        .args([
-            "--eval",
-            "--strict",
-            "--read-write-mode",
-            "--json",
-            "-E",
-            &expr,
-        ])
-        .env("NIX_CONFIG", "substituters =")
-        .output()
-        .expect("nix-instantiate is required (apt-get install nix-bin)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let nix_paths: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    let nix_paths: Vec<String> = serde_json::from_value(nix_eval(&expr)).unwrap();
     let mut ours = Vec::new();
     for (name, body) in &texts {
         let info = &json_lines(&ok(&run_with_input(
@@ -251,18 +256,10 @@ fn text_files_match_builtins_to_file() {
 #[test]
 fn reads_a_store_nix_manages_without_writing() {
     // A path with a reference, registered by Nix itself.
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--read-write-mode", "--json", "-E"])
-        .arg("let dep = builtins.toFile \"strata-ro-dep\" \"dep\\n\"; in builtins.toFile \"strata-ro-user\" \"use ${dep}\\n\"")
-        .env("NIX_CONFIG", "substituters =")
-        .output()
-        .expect("nix-instantiate is required (apt-get install nix-bin)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let user = nix_eval(
+        "let dep = builtins.toFile \"strata-ro-dep\" \"dep\\n\"; in builtins.toFile \"strata-ro-user\" \"use ${dep}\\n\"",
     );
-    let user: String = serde_json::from_slice(&out.stdout).unwrap();
+    let user = user.as_str().unwrap().to_string();
     let real_root = Path::new("/");
     let before = std::fs::read_dir("/nix/var").unwrap().count();
     let ours = ok(&run(tool("store-query", real_root).args(["closure", &user])));

@@ -111,13 +111,11 @@ pub(super) fn add_path(
         },
     })?;
     check_name(name, name)?;
-    if !options.dry_run {
-        store.check_writable()?;
-    }
+    // A dry run copies nothing, so needs no scratch area (and writes nothing).
     let scratch = if options.dry_run {
         None
     } else {
-        Some(Scratch::new(&store.state_dir().join("tmp"))?)
+        Some(store.scratch(false)?)
     };
     let copy_to = scratch.as_ref().map(|s| s.path().join("out"));
 
@@ -416,8 +414,7 @@ pub(super) fn add_text(
     if options.dry_run {
         return Ok(info);
     }
-    store.check_writable()?;
-    let scratch = Scratch::new(&store.state_dir().join("tmp"))?;
+    let scratch = store.scratch(false)?;
     let copy = scratch.path().join("out");
     fs::write(&copy, contents).map_err(StoreError::io(&copy))?;
     install(store, &copy, info, &scratch)
