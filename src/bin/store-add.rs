@@ -106,6 +106,7 @@ fn add_all(args: &Args) -> Result<(), Failure> {
     let options = AddOptions {
         dry_run: args.dry_run,
         progress: progress.counter(),
+        move_source: false,
     };
     if args.text {
         return add_texts(args, &store, &options, &progress);

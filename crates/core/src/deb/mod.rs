@@ -337,7 +337,11 @@ fn add_one(
             &tree,
             &control.store_name(),
             &AddMethod::Declared { references },
-            options,
+            // The unpacked tree is ours and in the store's scratch area: move, do not copy.
+            &AddOptions {
+                move_source: true,
+                ..options.clone()
+            },
         )
         .map_err(|source| DebError::Store {
             path: deb.to_path_buf(),

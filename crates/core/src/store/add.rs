@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::fsutil::{self, PathLock, Scratch};
+use super::fsutil::{self, PathLock};
 use super::{Store, StoreError, db};
 use crate::nix::hash::{Hash, HashAlgo, Hasher};
 use crate::nix::nar::{self, NarVisitor, Restorer};
@@ -46,6 +46,11 @@ pub struct AddOptions {
     pub dry_run: bool,
     /// Counts the NAR bytes read so far, for a caller that shows progress.
     pub progress: Option<Arc<AtomicU64>>,
+    /// The source is a tree the caller made in this store's scratch area
+    /// ([`Store::scratch`]) and will not touch again: hash it, then move it into place
+    /// instead of copying it. (Ignored for a dry run, and where a self-reference must be
+    /// rewritten, which needs a copy.)
+    pub move_source: bool,
 }
 
 /// Sends every write to several sinks.
@@ -111,12 +116,23 @@ pub(super) fn add_path(
         },
     })?;
     check_name(name, name)?;
-    // A dry run copies nothing, so needs no scratch area (and writes nothing).
-    let scratch = if options.dry_run {
+    let rewrites = matches!(
+        method,
+        AddMethod::WithReferences {
+            self_hash_part: Some(_),
+            ..
+        }
+    );
+    let moving = options.move_source && !options.dry_run && !rewrites;
+    // A dry run copies nothing, so needs no scratch area (and writes nothing); nor does a move.
+    let scratch = if options.dry_run || moving {
         None
     } else {
         Some(store.scratch(false)?)
     };
+    if moving {
+        store.check_writable()?;
+    }
     let copy_to = scratch.as_ref().map(|s| s.path().join("out"));
 
     let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
@@ -243,7 +259,9 @@ pub(super) fn add_path(
         }
     };
     match (scratch, copy_to) {
-        (Some(scratch), Some(copy)) => install(store, &copy, info, &scratch),
+        // The scratch area lives until the copy is installed (or the add fails).
+        (Some(_scratch), Some(copy)) => install(store, &copy, info),
+        _ if moving => install(store, src, info),
         _ => Ok(info),
     }
 }
@@ -361,12 +379,7 @@ fn new_info(
 }
 
 /// Move a finished copy into place and register it, unless the path is already valid.
-fn install(
-    store: &Store,
-    copy: &Path,
-    info: PathInfo,
-    _scratch: &Scratch,
-) -> Result<PathInfo, StoreError> {
+fn install(store: &Store, copy: &Path, info: PathInfo) -> Result<PathInfo, StoreError> {
     let path = info.path.path.clone();
     let _lock = PathLock::acquire(&store.state_dir().join("locks"), path.hash_part())?;
     if let Some(existing) = store.query(&path)? {
@@ -417,5 +430,5 @@ pub(super) fn add_text(
     let scratch = store.scratch(false)?;
     let copy = scratch.path().join("out");
     fs::write(&copy, contents).map_err(StoreError::io(&copy))?;
-    install(store, &copy, info, &scratch)
+    install(store, &copy, info)
 }

@@ -366,6 +366,31 @@ mod tests {
     }
 
     #[test]
+    fn a_scratch_tree_is_moved_not_copied() {
+        let (store, dir) = temp_store("move");
+        let moved = |contents: &str| {
+            let scratch = store.scratch(false).unwrap();
+            let tree = scratch.path().join("t");
+            std::fs::create_dir(&tree).unwrap();
+            std::fs::write(tree.join("f"), contents).unwrap();
+            let options = AddOptions {
+                move_source: true,
+                ..AddOptions::default()
+            };
+            let info = store.add(&tree, "t", &AddMethod::Source, &options).unwrap();
+            (info, tree.exists())
+        };
+        let (first, left) = moved("x");
+        assert!(!left, "the tree was moved into the store");
+        // Already valid: the scratch tree stays where it was (and goes with its scratch area).
+        let (second, left) = moved("x");
+        assert!(left);
+        assert_eq!(first, second);
+        assert!(store.verify().unwrap().is_empty());
+        fsutil::remove_tree(&dir).unwrap();
+    }
+
+    #[test]
     fn references_must_be_valid() {
         let (store, dir) = temp_store("refs");
         let dep = StorePath::from_base_name("6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-dep").unwrap();
