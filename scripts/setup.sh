@@ -25,6 +25,7 @@ packages=(
   docker-registry    # the registry push-image pushes to in the tests and the benchmark
   apache2-utils      # htpasswd -B for the registry's basic-auth test
   curl               # the push tests ask the registry directly
+  tzdata             # the reproducibility tests build under other time zones
 )
 
 missing=()
