@@ -19,7 +19,10 @@ Examples:
   store-add ./app.jar | store-query closure --format registration -
 
   # Re-hash every registered path; exit 1 and one line per problem if any changed:
-  store-query verify";
+  store-query verify
+
+  # The same, reclaiming what killed adds left behind:
+  store-query verify --repair";
 
 /// Query and verify a strata store.
 #[derive(Debug, Parser)]
@@ -55,8 +58,14 @@ enum Command {
         /// A store path.
         path: String,
     },
-    /// Re-hash every registered path and report mismatches (exit 1 if any).
-    Verify,
+    /// Re-hash every registered path and report mismatches, and what interrupted adds left
+    /// (unregistered contents, scratch areas, temp files); exit 1 if anything is wrong.
+    Verify {
+        /// Reclaim what interrupted adds left behind (each path under its lock); modified or
+        /// missing paths are still reported.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -119,12 +128,16 @@ fn query(args: &Args) -> Result<(), Failure> {
             out.flush()
                 .map_err(|e| Failure::failed(format!("stdout: {e}")))
         }
-        Command::Verify => {
-            let problems = store.verify()?;
+        Command::Verify { repair } => {
+            let report = store.verify(*repair)?;
+            let mut err = std::io::stderr().lock();
+            for p in &report.reclaimed {
+                let _ = writeln!(err, "store-query: reclaimed: {p}");
+            }
+            let problems = report.problems;
             if problems.is_empty() {
                 return Ok(());
             }
-            let mut err = std::io::stderr().lock();
             for p in &problems[1..] {
                 let _ = writeln!(err, "store-query: {p}");
             }

@@ -9,5 +9,6 @@ mod layering;
 mod nix_live;
 mod push;
 mod store;
+mod store_safety;
 mod support;
 mod wrapper;

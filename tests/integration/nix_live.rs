@@ -64,6 +64,42 @@ fn gen_tree(rng: &mut SplitMix64, dir: &Path, depth: u32, max_depth: u32, big: b
     }
 }
 
+/// A chain of `depth` nested directories (≥ 40: deeper than random trees ever get), with a
+/// random tree at the bottom and a random sibling on the way down now and then.
+fn gen_deep(rng: &mut SplitMix64, dir: &Path, depth: u32) {
+    let mut at = dir.to_path_buf();
+    std::fs::create_dir(&at).unwrap();
+    for level in 0..depth {
+        if rng.below(8) == 0 {
+            gen_file(rng, &at.join("side"), false);
+        }
+        let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+        at = at.join(std::ffi::OsStr::from_bytes(name));
+        if level + 1 == depth {
+            gen_tree(rng, &at, 0, 2, false);
+        } else {
+            std::fs::create_dir(&at).unwrap();
+        }
+    }
+    let deepest = walkdir_depth(dir);
+    assert!(deepest >= 40, "{}: only {deepest} deep", dir.display());
+}
+
+fn walkdir_depth(dir: &Path) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    deepest
+}
+
 fn gen_file(rng: &mut SplitMix64, path: &Path, big: bool) {
     let len = if big {
         (1 << 20) + rng.below(70_000) as usize
@@ -105,7 +141,10 @@ fn generated_trees_match_nix_store_add() {
         match i % 15 {
             0 => gen_file(&mut rng, &path, i % 30 == 0),
             1 => std::os::unix::fs::symlink("dangling-top", &path).unwrap(),
-            2 => gen_tree(&mut rng, &path, 0, 40, false), // deep nesting
+            2 => {
+                let depth = 40 + rng.below(10) as u32;
+                gen_deep(&mut rng, &path, depth) // deep nesting
+            }
             _ => gen_tree(&mut rng, &path, 0, 5, i % 7 == 0),
         }
         inputs.push(path);

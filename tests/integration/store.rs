@@ -1,13 +1,13 @@
 //! store-add and store-query against the frozen Nix 2.8 vectors, live Nix, bad input,
 //! concurrency and crashes.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
+use crate::store_safety::scratch_left;
 use crate::support::*;
 
 /// `rel TAB type TAB mode TAB mtime TAB uid` rows for a store copy, as the vectors list them.
@@ -402,10 +402,7 @@ fn assert_store_empty(root: &Path) {
         tree_listing(&root.join("nix/var/strata/db")).is_empty(),
         "registrations left"
     );
-    assert!(
-        tree_listing(&root.join("nix/var/strata/tmp")).is_empty(),
-        "scratch left"
-    );
+    assert!(scratch_left(root).is_empty(), "scratch left");
 }
 
 #[test]
@@ -533,50 +530,8 @@ fn unreadable_file_fails_cleanly() {
         .env("STRATA_STORE_ROOT", root.path());
     let out = run(&mut cmd);
     fails_with(&out, 1, &["d/secret", "ermission denied"]);
-    assert!(tree_listing(&root.path().join("nix/store")).is_empty());
-}
-
-#[test]
-fn concurrent_adds_make_one_copy_each() {
-    let root = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    bash_in(
-        work.path(),
-        "mkdir same; head -c 3000000 /dev/urandom > same/big; echo a > same/small\n\
-                          for i in 1 2 3 4; do mkdir diff$i; head -c 1000000 /dev/urandom > diff$i/f; done",
-    );
-    let mut children = Vec::new();
-    for i in 0..8 {
-        let input = if i % 2 == 0 {
-            "same".to_string()
-        } else {
-            format!("diff{}", i / 2 + 1)
-        };
-        let child = tool("store-add", root.path())
-            .arg(work.path().join(input))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        children.push(child);
-    }
-    let mut paths = BTreeMap::new();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        let info = &json_lines(&ok(&out))[0];
-        *paths
-            .entry(info["path"].as_str().unwrap().to_string())
-            .or_insert(0) += 1;
-    }
-    assert_eq!(paths.len(), 5, "{paths:?}");
-    let store = tree_listing(&root.path().join("nix/store"));
-    assert_eq!(
-        store.iter().filter(|p| !p.contains('/')).count(),
-        5,
-        "{store:?}"
-    );
-    ok(&run(tool("store-query", root.path()).arg("verify")));
-    assert!(tree_listing(&root.path().join("nix/var/strata/tmp")).is_empty());
+    // Nothing half-written anywhere: no store entry, no registration, no scratch area.
+    assert_store_empty(root.path());
 }
 
 #[test]
@@ -597,7 +552,7 @@ fn kill_during_add_leaves_no_partial_path() {
     let tmp = root.path().join("nix/var/strata/tmp");
     // Wait until the copy has started, then kill -9.
     let start = std::time::Instant::now();
-    while tree_listing(&tmp).len() < 20 {
+    while scratch_left(root.path()).len() < 20 {
         assert!(start.elapsed().as_secs() < 60, "add never started copying");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
@@ -619,7 +574,7 @@ fn kill_during_add_leaves_no_partial_path() {
     assert_eq!(nix_hash.algo(), strata_core::nix::hash::HashAlgo::Sha256);
     ok(&run(tool("store-query", root.path()).arg("verify")));
     assert!(
-        tree_listing(&tmp).is_empty(),
+        scratch_left(root.path()).is_empty(),
         "abandoned scratch not cleaned: {:?}",
         tree_listing(&tmp)
     );

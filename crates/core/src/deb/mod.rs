@@ -110,24 +110,78 @@ pub fn read_deb(path: &Path, unpack_to: Option<&Path>) -> Result<Control, DebErr
     }
 }
 
+/// How many bytes `control.tar` may expand to. Real ones hold a few small scripts and lists
+/// (tens of KiB); the limit only stops a crafted package from taking the machine's memory
+/// or time.
+pub const CONTROL_TAR_LIMIT: u64 = 64 << 20;
+/// How large the `control` file itself may be (Debian's largest are a few KiB).
+pub const CONTROL_FILE_LIMIT: u64 = 1 << 20;
+
 fn control_text(tar: impl Read) -> io::Result<Option<String>> {
-    let mut archive = tar::Archive::new(tar);
+    let too_large = |what: &str, limit: u64| {
+        io::Error::other(format!(
+            "{what} is larger than {} MiB; not a Debian package strata reads",
+            limit >> 20
+        ))
+    };
+    let mut bounded = Bounded {
+        inner: tar,
+        left: CONTROL_TAR_LIMIT,
+    };
+    let mut archive = tar::Archive::new(&mut bounded);
     for entry in archive.entries()? {
-        let mut entry = entry?;
+        let entry = entry.map_err(|e| {
+            if e.kind() == io::ErrorKind::FileTooLarge {
+                too_large("control.tar", CONTROL_TAR_LIMIT)
+            } else {
+                e
+            }
+        })?;
         let p = entry.path()?.into_owned();
         if p == Path::new("./control") || p == Path::new("control") {
+            if entry.size() > CONTROL_FILE_LIMIT {
+                return Err(too_large("its control file", CONTROL_FILE_LIMIT));
+            }
             let mut text = String::new();
-            entry.read_to_string(&mut text)?;
+            entry.take(CONTROL_FILE_LIMIT).read_to_string(&mut text)?;
             return Ok(Some(text));
         }
     }
     Ok(None)
 }
 
+/// A reader that fails with `FileTooLarge` once more than `left` bytes were asked of it.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // Only an error if there is more to read.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::ErrorKind::FileTooLarge.into()),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 fn unpack_data(tar: impl Read, dest: &Path) -> io::Result<()> {
     fs::create_dir(dest)?;
     let mut archive = tar::Archive::new(tar);
-    archive.set_preserve_permissions(true);
+    // Modes are taken without setuid, setgid and sticky bits: a store path never has them,
+    // and one written to disk even for a moment is a setuid binary someone could run.
+    archive.set_preserve_permissions(false);
+    archive.set_mask(0o7000);
     archive.set_preserve_ownerships(false);
     archive.set_unpack_xattrs(false);
     archive.set_preserve_mtime(false);

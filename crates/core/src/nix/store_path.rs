@@ -31,8 +31,20 @@ pub enum StorePathError {
     NotInStore { path: String, store_dir: String },
     #[error("path '{0}' is not a valid store path: no 32-character nix32 hash part")]
     BadHashPart(String),
-    #[error("store directory '{0}' must be an absolute path without a trailing slash")]
+    #[error(
+        "store directory '{0}' must be an absolute, canonical path (no '.', '..', '//' or trailing slash)"
+    )]
     BadStoreDir(String),
+    #[error("path '{0}' is not canonical: '.', '..' and '//' are not allowed in store paths")]
+    NotCanonical(String),
+}
+
+/// Whether `/`-separated `components` (after a leading `/`) are all real names: none empty,
+/// `.` or `..`, so the path names what it spells, inside the directory it starts from.
+fn canonical_components(components: &str) -> bool {
+    components
+        .split('/')
+        .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'))
 }
 
 /// The logical store directory (e.g. `/nix/store`): part of every store path and fingerprint.
@@ -54,7 +66,12 @@ impl fmt::Display for StoreDir {
 
 impl StoreDir {
     pub fn new(dir: &str) -> Result<StoreDir, StorePathError> {
-        if !dir.starts_with('/') || dir.len() < 2 || dir.ends_with('/') || dir.contains("//") {
+        // Canonical, so that the physical store (the root joined with this) stays inside the
+        // root: `/../../x` would not.
+        if !dir
+            .strip_prefix('/')
+            .is_some_and(|rest| !rest.is_empty() && canonical_components(rest))
+        {
             return Err(StorePathError::BadStoreDir(dir.to_string()));
         }
         // Paths are parsed in bulk and nearly always share their store dir: reuse the last one.
@@ -101,7 +118,16 @@ impl StoreDir {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        Ok((StorePath::from_base_name(base)?, tail))
+        let path_part = StorePath::from_base_name(base)?;
+        // A sub-path stays inside its store path: no `..` (nor `.` or `//`) to climb out, so
+        // `…-hello/../../../usr/bin/id` is refused rather than resolved on the host. One
+        // trailing slash is allowed, as shells write directories.
+        let inner = tail.strip_prefix('/').unwrap_or(tail);
+        let inner = inner.strip_suffix('/').unwrap_or(inner);
+        if !inner.is_empty() && !canonical_components(inner) {
+            return Err(StorePathError::NotCanonical(path.to_string()));
+        }
+        Ok((path_part, tail))
     }
 
     /// The absolute path of a store path under this store dir.
@@ -471,6 +497,58 @@ mod tests {
                 );
                 assert_eq!(pa.cmp(&pb), a.cmp(b), "{a} vs {b}");
             }
+        }
+    }
+
+    #[test]
+    fn store_dirs_are_canonical() {
+        for good in ["/nix/store", "/a", "/gnu/store", "/x/.y/z..", "/a/b c"] {
+            assert!(StoreDir::new(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/",
+            "nix/store",
+            "/nix/store/",
+            "//nix/store",
+            "/nix//store",
+            "/../../x",
+            "/nix/./store",
+            "/nix/store/..",
+            "/.",
+            "/nix/\0",
+        ] {
+            assert!(
+                matches!(StoreDir::new(bad), Err(StorePathError::BadStoreDir(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sub_paths_do_not_climb_out() {
+        let dir = StoreDir::default();
+        let base = "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello";
+        for good in ["", "/", "/bin/hello", "/bin/", "/share/.hidden/x..y"] {
+            let text = format!("{base}{good}");
+            let (p, tail) = dir.parse_path_prefix(&text).unwrap();
+            assert_eq!((p.name(), tail), ("hello", good));
+        }
+        for bad in [
+            "/..",
+            "/../../../usr/bin/id",
+            "/bin/../..",
+            "/./bin",
+            "//bin",
+            "/bin//x",
+        ] {
+            assert!(
+                matches!(
+                    dir.parse_path_prefix(&format!("{base}{bad}")),
+                    Err(StorePathError::NotCanonical(_))
+                ),
+                "{bad}"
+            );
         }
     }
 

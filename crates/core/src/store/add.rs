@@ -381,7 +381,7 @@ fn new_info(
 /// Move a finished copy into place and register it, unless the path is already valid.
 fn install(store: &Store, copy: &Path, info: PathInfo) -> Result<PathInfo, StoreError> {
     let path = info.path.path.clone();
-    let _lock = PathLock::acquire(&store.state_dir().join("locks"), path.hash_part())?;
+    let _lock = PathLock::acquire(&store.locks_dir(), path.hash_part())?;
     if let Some(existing) = store.query(&path)? {
         return Ok(existing);
     }
@@ -395,9 +395,18 @@ fn install(store: &Store, copy: &Path, info: PathInfo) -> Result<PathInfo, Store
     }
     let store_dir = store.physical_store_dir();
     fs::create_dir_all(&store_dir).map_err(StoreError::io(&store_dir))?;
+    // Made before the rename, so a registration that cannot even start leaves nothing behind.
+    let registration_scratch = store.scratch(false)?;
     fs::rename(copy, &target).map_err(StoreError::io(&target))?;
-    fsutil::sync_dir(&store_dir)?;
-    db::write(&store.db_dir(), &info)?;
+    let registered = fsutil::sync_dir(&store_dir)
+        .and_then(|()| db::write(&store.db_dir(), &registration_scratch, &info));
+    if let Err(e) = registered {
+        // A full disk or an I/O error: contents without a registration are not valid, and
+        // would only take space. (If this removal fails too, the next add of the path or
+        // `store-query verify --repair` reclaims them, under the same lock.)
+        let _ = fsutil::remove_tree(&target);
+        return Err(e);
+    }
     Ok(info)
 }
 

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
-use super::fsutil;
+use super::fsutil::{self, Scratch};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::StorePath;
 
@@ -34,13 +34,14 @@ pub(super) fn read(db: &Path, path: &StorePath) -> Result<Option<PathInfo>, Stor
         })
 }
 
-pub(super) fn write(db: &Path, info: &PathInfo) -> Result<(), StoreError> {
+/// Register a path: its path info is written in `scratch` and renamed into place.
+pub(super) fn write(db: &Path, scratch: &Scratch, info: &PathInfo) -> Result<(), StoreError> {
     let dir = db.to_path_buf();
     fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
     let file = registration_path(db, &info.path.path);
     let mut text = serde_json::to_vec(info).map_err(|e| StoreError::Invalid(e.to_string()))?;
     text.push(b'\n');
-    fsutil::write_atomically(&file, |f| f.write_all(&text))
+    fsutil::write_atomically(scratch, &file, |f| f.write_all(&text))
 }
 
 pub(super) fn remove(db: &Path, path: &StorePath) -> Result<(), StoreError> {

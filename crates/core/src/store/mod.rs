@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use add::{AddMethod, AddOptions};
 pub use fsutil::Scratch;
-pub use verify::VerifyProblem;
+pub use verify::{VerifyProblem, VerifyReport};
 
 use crate::nix::closure::{ClosureError, ClosureGraph};
 use crate::nix::nar::NarError;
@@ -216,18 +216,24 @@ impl Store {
         Ok(path)
     }
 
-    /// A scratch directory for work that ends in an add (generated trees, unpacked packages):
-    /// inside the root, where an abandoned one is cleaned up by the next add. With `dry_run`,
-    /// in the system's temp dir instead, so nothing is written under the root.
+    /// A private scratch directory for work that ends in an add (generated trees, unpacked
+    /// packages): inside the root, where one abandoned by a killed process is reclaimed by the
+    /// next add. With `dry_run`, a fresh directory in the system's temp dir instead, so nothing
+    /// is written under the root.
     pub fn scratch(&self, dry_run: bool) -> Result<Scratch, StoreError> {
-        if !dry_run {
-            self.check_writable()?;
-        }
         if dry_run {
-            Scratch::new(&std::env::temp_dir().join("strata-scratch"))
-        } else {
-            Scratch::new(&self.state_dir().join("tmp"))
+            return Scratch::private();
         }
+        self.check_writable()?;
+        Scratch::new(&self.tmp_dir())
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.state_dir().join("tmp")
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.state_dir().join("locks")
     }
 
     /// The registration of a path, if it is valid.
@@ -323,9 +329,13 @@ impl Store {
         self.add(src, name, &method, &AddOptions::default())
     }
 
-    /// Re-hash every registered path and report what does not match.
-    pub fn verify(&self) -> Result<Vec<VerifyProblem>, StoreError> {
-        verify::verify(self)
+    /// Re-hash every registered path and report what does not match, and what interrupted
+    /// adds left behind; with `repair`, reclaim the latter.
+    pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
+        if repair {
+            self.check_writable()?;
+        }
+        verify::verify(self, repair)
     }
 }
 
@@ -361,7 +371,7 @@ mod tests {
             .add(&src, "f", &AddMethod::Source, &AddOptions::default())
             .unwrap();
         assert_eq!(again, info);
-        assert!(store.verify().unwrap().is_empty());
+        assert!(store.verify(false).unwrap().problems.is_empty());
         fsutil::remove_tree(&dir).unwrap();
     }
 
@@ -386,7 +396,7 @@ mod tests {
         let (second, left) = moved("x");
         assert!(left);
         assert_eq!(first, second);
-        assert!(store.verify().unwrap().is_empty());
+        assert!(store.verify(false).unwrap().problems.is_empty());
         fsutil::remove_tree(&dir).unwrap();
     }
 

@@ -91,6 +91,64 @@ pub enum FlagError {
     },
     #[error("{flag}: {} contains a newline, which would end the exec line", bash_quote(.value))]
     Newline { flag: &'static str, value: String },
+    #[error("{flag}: {} {problem}; only words and $VARIABLES go on the exec line", bash_quote(.value))]
+    ShellCode {
+        flag: &'static str,
+        value: String,
+        problem: &'static str,
+    },
+}
+
+/// Check that `words`, placed unquoted on the wrapper's `exec` line, stay words: bash splits
+/// and expands them (so `$VAR` and `${VAR:-default}` work, and quotes group words), but an
+/// unquoted control operator (`;`, `&`, `|`, `<`, `>`, `(`, `)`) would start or redirect
+/// another command, and a command substitution (`` ` ``, `$(`) would run one.
+fn check_words(flag: &'static str, words: &str) -> Result<(), FlagError> {
+    #[derive(PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let fail = |problem| {
+        Err(FlagError::ShellCode {
+            flag,
+            value: words.to_string(),
+            problem,
+        })
+    };
+    if words.contains(['\n', '\r']) {
+        return Err(FlagError::Newline {
+            flag,
+            value: words.to_string(),
+        });
+    }
+    let mut quote = Quote::None;
+    let mut chars = words.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (&quote, c) {
+            (Quote::Single, '\'') => quote = Quote::None,
+            (Quote::Single, _) => {}
+            (_, '\\') => {
+                chars.next();
+            }
+            (Quote::None, '\'') => quote = Quote::Single,
+            (Quote::None, '"') => quote = Quote::Double,
+            (Quote::Double, '"') => quote = Quote::None,
+            (_, '`') => return fail("has a command substitution (`)"),
+            (_, '$') if chars.peek() == Some(&'(') => {
+                return fail("has a command substitution ($( … ))");
+            }
+            (Quote::None, ';' | '&' | '|' | '<' | '>' | '(' | ')') => {
+                return fail("has a shell control operator");
+            }
+            _ => {}
+        }
+    }
+    if quote != Quote::None {
+        return fail("has an unterminated quote");
+    }
+    Ok(())
 }
 
 /// Whether `name` is a bash variable name: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -210,9 +268,7 @@ pub fn parse_flags<S: AsRef<str>>(args: &[S]) -> Result<Vec<Flag>, FlagError> {
             "--run" => Flag::Run(operand("COMMAND")?),
             "--add-flags" | "--append-flags" => {
                 let words = operand("ARGS")?;
-                if words.contains(['\n', '\r']) {
-                    return Err(FlagError::Newline { flag, value: words });
-                }
+                check_words(flag, &words)?;
                 if flag == "--add-flags" {
                     Flag::AddFlags(words)
                 } else {
@@ -379,6 +435,48 @@ mod tests {
             msg(&["--add-flags", "a\nb"]),
             "--add-flags: $'a\\nb' contains a newline, which would end the exec line"
         );
+        assert_eq!(
+            msg(&["--add-flags", "-x; id"]),
+            "--add-flags: '-x; id' has a shell control operator; only words and $VARIABLES go on the exec line"
+        );
+    }
+
+    #[test]
+    fn flag_words_stay_words() {
+        for ok in [
+            "-x -y",
+            "-Dk=$HOME ${OPTS:-}",
+            "-Da='x;y|z' \"b&c\"",
+            "a\\;b",
+            "-jar /nix/store/x/app.jar",
+            "${X:-\"a b\"}",
+            "'it''s' \"ok\"",
+        ] {
+            assert_eq!(check_words("--add-flags", ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "a; id",
+            "a & id",
+            "a && b",
+            "a | b",
+            "a > /etc/x",
+            "< f",
+            "(id)",
+            "a `id`",
+            "\"$(id)\"",
+            "$(id)",
+            "'open",
+            "\"open",
+            "x)",
+        ] {
+            assert!(
+                matches!(
+                    check_words("--append-flags", bad),
+                    Err(FlagError::ShellCode { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum OperandError {
     },
     #[error("{what}: cannot wrap '{path}': not an executable file")]
     NotExecutable { what: String, path: String },
+    #[error("{what}: '{path}' is not a canonical path ('.', '..' and '//' are not allowed)")]
+    NotCanonical { what: String, path: String },
 }
 
 impl OperandError {
@@ -69,8 +71,10 @@ impl Resolver<'_> {
                 None => (reference, ""),
             };
             let input = self.pick(what, name)?;
+            let logical = format!("{}{sub}", input.path);
+            check_canonical(what, &logical)?;
             return Ok(Operand {
-                logical: format!("{}{sub}", input.path),
+                logical,
                 store_path: Some(input.path.clone()),
             });
         }
@@ -80,6 +84,9 @@ impl Resolver<'_> {
                 text: text.into(),
             });
         }
+        // A path names what it spells: `…-hello/../../../usr/bin/id` would look like a store
+        // path and resolve to a host file.
+        check_canonical(what, text)?;
         Ok(Operand {
             logical: text.to_string(),
             store_path: self.store_path_of(text),
@@ -182,6 +189,23 @@ impl Resolver<'_> {
             })
         }
     }
+}
+
+/// An absolute path without `.`, `..` or empty components (one trailing slash allowed).
+fn check_canonical(what: &str, path: &str) -> Result<(), OperandError> {
+    let inner = path.strip_prefix('/').unwrap_or(path);
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if inner
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+        && !inner.is_empty()
+    {
+        return Err(OperandError::NotCanonical {
+            what: what.into(),
+            path: path.into(),
+        });
+    }
+    Ok(())
 }
 
 /// Why a generated wrapper could not be added to the store.
