@@ -1279,11 +1279,11 @@ fn relative_upload_locations_resolve_against_the_answering_url() {
         flags.push("--json");
         let r = report(&run(&mut push(
             &im.v1,
-            &format!("{}/relative/app:{tag}", proxy.addr()),
+            &format!("{}/relative/{tag}:1", proxy.addr()),
             &flags,
         )));
         assert_eq!(blobs_with(&r, "uploaded").len(), 5, "{tag}");
-        let inspected = skopeo_inspect(&format!("{}/relative/app:{tag}", reg.addr()), None);
+        let inspected = skopeo_inspect(&format!("{}/relative/{tag}:1", reg.addr()), None);
         assert_eq!(inspected["Digest"], r["digest"], "{tag}");
     }
     assert!(proxy.count("PATCH", "/blobs/uploads/") >= 6);
@@ -1523,7 +1523,7 @@ fn a_corrupt_blob_sends_no_byte_of_itself() {
             "{tag}: bytes of a corrupt blob were sent"
         );
         assert_eq!(proxy.count("POST", "/blobs/uploads/"), 0, "{tag}");
-        assert!(!reg.has_blob(&format!("corrupt/app"), &first));
+        assert!(!reg.has_blob("corrupt/app", &first));
     }
 }
 
