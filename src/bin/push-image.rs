@@ -74,8 +74,8 @@ struct Args {
     /// Print the push summary as JSON (per blob: skipped, mounted or uploaded, and bytes).
     #[arg(long)]
     json: bool,
-    /// How long the registry may take, in seconds: to connect, for each read or write, and
-    /// for a whole request (once more for each MiB the request sends).
+    /// How long the registry may take, in seconds: to connect, and for each request with its
+    /// answer (once more for each MiB the request sends).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT.as_secs(), value_parser = parse_timeout)]
     timeout: u64,
     /// Print one line per blob on stderr even when it is not a terminal.

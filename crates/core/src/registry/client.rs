@@ -34,6 +34,8 @@ pub const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
 pub const MAX_REDIRECTS: usize = 5;
 /// A request with a body may take the timeout once more for each this many bytes of it.
 pub const BYTES_PER_TIMEOUT: u64 = 1 << 20;
+/// No request is given longer than this, whatever its size and the timeout.
+const LONGEST_REQUEST: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Bodies up to this size go over kept-alive connections. Bigger ones (blob uploads) go each
 /// on a new connection: the HTTP client bounds writes on new connections only.
 const POOLED_BODY: u64 = 64 * 1024;
@@ -93,8 +95,8 @@ pub struct ClientOptions {
     /// The user allowed plain HTTP to hosts that are not loopback (`--plain-http`): then
     /// credentials may go to a plain-HTTP token realm too.
     pub plain_http: bool,
-    /// How long connecting, each read or write, and a whole request without a body may take
-    /// (a request with a body gets it once more per [`BYTES_PER_TIMEOUT`] bytes).
+    /// How long connecting, and a request with its answer, may take (a request with a body
+    /// gets it once more per [`BYTES_PER_TIMEOUT`] bytes of it).
     pub timeout: Duration,
 }
 
@@ -184,7 +186,10 @@ impl Client {
     /// How long a request with a body of `len` bytes may take.
     fn time_allowed(&self, len: u64) -> Duration {
         let extra = u32::try_from(len / BYTES_PER_TIMEOUT).unwrap_or(u32::MAX);
-        self.opts.timeout.saturating_mul(extra.saturating_add(1))
+        self.opts
+            .timeout
+            .saturating_mul(extra.saturating_add(1))
+            .min(LONGEST_REQUEST)
     }
 
     /// Send a request (following redirects of `GET` and `HEAD`); a 401 from the registry's
@@ -394,6 +399,8 @@ impl Client {
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| bad(format!("the bearer realm '{realm}' is not an http(s) URL")))?;
         url.set_fragment(None);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
         if self.credentials.is_some() && !credentials_may_go_to(&url, self.opts.plain_http) {
             return Err(bad(format!(
                 "the token service {} is plain HTTP on a host that is not loopback: the credentials are not sent there (--plain-http allows it)",
@@ -445,13 +452,20 @@ impl Client {
             .and_then(|t| t.as_str())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| bad("the token response holds no token".to_string()))?;
+        // A token goes into a header: visible ASCII only (the HTTP client would refuse it
+        // and show it in its message).
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "the token response holds a token that is not visible ASCII".to_string(),
+            ));
+        }
         Ok(token.to_string())
     }
 }
 
 /// Resolve a `Location` (or any URI reference) against the URL that answered, as RFC 3986
-/// section 5 says. Only `http` and `https` results with a host are usable; the fragment is
-/// dropped.
+/// section 5 says. Only `http` and `https` results with a host are usable; the fragment and
+/// any user info are dropped.
 pub fn resolve(base: &Url, reference: &str) -> Result<Url, String> {
     let mut url = base
         .join(reference.trim())
@@ -463,6 +477,9 @@ pub fn resolve(base: &Url, reference: &str) -> Result<Url, String> {
         return Err("names no host".to_string());
     }
     url.set_fragment(None);
+    // User info in a URL would become an `Authorization` header of its own.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
     Ok(url)
 }
 
@@ -639,6 +656,10 @@ mod tests {
         );
         assert_eq!(resolved(post, "u1#frag"), format!("{post}u1"));
         assert_eq!(
+            resolved(post, "http://u:p@127.0.0.1:7111/v2/x"),
+            "http://127.0.0.1:7111/v2/x"
+        );
+        assert_eq!(
             resolved(post, "//other.example:8080/x"),
             "http://other.example:8080/x",
             "a network-path reference keeps the scheme only"
@@ -727,6 +748,30 @@ mod tests {
             &url("http://auth.example/token"),
             true
         ));
+    }
+
+    #[test]
+    fn a_plain_http_realm_elsewhere_gets_no_credentials() {
+        let reference = Reference::parse("r.example/team/app").unwrap();
+        let opts = ClientOptions {
+            tls: true,
+            plain_http: false,
+            timeout: Duration::from_secs(1),
+        };
+        let creds = Credentials::new("alice", "pw-1", "the environment");
+        let client = Client::new(&reference, opts, vec![], Some(creds)).unwrap();
+        // Refused before any request is made (auth.example is never looked up).
+        let e = client
+            .authenticate(r#"Bearer realm="http://auth.example/token",service="r""#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain HTTP") && !e.contains("pw-1"), "{e}");
+        let e = client
+            .authenticate(r#"Bearer realm="file:///etc/shadow""#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an http(s) URL"), "{e}");
+        assert!(client.current_auth().is_none());
     }
 
     #[test]

@@ -55,8 +55,8 @@ pub struct PushOptions {
     /// Remembers the digest each layer compresses to, so an unchanged layer the registry has
     /// is skipped without compressing it again.
     pub cache: Option<PathBuf>,
-    /// How long the registry may take: to connect, for each read or write, and for a whole
-    /// request (once more per MiB of the request's body).
+    /// How long the registry may take: to connect, and for each request with its answer
+    /// (once more per MiB of the request's body).
     pub timeout: Duration,
 }
 
