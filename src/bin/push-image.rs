@@ -5,11 +5,13 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use strata::cli::{self, Failure, Progress};
 use strata_core::image::Compression;
 use strata_core::registry::auth::{Credentials, find_credentials};
+use strata_core::registry::client::DEFAULT_TIMEOUT;
 use strata_core::registry::push::Transport;
 use strata_core::registry::{BlobAction, BlobReport, PushOptions, Reference, push};
 
@@ -72,6 +74,10 @@ struct Args {
     /// Print the push summary as JSON (per blob: skipped, mounted or uploaded, and bytes).
     #[arg(long)]
     json: bool,
+    /// How long the registry may take, in seconds: to connect, and for each request with its
+    /// answer (once more for each MiB the request sends).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT.as_secs(), value_parser = parse_timeout)]
+    timeout: u64,
     /// Print one line per blob on stderr even when it is not a terminal.
     #[arg(short, long)]
     verbose: bool,
@@ -98,6 +104,13 @@ fn parse_size(text: &str) -> Result<u64, String> {
     match n.checked_mul(mult) {
         Some(0) | None => Err(format!("'{text}' is not a usable chunk size")),
         Some(v) => Ok(v),
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) | Err(_) => Err(format!("'{text}' is not a number of seconds (1 or more)")),
+        Ok(secs) => Ok(secs),
     }
 }
 
@@ -158,6 +171,7 @@ fn main() -> ExitCode {
             progress: progress.counter(),
             temp_dir: None,
             cache: args.cache.clone(),
+            timeout: Duration::from_secs(args.timeout),
         };
         let report = push(&args.image, &dest, &opts, &|b| {
             if show {

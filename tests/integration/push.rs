@@ -167,6 +167,14 @@ enum Fault {
     /// (Bearer mode) the token expires at the Nth blob upload request: that request gets a
     /// 401 and a new token is issued.
     ExpireToken(usize),
+    /// Move every upload session to another origin: the `Location` of each `POST …/uploads/`
+    /// answer names `http://127.0.0.1:PORT` with the registry's path.
+    Relocate(u16),
+    /// Give every upload `Location` as a relative reference (`../uploads/UUID?…`).
+    RelativeLocation,
+    /// Answer each blob `HEAD` with a 307 to the same path with `?redirected=1` (`None`: the
+    /// same origin, then forwarded) or to `http://127.0.0.1:PORT` (another origin).
+    RedirectHead(Option<u16>),
 }
 
 #[derive(Debug, Clone)]
@@ -282,7 +290,7 @@ fn handle(
         }
         head.push(line.trim_end().to_string());
     }
-    let request_line = head.remove(0);
+    let mut request_line = head.remove(0);
     let mut parts = request_line.split(' ');
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
@@ -340,6 +348,26 @@ fn handle(
         respond(&mut client, "405 Method Not Allowed", "", "");
         return Ok(());
     }
+    if let Fault::RedirectHead(to) = fault
+        && method == "HEAD"
+        && path.contains("/blobs/")
+    {
+        if let Some(plain) = path.strip_suffix("?redirected=1") {
+            request_line = format!("HEAD {plain} HTTP/1.1");
+        } else {
+            let location = match to {
+                None => format!("{path}?redirected=1"),
+                Some(port) => format!("http://127.0.0.1:{port}{path}?redirected=1"),
+            };
+            respond(
+                &mut client,
+                "307 Temporary Redirect",
+                &format!("Location: {location}\r\n"),
+                "",
+            );
+            return Ok(());
+        }
+    }
     if let Some(basic) = basic {
         if let Some(query) = path.strip_prefix("/token?") {
             for pair in query.split('&') {
@@ -393,22 +421,164 @@ fn handle(
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
     if fault == Fault::WrongManifestDigest && method == "PUT" && path.contains("/manifests/") {
-        let text = String::from_utf8_lossy(&response).to_string();
-        let fake = format!("Docker-Content-Digest: sha256:{}", "0".repeat(64));
-        let rewritten: Vec<String> = text
-            .split("\r\n")
-            .map(|l| {
-                if l.to_ascii_lowercase().starts_with("docker-content-digest:") {
-                    fake.clone()
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        response = rewritten.join("\r\n").into_bytes();
+        let fake = format!("sha256:{}", "0".repeat(64));
+        response = rewrite_header(&response, "docker-content-digest", |_| fake.clone());
+    }
+    let session = path.contains("/blobs/uploads/") && (method == "POST" || method == "PATCH");
+    if let Fault::Relocate(port) = fault
+        && session
+    {
+        response = rewrite_header(&response, "location", |l| {
+            format!("http://127.0.0.1:{port}{}", &l[l.find("/v2/").unwrap()..])
+        });
+    }
+    if fault == Fault::RelativeLocation && session {
+        response = rewrite_header(&response, "location", |l| {
+            let rest = &l[l.find("/blobs/uploads/").unwrap() + "/blobs/uploads/".len()..];
+            format!("../uploads/{rest}")
+        });
     }
     client.write_all(&response)?;
     Ok(())
+}
+
+/// A response with the value of header `name` (lowercase) replaced by `f(value)`.
+fn rewrite_header(response: &[u8], name: &str, f: impl Fn(&str) -> String) -> Vec<u8> {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..end]);
+    let head: Vec<String> = head
+        .split("\r\n")
+        .map(|l| match l.split_once(':') {
+            Some((k, v)) if k.eq_ignore_ascii_case(name) => format!("{k}: {}", f(v.trim())),
+            _ => l.to_string(),
+        })
+        .collect();
+    let mut out = head.join("\r\n").into_bytes();
+    out.extend_from_slice(&response[end..]);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile servers.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hostile {
+    /// Answer every request with a 401 and a Basic challenge: a server that asks for the
+    /// credentials it was sent to.
+    AskForCredentials,
+    /// Read the request and never answer.
+    Silent,
+    /// Answer `200 OK` and then one byte of a header every 300 ms.
+    DripHeaders,
+    /// Ask for a bearer token from a realm here, and answer the token request with one byte
+    /// of its body every 300 ms.
+    DripToken,
+}
+
+/// A server on 127.0.0.1 that misbehaves in one way. It records the head of every request
+/// (request line and headers) and stops by itself after a minute; so does each connection.
+struct HostileServer {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl HostileServer {
+    fn start(kind: Hostile) -> HostileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let h = heads.clone();
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < end {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let h = h.clone();
+                        std::thread::spawn(move || {
+                            let _ = misbehave(conn, kind, port, &h, end);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        HostileServer { port, heads }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+fn misbehave(
+    conn: TcpStream,
+    kind: Hostile,
+    own_port: u16,
+    heads: &Mutex<Vec<String>>,
+    end: Instant,
+) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    heads.lock().unwrap().push(head.join("\n"));
+    let drip = |out: &mut TcpStream, start: &str| -> std::io::Result<()> {
+        out.write_all(start.as_bytes())?;
+        while Instant::now() < end {
+            out.write_all(b"a")?;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(())
+    };
+    match kind {
+        Hostile::AskForCredentials => {
+            respond(
+                &mut out,
+                "401 Unauthorized",
+                "WWW-Authenticate: Basic realm=\"elsewhere\"\r\n",
+                "",
+            );
+            Ok(())
+        }
+        Hostile::Silent => {
+            // Until the client hangs up (or the minute is over).
+            out.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let mut byte = [0u8; 1];
+            while Instant::now() < end {
+                if let Ok(0) = out.read(&mut byte) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        Hostile::DripHeaders => drip(&mut out, "HTTP/1.1 200 OK\r\nX-Drip: "),
+        Hostile::DripToken if head[0].starts_with("GET /token") => drip(
+            &mut out,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"token\":\"",
+        ),
+        Hostile::DripToken => {
+            let challenge = format!(
+                "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{own_port}/token\",service=\"drip\"\r\n"
+            );
+            respond(&mut out, "401 Unauthorized", &challenge, "");
+            Ok(())
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,9 +663,15 @@ fn push(image: &Path, dest: &str, extra: &[&str]) -> Command {
     cmd
 }
 
-/// Print a failure's one line (the test log then shows every message).
+/// Print a failure's one line (the test log then shows every message), and check it says
+/// each thing once: no doubled prefix (`x: x: …`, `Network Error: Network Error`).
 fn shown(out: &Output) {
-    eprintln!("push: {}", String::from_utf8_lossy(&out.stderr).trim_end());
+    let line = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    eprintln!("push: {line}");
+    let parts: Vec<&str> = line.split(": ").collect();
+    for pair in parts.windows(2) {
+        assert_ne!(pair[0], pair[1], "a doubled prefix in {line:?}");
+    }
 }
 
 fn report(out: &Output) -> Value {
@@ -1029,4 +1205,372 @@ fn failures_are_one_line_and_leave_no_tag() {
     fails_with(&out, 1, &["nope.tar"]);
     shown(&out);
     assert!(!reg.has_tag(REPO, "x", None));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile registries and images.
+
+const PW: &str = "s3cret-pw";
+
+fn with_alice(cmd: &mut Command) -> &mut Command {
+    cmd.env("STRATA_REGISTRY_USERNAME", "alice")
+        .env("STRATA_REGISTRY_PASSWORD", PW)
+}
+
+/// The registry answers the upload `POST` with a `Location` on another origin: the upload
+/// goes there without the credentials, and when that origin asks for some it gets none.
+#[test]
+fn credentials_never_follow_an_upload_location_to_another_origin() {
+    let im = images();
+    let catcher = HostileServer::start(Hostile::AskForCredentials);
+    let no_credentials_went_there = |what: &str| {
+        let heads = catcher.heads();
+        assert!(!heads.is_empty(), "{what}: the other origin was not asked");
+        for h in &heads {
+            assert!(
+                !h.to_ascii_lowercase().contains("authorization"),
+                "{what}: credentials went to another origin: {h}"
+            );
+        }
+    };
+
+    // Basic auth.
+    let reg = Registry::start(Some(("alice", PW)));
+    let proxy = Proxy::start(reg.port, Fault::Relocate(catcher.port), None);
+    let out = run(with_alice(&mut push(
+        &im.v1,
+        &format!("{}/{REPO}:moved", proxy.addr()),
+        &[],
+    )));
+    no_credentials_went_there("basic");
+    fails_with(&out, 1, &[&format!("127.0.0.1:{}", catcher.port)]);
+    shown(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PW));
+    assert!(!reg.has_tag(REPO, "moved", Some("alice:s3cret-pw")));
+
+    // Bearer tokens.
+    let reg = Registry::start(None);
+    let proxy = Proxy::start(
+        reg.port,
+        Fault::Relocate(catcher.port),
+        Some(("bob", "tokpw")),
+    );
+    let out = run(push(&im.v1, &format!("{}/{REPO}:moved", proxy.addr()), &[])
+        .env("STRATA_REGISTRY_USERNAME", "bob")
+        .env("STRATA_REGISTRY_PASSWORD", "tokpw"));
+    no_credentials_went_there("bearer");
+    fails_with(&out, 1, &[&format!("127.0.0.1:{}", catcher.port)]);
+    shown(&out);
+    assert!(!reg.has_tag(REPO, "moved", None));
+}
+
+/// Relative `Location` values resolve against the URL that answered (RFC 3986), for the
+/// session `POST` and each chunk's `PATCH`.
+#[test]
+fn relative_upload_locations_resolve_against_the_answering_url() {
+    let im = images();
+    let reg = Registry::start(None);
+    let proxy = Proxy::start(reg.port, Fault::RelativeLocation, None);
+    for (tag, flags) in [
+        ("mono", &[][..]),
+        ("chunked", &["--chunk-size", "256K"][..]),
+    ] {
+        let mut flags = flags.to_vec();
+        flags.push("--json");
+        let r = report(&run(&mut push(
+            &im.v1,
+            &format!("{}/relative/{tag}:1", proxy.addr()),
+            &flags,
+        )));
+        assert_eq!(blobs_with(&r, "uploaded").len(), 5, "{tag}");
+        let inspected = skopeo_inspect(&format!("{}/relative/{tag}:1", reg.addr()), None);
+        assert_eq!(inspected["Digest"], r["digest"], "{tag}");
+    }
+    assert!(proxy.count("PATCH", "/blobs/uploads/") >= 6);
+}
+
+/// A redirect (3xx) of a `HEAD` is followed: with the credentials on the same origin, without
+/// them to another one, whose request for credentials is refused.
+#[test]
+fn redirects_keep_credentials_on_their_origin() {
+    let im = images();
+    let reg = Registry::start(Some(("alice", PW)));
+
+    let same = Proxy::start(reg.port, Fault::RedirectHead(None), None);
+    ok(&run(with_alice(&mut push(
+        &im.v1,
+        &format!("{}/{REPO}:redirected", same.addr()),
+        &[],
+    ))));
+    assert_eq!(same.count("HEAD", "redirected=1"), 5);
+    assert!(reg.has_tag(REPO, "redirected", Some("alice:s3cret-pw")));
+
+    let catcher = HostileServer::start(Hostile::AskForCredentials);
+    let other = Proxy::start(reg.port, Fault::RedirectHead(Some(catcher.port)), None);
+    let out = run(with_alice(&mut push(
+        &im.v2,
+        &format!("{}/{REPO}:elsewhere", other.addr()),
+        &[],
+    )));
+    fails_with(&out, 1, &[&format!("127.0.0.1:{}", catcher.port)]);
+    shown(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PW));
+    let heads = catcher.heads();
+    assert!(!heads.is_empty());
+    for h in &heads {
+        assert!(
+            !h.to_ascii_lowercase().contains("authorization"),
+            "credentials followed a redirect to another origin: {h}"
+        );
+    }
+    assert!(!reg.has_tag(REPO, "elsewhere", Some("alice:s3cret-pw")));
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(data))
+}
+
+/// Add a layer descriptor to an OCI layout directory's manifest (a new manifest blob, and
+/// index.json pointing at it).
+fn with_extra_layer(dir: &Path, hex: &str, size: u64) {
+    let mut index = read_json(&dir.join("index.json"));
+    let old = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest = read_json(&dir.join("blobs/sha256").join(&old[7..]));
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": format!("sha256:{hex}"),
+            "size": size,
+        }));
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let new = sha256_hex(&bytes);
+    std::fs::write(dir.join("blobs/sha256").join(&new), &bytes).unwrap();
+    index["manifests"][0]["digest"] = format!("sha256:{new}").into();
+    index["manifests"][0]["size"] = bytes.len().into();
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// Images whose manifests name files outside the image (absolute paths, `..`, symbolic links
+/// out, `../` tar members): refused before anything is sent. A symbolic link inside the
+/// image is followed.
+#[test]
+fn image_paths_outside_the_image_are_refused_before_anything_is_sent() {
+    let im = images();
+    let reg = Registry::start(None);
+    let proxy = Proxy::start(reg.port, Fault::None, None);
+    let base = im.work.join(format!("hostile-{}", reg.port));
+    let outside = base.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let secret_data = b"root:$6$not-a-real-hash$:19000:0:99999:7:::\n".repeat(50);
+    let secret = outside.join("secret");
+    std::fs::write(&secret, &secret_data).unwrap();
+    let secret_hex = sha256_hex(&secret_data);
+    let secret_len = secret_data.len() as u64;
+
+    let docker_dir = |name: &str, layers: &[&str]| -> PathBuf {
+        let d = base.join(name);
+        std::fs::create_dir_all(d.join("blobs/sha256")).unwrap();
+        std::fs::write(
+            d.join("config.json"),
+            br#"{"architecture":"amd64","os":"linux"}"#,
+        )
+        .unwrap();
+        let manifest = serde_json::json!([
+            {"Config": "config.json", "RepoTags": ["hostile:1"], "Layers": layers}
+        ]);
+        std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
+        d
+    };
+    let oci_copy = |name: &str| -> PathBuf {
+        let d = base.join(name);
+        sh(&format!("cp -r {} {}", im.v1_dir.display(), d.display()));
+        d
+    };
+    let link = |target: &Path, at: &Path| std::os::unix::fs::symlink(target, at).unwrap();
+
+    let mut cases: Vec<(&str, PathBuf)> = Vec::new();
+    cases.push((
+        "absolute",
+        docker_dir("absolute", &[secret.to_str().unwrap()]),
+    ));
+    cases.push(("dotdot", docker_dir("dotdot", &["../outside/secret"])));
+    cases.push((
+        "blobs-dotdot",
+        docker_dir("blobs-dotdot", &["blobs/sha256/../../../outside/secret"]),
+    ));
+    let d = docker_dir("link-layer", &["layer.tar"]);
+    link(Path::new("../outside/secret"), &d.join("layer.tar"));
+    cases.push(("link-layer", d));
+    let d = oci_copy("link-blob");
+    link(
+        Path::new("../../../outside/secret"),
+        &d.join("blobs/sha256").join(&secret_hex),
+    );
+    with_extra_layer(&d, &secret_hex, secret_len);
+    cases.push(("link-blob", d));
+    let d = oci_copy("absolute-link");
+    link(&secret, &d.join("blobs/sha256").join(&secret_hex));
+    with_extra_layer(&d, &secret_hex, secret_len);
+    cases.push(("absolute-link", d));
+    let d = oci_copy("linked-blobs");
+    std::fs::rename(d.join("blobs"), outside.join("blobs")).unwrap();
+    link(Path::new("../outside/blobs"), &d.join("blobs"));
+    cases.push(("linked-blobs", d));
+    // A docker-archive tar whose manifest.json names a `../` member.
+    let tar_path = base.join("dotdot.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+        let mut add = |name: &[u8], data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        add(b"config.json", br#"{"architecture":"amd64","os":"linux"}"#);
+        add(b"../secret", &secret_data);
+        add(
+            b"manifest.json",
+            br#"[{"Config":"config.json","RepoTags":["hostile:1"],"Layers":["../secret"]}]"#,
+        );
+        b.finish().unwrap();
+    }
+    cases.push(("tar-dotdot", tar_path));
+
+    for (case, image) in &cases {
+        proxy.reset();
+        let out = run(&mut push(
+            image,
+            &format!("{}/hostile/{case}:1", proxy.addr()),
+            &[],
+        ));
+        fails_with(&out, 1, &["outside the image"]);
+        shown(&out);
+        let requests = proxy.log.lock().unwrap().requests.len();
+        assert_eq!(requests, 0, "{case}: requests were sent");
+        assert!(!reg.has_blob(&format!("hostile/{case}"), &format!("sha256:{secret_hex}")));
+    }
+
+    // A symbolic link inside the image is fine.
+    let d = oci_copy("link-inside");
+    let manifest_digest = read_json(&d.join("index.json"))["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = read_json(&d.join("blobs/sha256").join(&manifest_digest[7..]));
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_string();
+    std::fs::create_dir_all(d.join("store")).unwrap();
+    std::fs::rename(
+        d.join("blobs/sha256").join(&layer),
+        d.join("store").join(&layer),
+    )
+    .unwrap();
+    link(
+        &Path::new("../../store").join(&layer),
+        &d.join("blobs/sha256").join(&layer),
+    );
+    ok(&run(&mut push(
+        &d,
+        &format!("{}/hostile/inside:1", proxy.addr()),
+        &[],
+    )));
+    assert!(reg.has_blob("hostile/inside", &format!("sha256:{layer}")));
+}
+
+/// A blob whose bytes do not hash to its digest: not one byte of it goes to the registry,
+/// monolithic or chunked.
+#[test]
+fn a_corrupt_blob_sends_no_byte_of_itself() {
+    let im = images();
+    let reg = Registry::start(None);
+    let proxy = Proxy::start(reg.port, Fault::None, None);
+    let bad = im.work.join(format!("corrupt-first-{}", reg.port));
+    sh(&format!("cp -r {} {}", im.v1_dir.display(), bad.display()));
+    let index = read_json(&bad.join("index.json"));
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read_json(&bad.join("blobs/sha256").join(&manifest_digest[7..]));
+    // The first layer is the first blob pushed.
+    let first = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = bad.join("blobs/sha256").join(&first[7..]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::write(&blob, bytes).unwrap();
+    for (tag, flags) in [("mono", &[][..]), ("chunked", &["--chunk-size", "64K"][..])] {
+        proxy.reset();
+        let out = run(&mut push(
+            &bad,
+            &format!("{}/corrupt/app:{tag}", proxy.addr()),
+            flags,
+        ));
+        fails_with(&out, 1, &["corrupt", &first]);
+        shown(&out);
+        assert_eq!(
+            proxy.upload_body_bytes(),
+            0,
+            "{tag}: bytes of a corrupt blob were sent"
+        );
+        assert_eq!(proxy.count("POST", "/blobs/uploads/"), 0, "{tag}");
+        assert!(!reg.has_blob("corrupt/app", &first));
+    }
+}
+
+/// A registry that never answers, or drips its answer (or its token) a byte at a time, fails
+/// the push within the time allowed (`--timeout`).
+#[test]
+fn silent_and_dripping_registries_time_out() {
+    let im = images();
+    for kind in [Hostile::Silent, Hostile::DripHeaders, Hostile::DripToken] {
+        let server = HostileServer::start(kind);
+        let start = Instant::now();
+        let out = run(&mut push(
+            &im.v1,
+            &format!("127.0.0.1:{}/app:1", server.port),
+            &["--timeout", "2"],
+        ));
+        let took = start.elapsed();
+        fails_with(&out, 1, &["timed out", "--timeout"]);
+        shown(&out);
+        assert!(
+            took < Duration::from_secs(10),
+            "{kind:?} held push-image for {took:?}"
+        );
+    }
+    let out = run(&mut push(&im.v1, "127.0.0.1:1/app:1", &["--timeout", "0"]));
+    fails_with(&out, 2, &["--timeout"]);
+}
+
+/// `USER:PASSWORD@` in the destination is refused, and the password is not echoed.
+#[test]
+fn credentials_in_the_destination_are_never_echoed() {
+    let im = images();
+    let digest = format!("sha256:{}", "0".repeat(64));
+    for dest in [
+        format!("alice:{PW}@127.0.0.1:5000/app"),
+        format!("alice:{PW}@127.0.0.1:5000/app:1"),
+        format!("https://alice:{PW}@127.0.0.1:5000/app"),
+        format!("alice:{PW}@x@127.0.0.1:5000/app:1"),
+        format!("alice:{PW}@127.0.0.1:5000/app@{digest}"),
+        format!("alice:{PW}/x@{digest}"),
+    ] {
+        let out = run(&mut push(&im.v1, &dest, &[]));
+        fails_with(&out, 2, &["destination"]);
+        shown(&out);
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains(PW),
+            "{dest}: the password is echoed"
+        );
+    }
 }

@@ -2,23 +2,25 @@
 //! `HEAD` first and skipped when the registry has it; otherwise it is mounted from another
 //! repository when one is given (`POST …?mount=&from=`), or uploaded: monolithic (`POST`
 //! for a session, then one `PUT` with the body) or chunked (`PATCH` with `Content-Range`,
-//! then `PUT`), falling back to monolithic when the registry refuses chunks. Uploaded bytes are
-//! hashed as they are sent and the last chunk of a blob is held back unless they hash to its
-//! digest, so a corrupt image never completes an upload. The manifest goes last, with the
-//! exact bytes, and the digest the registry answers must be theirs: a failure anywhere before
-//! leaves the tag untouched.
+//! then `PUT`), falling back to monolithic when the registry refuses chunks. A blob is hashed
+//! in full before its first byte is sent (unless its digest was computed from these very
+//! bytes), so not one byte of a corrupt blob leaves; the bytes are hashed again as they are
+//! sent and the last of them held back unless they still hash to the digest. The manifest
+//! goes last, with the exact bytes, and the digest the registry answers must be theirs: a
+//! failure anywhere before leaves the tag untouched.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::RegistryError;
 use super::auth::Credentials;
-use super::client::{Body, Client, Response, error_text};
+use super::client::{Body, Client, ClientOptions, DEFAULT_TIMEOUT, Response, error_text};
 use super::reference::Reference;
 use super::source::{self, Blob, BlobLocation};
 use crate::image::archive::{Digester, hex};
@@ -53,6 +55,9 @@ pub struct PushOptions {
     /// Remembers the digest each layer compresses to, so an unchanged layer the registry has
     /// is skipped without compressing it again.
     pub cache: Option<PathBuf>,
+    /// How long the registry may take: to connect, and for each request with its answer
+    /// (once more per MiB of the request's body).
+    pub timeout: Duration,
 }
 
 impl Default for PushOptions {
@@ -66,6 +71,7 @@ impl Default for PushOptions {
             progress: None,
             temp_dir: None,
             cache: None,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 }
@@ -127,6 +133,11 @@ pub fn push(
             "the chunk size must be at least 1 byte".into(),
         ));
     }
+    if opts.timeout.is_zero() {
+        return Err(RegistryError::Invalid(
+            "the timeout must be more than 0 seconds".into(),
+        ));
+    }
     let src = source::open(image)?;
     let tag = dest
         .tag
@@ -146,7 +157,12 @@ pub fn push(
     if let Some(from) = &opts.mount_from {
         scopes.push(format!("repository:{from}:pull"));
     }
-    let client = Client::new(dest, tls, scopes, opts.credentials.clone());
+    let client_opts = ClientOptions {
+        tls,
+        plain_http: opts.transport == Transport::PlainHttp,
+        timeout: opts.timeout,
+    };
+    let client = Client::new(dest, client_opts, scopes, opts.credentials.clone())?;
     let ping = client.send("GET", &client.url("/v2/"), &[], &Body::Empty)?;
     if ping.status != 200 {
         return Err(RegistryError::Registry(format!(
@@ -258,9 +274,16 @@ impl Pusher<'_> {
                     report.action = BlobAction::Mounted;
                     return Ok(report);
                 }
-                202 => location = resp.location,
+                202 => location = Some(session_location(&resp, "mounting", blob)?),
                 _ => return Err(self.fail("mounting blob", blob, &resp)),
             }
+        }
+        // Not one byte of a blob goes out before its digest is checked.
+        if let Err(e) = verify(blob) {
+            if let Some(l) = &location {
+                self.abandon(l);
+            }
+            return Err(e);
         }
         let location = match location {
             Some(l) => l,
@@ -319,25 +342,12 @@ impl Pusher<'_> {
         if resp.status != 202 {
             return Err(self.fail("starting the upload of", blob, &resp));
         }
-        resp.location.ok_or_else(|| {
-            RegistryError::Registry(format!(
-                "starting the upload of {}: no Location in the answer",
-                short(&blob.digest)
-            ))
-        })
+        session_location(&resp, "starting the upload of", blob)
     }
 
     /// Best effort: cancel an upload session that failed.
     fn abandon(&self, location: &str) {
-        let _ = self
-            .client
-            .send("DELETE", &self.client.url(location), &[], &Body::Empty);
-    }
-
-    fn finish_url(&self, location: &str, digest: &str) -> String {
-        let url = self.client.url(location);
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}digest={}", digest.replace(':', "%3A"))
+        let _ = self.client.send("DELETE", location, &[], &Body::Empty);
     }
 
     fn check_stored(&self, blob: &Blob, resp: &Response) -> Result<(), RegistryError> {
@@ -368,7 +378,7 @@ impl Pusher<'_> {
         };
         let resp = self.client.send(
             "PUT",
-            &self.finish_url(location, &blob.digest),
+            &finish_url(location, &blob.digest),
             &[("Content-Type", "application/octet-stream")],
             &Body::Stream {
                 open: &open,
@@ -408,7 +418,7 @@ impl Pusher<'_> {
             };
             let resp = self.client.send(
                 "PATCH",
-                &self.client.url(&location),
+                &location,
                 &[
                     ("Content-Type", "application/octet-stream"),
                     ("Content-Range", &range),
@@ -430,12 +440,7 @@ impl Pusher<'_> {
                 }
                 return Err(self.fail("uploading a chunk of", blob, &resp));
             }
-            location = resp.location.clone().ok_or_else(|| {
-                RegistryError::Registry(format!(
-                    "uploading a chunk of {}: no Location in the answer",
-                    short(&blob.digest)
-                ))
-            })?;
+            location = session_location(&resp, "uploading a chunk of", blob)?;
             offset += len;
         }
         if blob.size == 0 {
@@ -444,7 +449,7 @@ impl Pusher<'_> {
         }
         let resp = self.client.send(
             "PUT",
-            &self.finish_url(&location, &blob.digest),
+            &finish_url(&location, &blob.digest),
             &[],
             &Body::Bytes(b""),
         )?;
@@ -495,6 +500,69 @@ impl Pusher<'_> {
 /// `sha256:0123456789ab` for messages.
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]
+}
+
+/// The upload session URL an answer gives (its `Location`, resolved against the URL that
+/// answered).
+fn session_location(resp: &Response, what: &str, blob: &Blob) -> Result<String, RegistryError> {
+    match &resp.location {
+        Some(Ok(l)) => Ok(l.clone()),
+        Some(Err(why)) => Err(RegistryError::Registry(format!(
+            "{what} {}: {why}",
+            short(&blob.digest)
+        ))),
+        None => Err(RegistryError::Registry(format!(
+            "{what} {}: no Location in the answer",
+            short(&blob.digest)
+        ))),
+    }
+}
+
+/// The session URL with `digest=` added to its query (which carries the session's state).
+fn finish_url(location: &str, digest: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut url) => {
+            url.query_pairs_mut().append_pair("digest", digest);
+            url.into()
+        }
+        Err(_) => location.to_string(),
+    }
+}
+
+/// Check that a blob's bytes hash to its digest, before any of them is sent (a blob whose
+/// digest was computed from its bytes is not read again).
+fn verify(blob: &Blob) -> Result<(), RegistryError> {
+    if blob.verified {
+        return Ok(());
+    }
+    let mut reader = blob.open().map_err(|e| image_error(blob, &e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                read += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(image_error(blob, &e)),
+        }
+    }
+    if read != blob.size {
+        return Err(RegistryError::Digest(format!(
+            "{}: blob {} is {read} bytes, not {}: the image is corrupt; nothing was tagged",
+            location_name(blob),
+            blob.digest,
+            blob.size
+        )));
+    }
+    let got = format!("sha256:{}", hex(&hasher.finalize()));
+    if got != blob.digest {
+        return Err(RegistryError::Digest(mismatch_text(blob, &got)));
+    }
+    Ok(())
 }
 
 /// One blob's bytes on their way out: read once, in order, across one request (monolithic) or
@@ -588,9 +656,7 @@ fn mismatch_text(blob: &Blob, got: &str) -> String {
 }
 
 fn location_name(blob: &Blob) -> String {
-    match &blob.location {
-        BlobLocation::InTar { path, .. } | BlobLocation::File(path) => path.display().to_string(),
-    }
+    blob.location.shown()
 }
 
 fn image_error(blob: &Blob, e: &io::Error) -> RegistryError {
@@ -730,6 +796,8 @@ fn compress_one(blob: &Blob, compression: Compression, path: &Path) -> Result<Bl
         digest: format!("sha256:{digest}"),
         size,
         location: BlobLocation::File(path.to_path_buf()),
+        // Its digest was computed from the bytes as they were written.
+        verified: true,
     })
 }
 
@@ -776,6 +844,7 @@ mod tests {
             digest: format!("sha256:{}", hex(&Sha256::digest(digest_of))),
             size: data.len() as u64,
             location: BlobLocation::File(path),
+            verified: false,
         }
     }
 
@@ -857,8 +926,9 @@ mod tests {
         bytes[5] ^= 1;
         std::fs::write(
             match &bad.location {
-                BlobLocation::File(p) => p,
-                BlobLocation::InTar { path, .. } => path,
+                BlobLocation::File(p) => p.clone(),
+                BlobLocation::InTar { path, .. } => path.clone(),
+                BlobLocation::InDir { root, name } => root.join(name),
             },
             bytes,
         )

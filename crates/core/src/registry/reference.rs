@@ -22,11 +22,29 @@ impl Reference {
     /// `:`, not `localhost`) is on Docker Hub, and a one-component name there is in
     /// `library/`. Digest references are refused: a push names a tag.
     pub fn parse(text: &str) -> Result<Reference, RegistryError> {
+        // Whatever precedes an `@` may be a password (`user:secret@host/app`): no message
+        // shows it.
+        if let Some((before, after)) = text.rsplit_once('@') {
+            let digest = after.split_once(':').is_some_and(|(algo, hex)| {
+                !algo.is_empty()
+                    && algo.bytes().all(|b| b.is_ascii_alphanumeric())
+                    && !hex.is_empty()
+                    && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+            return Err(RegistryError::Invalid(if digest && !before.contains('@') {
+                "destination '…@DIGEST': a push goes to a tag, not a digest (drop the @…)"
+                    .to_string()
+            } else {
+                format!(
+                    "destination '…@{after}': credentials do not go in the destination (use --username with --password-stdin, STRATA_REGISTRY_USERNAME/STRATA_REGISTRY_PASSWORD, or docker login)"
+                )
+            }));
+        }
         let bad = |why: &str| RegistryError::Invalid(format!("destination '{text}': {why}"));
-        if text.contains('@') {
-            return Err(bad(
-                "a push goes to a tag, not a digest (drop the @sha256:…)",
-            ));
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(bad(&format!(
+                "no '{scheme}://': write REGISTRY/REPO[:TAG] (plain HTTP is chosen by --plain-http)"
+            )));
         }
         let (name, tag) = match text.rfind(':') {
             Some(i) if !text[i..].contains('/') => (&text[..i], Some(text[i + 1..].to_string())),
@@ -115,6 +133,41 @@ mod tests {
         assert_eq!((r.hostname(), r.is_loopback()), ("ghcr.io", false));
         let r = Reference::parse("127.0.0.2.example.com/app").unwrap();
         assert!(!r.is_loopback());
+    }
+
+    #[test]
+    fn credentials_in_a_destination_are_refused_and_never_shown() {
+        let digest = format!("sha256:{}", "0".repeat(64));
+        for text in [
+            "alice:pw-1@127.0.0.1:5000/app".to_string(),
+            "alice:pw-1@127.0.0.1:5000/app:1".to_string(),
+            "https://alice:pw-1@r.example/app".to_string(),
+            "alice:p@w-1@r.example/app".to_string(),
+            format!("alice:pw-1@r.example/app@{digest}"),
+            format!("alice:pw-1/x@{digest}"),
+            format!("alice:pw-1@{digest}"),
+        ] {
+            let msg = Reference::parse(&text).unwrap_err().to_string();
+            assert!(
+                !msg.contains("pw-1") && !msg.contains("w-1"),
+                "{text}: {msg}"
+            );
+        }
+        let msg = Reference::parse("alice:pw-1@r.example/app:1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("r.example/app:1") && msg.contains("credentials"),
+            "{msg}"
+        );
+        let msg = Reference::parse(&format!("r.example/app@{digest}"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("not a digest"), "{msg}");
+        let msg = Reference::parse("https://r.example/app")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("https://") && !msg.contains("--tag"), "{msg}");
     }
 
     #[test]
