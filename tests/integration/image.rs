@@ -1013,7 +1013,11 @@ fn is_root() -> bool {
 }
 
 /// Wait at most `secs` for a child; kill it (and fail) if it is still running then.
-fn wait_bounded(child: &mut std::process::Child, secs: u64, what: &str) -> std::process::ExitStatus {
+fn wait_bounded(
+    child: &mut std::process::Child,
+    secs: u64,
+    what: &str,
+) -> std::process::ExitStatus {
     let start = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -1146,7 +1150,14 @@ fn processes_the_extra_commands_start_do_not_outlive_them() {
     let out = t.path().join("img.tar");
     let mut child = tool("mkimage", root.path())
         .arg(&layers)
-        .args(["--name", "orphans", "--tag", "1", "--extra-commands", &script])
+        .args([
+            "--name",
+            "orphans",
+            "--tag",
+            "1",
+            "--extra-commands",
+            &script,
+        ])
         .arg("-o")
         .arg(&out)
         .stdout(std::process::Stdio::null())
@@ -1254,7 +1265,12 @@ fn output_onto_a_full_device_fails_and_leaves_the_device() {
         let o = run(&mut s.build(out));
         fails_with(&o, 1, &["No space left on device"]);
         assert!(String::from_utf8_lossy(&o.stderr).contains(&*full.to_string_lossy()));
-        assert!(std::fs::metadata(&full).unwrap().file_type().is_char_device());
+        assert!(
+            std::fs::metadata(&full)
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
     }
     assert!(file_type(&link).is_symlink(), "the link was replaced");
     let left: Vec<_> = std::fs::read_dir(s.dir.path())
@@ -1337,17 +1353,35 @@ fn stopped_build(dir: &Path, name: &str) -> std::process::Child {
         if big_temp {
             break;
         }
-        assert!(start.elapsed().as_secs() < 60, "no temporary output appeared");
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "no temporary output appeared"
+        );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-    assert!(!dir.join(name).exists(), "the build finished before it was stopped");
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        !dir.join(name).exists(),
+        "the build finished before it was stopped"
+    );
     child
 }
 
 fn signal(child: &std::process::Child, sig: &str) {
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-s", sig, &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 #[test]
@@ -1361,7 +1395,11 @@ fn sigterm_and_sigint_mid_write_remove_the_temporary_output() {
         let status = wait_bounded(&mut child, 30, "mkimage after a signal");
         assert!(!status.success());
         assert!(!d.path().join("img.tar").exists());
-        assert_eq!(temps_in(d.path()), Vec::<String>::new(), "SIG{sig} left a temp");
+        assert_eq!(
+            temps_in(d.path()),
+            Vec::<String>::new(),
+            "SIG{sig} left a temp"
+        );
     }
 }
 
@@ -1380,12 +1418,17 @@ fn a_temp_left_by_sigkill_is_reclaimed_by_the_next_run_but_a_live_one_is_not() {
         .args(["--name", "big", "--tag", "1", "-o"])
         .arg(d.path().join("next.tar"))));
     let left = temps_in(d.path());
-    assert!(!left.contains(&stale[0]), "the killed run's temp was not reclaimed");
+    assert!(
+        !left.contains(&stale[0]),
+        "the killed run's temp was not reclaimed"
+    );
     assert_eq!(left.len(), 1, "the live run's temp must stay: {left:?}");
     signal(&live, "CONT");
     assert!(wait_bounded(&mut live, 60, "the live build").success());
-    assert!(std::fs::read(d.path().join("live.tar")).unwrap()
-        == std::fs::read(d.path().join("next.tar")).unwrap());
+    assert!(
+        std::fs::read(d.path().join("live.tar")).unwrap()
+            == std::fs::read(d.path().join("next.tar")).unwrap()
+    );
     assert_eq!(temps_in(d.path()), Vec::<String>::new());
 }
 
@@ -1535,7 +1578,7 @@ fn contents_are_never_read_through_a_symlink_out_of_the_store() {
         format!("{escape}/out/sub"),
         format!("{escape}/out"),
         format!("{link}/sub"),
-        link.clone(),
+        link,
     ] {
         let o = run(mkimage(&fx.root, &layers)
             .args(["--name", "esc", "--tag", "1", "--contents", &contents, "-o"])
@@ -1608,7 +1651,15 @@ fn inputs_read_into_memory_are_regular_files_or_pipes_and_bounded() {
             vec!["/dev/stdin", "not a regular file"],
         ),
         (
-            vec![layers, "--name", "a", "--config", d.to_str().unwrap(), "-o", o],
+            vec![
+                layers,
+                "--name",
+                "a",
+                "--config",
+                d.to_str().unwrap(),
+                "-o",
+                o,
+            ],
             b"",
             vec!["--config", "not a regular file"],
         ),
@@ -1625,7 +1676,15 @@ fn inputs_read_into_memory_are_regular_files_or_pipes_and_bounded() {
     std::fs::write(&big_config, &text).unwrap();
     let o2 = bounded_mkimage(
         root,
-        &[layers, "--name", "a", "--config", big_config.to_str().unwrap(), "-o", o],
+        &[
+            layers,
+            "--name",
+            "a",
+            "--config",
+            big_config.to_str().unwrap(),
+            "-o",
+            o,
+        ],
         b"",
     );
     fails_with(&o2, 1, &["big-config.json", "limit", "MiB"]);
@@ -1640,7 +1699,17 @@ fn inputs_read_into_memory_are_regular_files_or_pipes_and_bounded() {
     // A pipe is fine: the config and the layers from /dev/stdin and stdin.
     ok(&bounded_mkimage(
         root,
-        &[layers, "--name", "small", "--tag", "1", "--config", "/dev/stdin", "-o", o],
+        &[
+            layers,
+            "--name",
+            "small",
+            "--tag",
+            "1",
+            "--config",
+            "/dev/stdin",
+            "-o",
+            o,
+        ],
         b"{}",
     ));
     assert!(std::fs::read(&out).unwrap() == s.reference);
