@@ -1404,6 +1404,39 @@ fn sigterm_and_sigint_mid_write_remove_the_temporary_output() {
 }
 
 #[test]
+fn a_signal_during_the_extra_commands_kills_them_and_removes_the_scratch_root() {
+    let s = small();
+    let tmp = s.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let marker = format!("strata-interrupted-{}", std::process::id());
+    let mut child = s.build(&s.dir.path().join("img.tar"));
+    let mut child = child
+        .args(["--extra-commands", &format!("exec -a {marker} sleep 60")])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while processes_with(&marker).iter().all(|p| *p == child.id()) {
+        assert!(start.elapsed().as_secs() < 30, "the extra commands did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "no scratch root");
+    signal(&child, "TERM");
+    let status = wait_bounded(&mut child, 30, "mkimage after SIGTERM");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let left: Vec<u32> = processes_with(&marker);
+    for pid in &left {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert!(!status.success());
+    assert!(left.is_empty(), "the extra commands outlived mkimage: {left:?}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the scratch root was left");
+    assert!(!s.dir.path().join("img.tar").exists());
+}
+
+#[test]
 fn a_temp_left_by_sigkill_is_reclaimed_by_the_next_run_but_a_live_one_is_not() {
     let d = open_tempdir("strata-kill-");
     let mut killed = stopped_build(d.path(), "killed.tar");
