@@ -1332,9 +1332,10 @@ fn temps_in(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Start a big build into `dir/name` and stop it (SIGSTOP) once its temporary output holds
-/// more than 1 MiB.
+/// Start a big build into `dir/name` and stop it (SIGSTOP) once its temporary output (one
+/// that was not in `dir` before) holds more than 1 MiB.
 fn stopped_build(dir: &Path, name: &str) -> std::process::Child {
+    let before = temps_in(dir);
     let (t, layers) = big_store();
     let child = mkimage(&t.path().join("root"), layers)
         .args(["--name", "big", "--tag", "1", "-o"])
@@ -1347,7 +1348,9 @@ fn stopped_build(dir: &Path, name: &str) -> std::process::Child {
     let start = std::time::Instant::now();
     loop {
         let big_temp = std::fs::read_dir(dir).unwrap().flatten().any(|e| {
-            e.file_name().to_string_lossy().starts_with(".mkimage")
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(".mkimage")
+                && !before.contains(&n)
                 && e.metadata().map(|m| m.len() > 1 << 20).unwrap_or(false)
         });
         if big_temp {
@@ -1419,10 +1422,17 @@ fn a_signal_during_the_extra_commands_kills_them_and_removes_the_scratch_root() 
         .unwrap();
     let start = std::time::Instant::now();
     while processes_with(&marker).iter().all(|p| *p == child.id()) {
-        assert!(start.elapsed().as_secs() < 30, "the extra commands did not start");
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the extra commands did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "no scratch root");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        1,
+        "no scratch root"
+    );
     signal(&child, "TERM");
     let status = wait_bounded(&mut child, 30, "mkimage after SIGTERM");
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -1431,8 +1441,15 @@ fn a_signal_during_the_extra_commands_kills_them_and_removes_the_scratch_root() 
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     assert!(!status.success());
-    assert!(left.is_empty(), "the extra commands outlived mkimage: {left:?}");
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the scratch root was left");
+    assert!(
+        left.is_empty(),
+        "the extra commands outlived mkimage: {left:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the scratch root was left"
+    );
     assert!(!s.dir.path().join("img.tar").exists());
 }
 
