@@ -1746,6 +1746,29 @@ fn inputs_read_into_memory_are_regular_files_or_pipes_and_bounded() {
         &["stdin", "limit", "MiB"],
     );
     assert!(!out.exists());
+    // A base image whose manifest.json is over its 4 MiB limit.
+    let base = d.join("padded-base.tar");
+    rewrite_tar(&d.join("reference.tar"), &base, &|name, mut data| {
+        if name == "manifest.json" {
+            data.extend(std::iter::repeat_n(b' ', 5 << 20));
+        }
+        data
+    });
+    let padded = bounded_mkimage(
+        root,
+        &[
+            layers,
+            "--name",
+            "a",
+            "--from",
+            base.to_str().unwrap(),
+            "-o",
+            o,
+        ],
+        b"",
+    );
+    fails_with(&padded, 1, &["--from", "manifest.json", "limit of 4 MiB"]);
+    assert!(!out.exists());
     // A pipe is fine: the config and the layers from /dev/stdin and stdin.
     ok(&bounded_mkimage(
         root,

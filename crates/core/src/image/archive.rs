@@ -244,9 +244,12 @@ impl Sink {
     }
 
     /// A whole blob from a file (a cached layer), hashed while it is copied: `Ok(false)`, and
-    /// nothing written, if it is not `size` bytes with the SHA-256 `digest`.
+    /// nothing written, if it cannot be opened or is not `size` bytes with the SHA-256
+    /// `digest`. Errors are the output's (or a read failing midway).
     pub fn copy_blob(&mut self, from: &Path, digest: &str, size: u64) -> io::Result<bool> {
-        let mut src = File::open(from)?;
+        let Ok(mut src) = File::open(from) else {
+            return Ok(false);
+        };
         self.begin_blob()?;
         let mut w = Digester::new(self.blob_writer());
         let copied = io::copy(&mut (&mut src).take(size + 1), &mut w);
@@ -395,6 +398,7 @@ mod tests {
             .open(&out)
             .unwrap();
         let mut sink = Sink::tar(file, 1).unwrap();
+        assert!(!sink.copy_blob(&t.path().join("gone"), &good, 11).unwrap());
         assert!(!sink.copy_blob(&blob, &bad, 11).unwrap());
         assert!(!sink.copy_blob(&blob, &good, 10).unwrap());
         assert!(sink.copy_blob(&blob, &good, 11).unwrap());

@@ -93,7 +93,7 @@ impl LayerCache {
         let record: CachedLayer = serde_json::from_slice(&text).ok()?;
         let blob = self.blob(key);
         let meta = fs::metadata(&blob).ok()?;
-        (meta.len() == record.size).then_some((record, blob))
+        (meta.is_file() && meta.len() == record.size).then_some((record, blob))
     }
 
     /// A temporary file to write a blob into, later [`LayerCache::commit`]ted (removed if
