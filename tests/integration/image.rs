@@ -1309,18 +1309,30 @@ fn output_through_a_symlink_writes_its_target() {
 }
 
 /// A store with one path holding a 96 MiB file: a build long enough to stop mid-write.
-fn big_store() -> &'static (tempfile::TempDir, PathBuf) {
-    static BIG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+/// Made once in the target's tmp dir and reused by later runs (each test runs in a process of
+/// its own; a lock keeps two from making it at once).
+fn big_store() -> &'static (PathBuf, PathBuf) {
+    static BIG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BIG.get_or_init(|| {
-        let t = open_tempdir("strata-big-");
-        let src = t.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
-        sh(&format!("head -c 96M /dev/urandom > {}/big", src.display()));
-        let path = add(&t.path().join("root"), "big", &src);
-        std::fs::remove_dir_all(&src).unwrap();
-        let layers = t.path().join("layers.json");
-        std::fs::write(&layers, serde_json::to_string(&vec![vec![path]]).unwrap()).unwrap();
-        (t, layers)
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("strata-big-store-v1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join("lock")).unwrap();
+        lock.lock().unwrap();
+        let root = dir.join("root");
+        let layers = dir.join("layers.json");
+        if !layers.exists() {
+            let _ = std::fs::remove_dir_all(&root);
+            let src = dir.join("src");
+            let _ = std::fs::remove_dir_all(&src);
+            std::fs::create_dir_all(&src).unwrap();
+            sh(&format!("head -c 96M /dev/urandom > {}/big", src.display()));
+            let path = add(&root, "big", &src);
+            std::fs::remove_dir_all(&src).unwrap();
+            let text = serde_json::to_string(&vec![vec![path]]).unwrap();
+            std::fs::write(dir.join("layers.tmp"), text).unwrap();
+            std::fs::rename(dir.join("layers.tmp"), &layers).unwrap();
+        }
+        (root, layers)
     })
 }
 
@@ -1336,8 +1348,8 @@ fn temps_in(dir: &Path) -> Vec<String> {
 /// that was not in `dir` before) holds more than 1 MiB.
 fn stopped_build(dir: &Path, name: &str) -> std::process::Child {
     let before = temps_in(dir);
-    let (t, layers) = big_store();
-    let child = mkimage(&t.path().join("root"), layers)
+    let (root, layers) = big_store();
+    let child = mkimage(root, layers)
         .args(["--name", "big", "--tag", "1", "-o"])
         .arg(dir.join(name))
         .stdout(std::process::Stdio::null())
@@ -1463,8 +1475,8 @@ fn a_temp_left_by_sigkill_is_reclaimed_by_the_next_run_but_a_live_one_is_not() {
     assert_eq!(stale.len(), 1, "{stale:?}");
     // A build that is still running (stopped) holds its temp; the next run leaves it.
     let mut live = stopped_build(d.path(), "live.tar");
-    let (t, layers) = big_store();
-    ok(&run(mkimage(&t.path().join("root"), layers)
+    let (root, layers) = big_store();
+    ok(&run(mkimage(root, layers)
         .args(["--name", "big", "--tag", "1", "-o"])
         .arg(d.path().join("next.tar"))));
     let left = temps_in(d.path());
