@@ -9,8 +9,9 @@ use clap::{Parser, ValueEnum};
 use strata::cli::{self, Failure, StoreArgs};
 use strata_core::image::check::{format_time, parse_layers, parse_time};
 use strata_core::image::config::{ContainerConfig, Empty};
+use strata_core::image::input::{MAX_CONFIG_JSON, MAX_LAYERS_JSON, read_input};
 use strata_core::image::{
-    Compression, Format, ImageSpec, LayerSource, Output, build, contents::PermRule,
+    Compression, Format, ImageSpec, LayerSource, Output, build, contents::PermRule, interrupted,
 };
 
 const EXAMPLES: &str = "\
@@ -166,7 +167,7 @@ fn container_config(args: &Args) -> Result<ContainerConfig, Failure> {
     let mut config = match &args.config {
         Some(path) => {
             let shown = path.display().to_string();
-            let text = cli::read_input(&shown)?;
+            let text = read_input(&shown, MAX_CONFIG_JSON, "--config")?;
             let text = String::from_utf8(text)
                 .map_err(|_| Failure::failed(format!("{shown}: not UTF-8")))?;
             ContainerConfig::from_json(&text)
@@ -223,11 +224,30 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    cli::run("mkimage", || body(&args))
+    cli::run("mkimage", || {
+        on_signals_clean_up()?;
+        body(&args)
+    })
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kill the extra commands, remove every temporary file, then
+/// die of the signal as if it had not been caught.
+fn on_signals_clean_up() -> Result<(), Failure> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Failure::failed(format!("cannot handle signals: {e}")))?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            interrupted();
+            let _ = signal_hook::low_level::emulate_default_handler(sig);
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
 }
 
 fn body(args: &Args) -> Result<(), Failure> {
-    let layers_text = cli::read_input(&args.layers)?;
+    let layers_text = read_input(&args.layers, MAX_LAYERS_JSON, "the layers JSON")?;
     let shown = if args.layers == "-" {
         "stdin"
     } else {

@@ -1002,3 +1002,806 @@ fn output_file_mode_follows_the_umask() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile input: extra commands, the output path, the base image, the cache, contents that
+// leave the store, and inputs read into memory.
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+/// Wait at most `secs` for a child; kill it (and fail) if it is still running then.
+fn wait_bounded(
+    child: &mut std::process::Child,
+    secs: u64,
+    what: &str,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(marker)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A scratch directory nobody (the extra commands' user) can traverse.
+fn open_tempdir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    t
+}
+
+/// Every layer blob of an image tar, concatenated with its members' names.
+fn all_bytes(tar: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in members(tar) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&data);
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn extra_commands_cannot_swap_a_root_only_file_into_the_image() {
+    if !is_root() {
+        eprintln!("skipped: the extra commands only drop privileges when mkimage is root");
+        return;
+    }
+    let fx = fixture();
+    let t = open_tempdir("strata-swap-");
+    // A root-only secret the size of the decoys.
+    let secret = t.path().join("secret");
+    let body = format!("{:-<64}", format!("TOP-SECRET-{}-", std::process::id()));
+    std::fs::write(&secret, &body).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The scratch root is made under TMPDIR; the loop stages its swaps beside it (same
+    // filesystem, outside the tree being packed) and renames them in.
+    let tmp = t.path().join("tmp");
+    let stage = tmp.join("stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&stage, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // All forty become symlinks, then all files again, as fast as perl can rename.
+    let script = format!(
+        r#"for i in $(seq 1 40); do printf '%064d' 0 > f$i; done
+        /usr/bin/perl -e '
+          ($s, $st) = @ARGV;
+          while (1) {{
+            for $i (1..40) {{ symlink($s, "$st/l$i"); rename("$st/l$i", "f$i") }}
+            for $i (1..40) {{
+              open(F, ">", "$st/t$i"); print F "0" x 64; close F; rename("$st/t$i", "f$i")
+            }}
+          }}' {secret} {stage} </dev/null >/dev/null 2>&1 &
+        sleep 0.5"#,
+        secret = secret.display(),
+        stage = stage.display()
+    );
+    for round in 0..4 {
+        let out = t.path().join(format!("swap-{round}.tar"));
+        let mut child = mkimage(&fx.root, &fx.layers)
+            .args(["--name", "swap", "--tag", "1", "--extra-commands", &script])
+            .arg("-o")
+            .arg(&out)
+            .env("TMPDIR", &tmp)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = wait_bounded(&mut child, 120, "mkimage with a swapping loop");
+        // Stop any loop the build left running (the old behaviour) before looking.
+        for pid in processes_with(&stage.display().to_string()) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        assert!(status.success(), "round {round}: {status}");
+        assert!(
+            !contains(&all_bytes(&out), body.as_bytes()),
+            "round {round}: the root-only file's bytes are in the image"
+        );
+    }
+}
+
+#[test]
+fn processes_the_extra_commands_start_do_not_outlive_them() {
+    let root = tempfile::tempdir().unwrap();
+    let t = open_tempdir("strata-orphans-");
+    let layers = t.path().join("layers.json");
+    std::fs::write(&layers, "[]").unwrap();
+    let marker = format!("strata-orphan-{}", std::process::id());
+    // A plain background job, one in a subshell, and one that leaves the process group.
+    let script = format!(
+        r#"sleep 60 &
+        (exec -a {marker}-a sleep 60) &
+        setsid -f bash -c 'exec -a {marker}-b sleep 60'
+        echo started"#
+    );
+    let out = t.path().join("img.tar");
+    let mut child = tool("mkimage", root.path())
+        .arg(&layers)
+        .args([
+            "--name",
+            "orphans",
+            "--tag",
+            "1",
+            "--extra-commands",
+            &script,
+        ])
+        .arg("-o")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = wait_bounded(&mut child, 30, "mkimage with 'sleep 60 &'");
+    let left = processes_with(&marker);
+    for pid in &left {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert!(status.success());
+    assert!(started.elapsed().as_secs() < 30);
+    assert!(out.exists());
+    if is_root() {
+        // As root the commands run in a PID namespace of their own: nothing escapes it.
+        assert!(left.is_empty(), "left running: {left:?}");
+    } else {
+        assert!(
+            left.iter()
+                .all(|p| !std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&format!("{marker}-a")))
+                    .unwrap_or(false)),
+            "a background job in the process group was left running"
+        );
+    }
+}
+
+/// An empty store, `[]` layers and the image those give with `-o` onto a regular file.
+struct Small {
+    dir: tempfile::TempDir,
+    root: tempfile::TempDir,
+    layers: PathBuf,
+    reference: Vec<u8>,
+}
+
+fn small() -> Small {
+    let root = tempfile::tempdir().unwrap();
+    let dir = open_tempdir("strata-out-");
+    let layers = dir.path().join("layers.json");
+    std::fs::write(&layers, "[]").unwrap();
+    let reference = dir.path().join("reference.tar");
+    ok(&run(tool("mkimage", root.path())
+        .arg(&layers)
+        .args(["--name", "small", "--tag", "1", "-o"])
+        .arg(&reference)));
+    let reference = std::fs::read(&reference).unwrap();
+    Small {
+        dir,
+        root,
+        layers,
+        reference,
+    }
+}
+
+impl Small {
+    fn build(&self, out: &Path) -> Command {
+        let mut cmd = tool("mkimage", self.root.path());
+        cmd.arg(&self.layers)
+            .args(["--name", "small", "--tag", "1", "-o"])
+            .arg(out);
+        cmd
+    }
+}
+
+fn file_type(p: &Path) -> std::fs::FileType {
+    std::fs::symlink_metadata(p).unwrap().file_type()
+}
+
+#[test]
+fn output_onto_a_fifo_is_streamed_to_its_reader() {
+    use std::os::unix::fs::FileTypeExt;
+    let s = small();
+    let fifo = s.dir.path().join("out.fifo");
+    sh(&format!("mkfifo {}", fifo.display()));
+    let got = s.dir.path().join("got.tar");
+    let mut reader = Command::new("cat")
+        .arg(&fifo)
+        .stdout(std::fs::File::create(&got).unwrap())
+        .spawn()
+        .unwrap();
+    let mut writer = s.build(&fifo).spawn().unwrap();
+    let status = wait_bounded(&mut writer, 60, "mkimage -o FIFO");
+    assert!(status.success());
+    let read = wait_bounded(&mut reader, 10, "the FIFO's reader");
+    assert!(read.success());
+    assert!(file_type(&fifo).is_fifo(), "the FIFO was replaced");
+    assert!(std::fs::read(&got).unwrap() == s.reference);
+}
+
+#[test]
+fn output_onto_a_full_device_fails_and_leaves_the_device() {
+    use std::os::unix::fs::FileTypeExt;
+    if !is_root() {
+        eprintln!("skipped: mknod needs root");
+        return;
+    }
+    let s = small();
+    let full = s.dir.path().join("full");
+    sh(&format!("mknod {} c 1 7", full.display()));
+    let link = s.dir.path().join("full-link");
+    std::os::unix::fs::symlink(&full, &link).unwrap();
+    for out in [&full, &link] {
+        let o = run(&mut s.build(out));
+        fails_with(&o, 1, &["No space left on device"]);
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&*full.to_string_lossy()));
+        assert!(
+            std::fs::metadata(&full)
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+    }
+    assert!(file_type(&link).is_symlink(), "the link was replaced");
+    let left: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".mkimage"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn output_through_a_symlink_writes_its_target() {
+    let s = small();
+    let d = s.dir.path();
+    // A link to a regular file: the file is replaced atomically, the link stays.
+    std::fs::write(d.join("real.tar"), b"old").unwrap();
+    std::os::unix::fs::symlink("real.tar", d.join("link.tar")).unwrap();
+    ok(&run(&mut s.build(&d.join("link.tar"))));
+    assert!(file_type(&d.join("link.tar")).is_symlink());
+    assert!(std::fs::read(d.join("real.tar")).unwrap() == s.reference);
+    // A link to /proc/self/fd/1 (what /dev/stdout is): written as a stream to stdout.
+    std::os::unix::fs::symlink("/proc/self/fd/1", d.join("stdout-link")).unwrap();
+    let o = run(&mut s.build(&d.join("stdout-link")));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(file_type(&d.join("stdout-link")).is_symlink());
+    assert!(o.stdout == s.reference, "stdout did not get the image");
+    let o = run(&mut s.build(Path::new("/dev/stdout")));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout == s.reference, "/dev/stdout did not get the image");
+    assert!(file_type(Path::new("/dev/stdout")).is_symlink());
+    // A dangling link: its target is made.
+    std::os::unix::fs::symlink("new.tar", d.join("dangling")).unwrap();
+    ok(&run(&mut s.build(&d.join("dangling"))));
+    assert!(file_type(&d.join("dangling")).is_symlink());
+    assert!(std::fs::read(d.join("new.tar")).unwrap() == s.reference);
+}
+
+/// A store with one path holding a 96 MiB file: a build long enough to stop mid-write.
+/// Made once in the target's tmp dir and reused by later runs (each test runs in a process of
+/// its own; a lock keeps two from making it at once).
+fn big_store() -> &'static (PathBuf, PathBuf) {
+    static BIG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BIG.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("strata-big-store-v1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join("lock")).unwrap();
+        lock.lock().unwrap();
+        let root = dir.join("root");
+        let layers = dir.join("layers.json");
+        if !layers.exists() {
+            let _ = std::fs::remove_dir_all(&root);
+            let src = dir.join("src");
+            let _ = std::fs::remove_dir_all(&src);
+            std::fs::create_dir_all(&src).unwrap();
+            sh(&format!("head -c 96M /dev/urandom > {}/big", src.display()));
+            let path = add(&root, "big", &src);
+            std::fs::remove_dir_all(&src).unwrap();
+            let text = serde_json::to_string(&vec![vec![path]]).unwrap();
+            std::fs::write(dir.join("layers.tmp"), text).unwrap();
+            std::fs::rename(dir.join("layers.tmp"), &layers).unwrap();
+        }
+        (root, layers)
+    })
+}
+
+fn temps_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".mkimage"))
+        .collect()
+}
+
+/// Start a big build into `dir/name` and stop it (SIGSTOP) once its temporary output (one
+/// that was not in `dir` before) holds more than 1 MiB.
+fn stopped_build(dir: &Path, name: &str) -> std::process::Child {
+    let before = temps_in(dir);
+    let (root, layers) = big_store();
+    let child = mkimage(root, layers)
+        .args(["--name", "big", "--tag", "1", "-o"])
+        .arg(dir.join(name))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let start = std::time::Instant::now();
+    loop {
+        let big_temp = std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(".mkimage")
+                && !before.contains(&n)
+                && e.metadata().map(|m| m.len() > 1 << 20).unwrap_or(false)
+        });
+        if big_temp {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "no temporary output appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        !dir.join(name).exists(),
+        "the build finished before it was stopped"
+    );
+    child
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_mid_write_remove_the_temporary_output() {
+    for sig in ["TERM", "INT"] {
+        let d = open_tempdir("strata-sig-");
+        let mut child = stopped_build(d.path(), "img.tar");
+        assert!(!temps_in(d.path()).is_empty());
+        signal(&child, sig);
+        signal(&child, "CONT");
+        let status = wait_bounded(&mut child, 30, "mkimage after a signal");
+        assert!(!status.success());
+        assert!(!d.path().join("img.tar").exists());
+        assert_eq!(
+            temps_in(d.path()),
+            Vec::<String>::new(),
+            "SIG{sig} left a temp"
+        );
+    }
+}
+
+#[test]
+fn a_signal_during_the_extra_commands_kills_them_and_removes_the_scratch_root() {
+    let s = small();
+    let tmp = s.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let marker = format!("strata-interrupted-{}", std::process::id());
+    let mut child = s.build(&s.dir.path().join("img.tar"));
+    let mut child = child
+        .args(["--extra-commands", &format!("exec -a {marker} sleep 60")])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while processes_with(&marker).iter().all(|p| *p == child.id()) {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the extra commands did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        1,
+        "no scratch root"
+    );
+    signal(&child, "TERM");
+    let status = wait_bounded(&mut child, 30, "mkimage after SIGTERM");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let left: Vec<u32> = processes_with(&marker);
+    for pid in &left {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert!(!status.success());
+    assert!(
+        left.is_empty(),
+        "the extra commands outlived mkimage: {left:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the scratch root was left"
+    );
+    assert!(!s.dir.path().join("img.tar").exists());
+}
+
+#[test]
+fn a_temp_left_by_sigkill_is_reclaimed_by_the_next_run_but_a_live_one_is_not() {
+    let d = open_tempdir("strata-kill-");
+    let mut killed = stopped_build(d.path(), "killed.tar");
+    signal(&killed, "KILL");
+    wait_bounded(&mut killed, 30, "killed mkimage");
+    let stale = temps_in(d.path());
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    // A build that is still running (stopped) holds its temp; the next run leaves it.
+    let mut live = stopped_build(d.path(), "live.tar");
+    let (root, layers) = big_store();
+    ok(&run(mkimage(root, layers)
+        .args(["--name", "big", "--tag", "1", "-o"])
+        .arg(d.path().join("next.tar"))));
+    let left = temps_in(d.path());
+    assert!(
+        !left.contains(&stale[0]),
+        "the killed run's temp was not reclaimed"
+    );
+    assert_eq!(left.len(), 1, "the live run's temp must stay: {left:?}");
+    signal(&live, "CONT");
+    assert!(wait_bounded(&mut live, 60, "the live build").success());
+    assert!(
+        std::fs::read(d.path().join("live.tar")).unwrap()
+            == std::fs::read(d.path().join("next.tar")).unwrap()
+    );
+    assert_eq!(temps_in(d.path()), Vec::<String>::new());
+}
+
+/// Rewrite an image tar, passing each member's bytes through `edit`.
+fn rewrite_tar(from: &Path, to: &Path, edit: &dyn Fn(&str, Vec<u8>) -> Vec<u8>) {
+    let mut builder = tar::Builder::new(std::fs::File::create(to).unwrap());
+    let mut archive = tar::Archive::new(std::fs::File::open(from).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let data = edit(&name, data);
+        let mut h = e.header().clone();
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        builder.append(&h, data.as_slice()).unwrap();
+    }
+    builder.finish().unwrap();
+}
+
+#[test]
+fn a_base_layer_that_does_not_match_its_diff_id_is_refused() {
+    let fx = fixture();
+    let d = open_tempdir("strata-base-");
+    for compress in ["none", "gzip"] {
+        let base = d.path().join(format!("base-{compress}.tar"));
+        ok(&run(mkimage(&fx.root, &fx.layers)
+            .args(["--name", "base", "--tag", "1", "--compress", compress, "-o"])
+            .arg(&base)));
+        let manifest = json(&members(&base)["manifest.json"]);
+        let victim = manifest[0]["Layers"][1].as_str().unwrap().to_string();
+        // The second layer's last byte (end-of-archive padding) changed, its name kept.
+        let tampered = d.path().join(format!("tampered-{compress}.tar"));
+        let gz = compress == "gzip";
+        rewrite_tar(&base, &tampered, &|name, data| {
+            if name != victim {
+                return data;
+            }
+            let mut plain = if gz {
+                let mut v = Vec::new();
+                flate2::read::GzDecoder::new(data.as_slice())
+                    .read_to_end(&mut v)
+                    .unwrap();
+                v
+            } else {
+                data
+            };
+            *plain.last_mut().unwrap() ^= 1;
+            if gz {
+                use std::io::Write;
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(&plain).unwrap();
+                enc.finish().unwrap()
+            } else {
+                plain
+            }
+        });
+        let out = d.path().join("out.tar");
+        let o = run(mkimage(&fx.root, &fx.layers)
+            .args(["--name", "app", "--tag", "1", "--from"])
+            .arg(&tampered)
+            .arg("-o")
+            .arg(&out));
+        fails_with(&o, 1, &["--from", &victim]);
+        assert!(!out.exists());
+        assert_eq!(temps_in(d.path()), Vec::<String>::new());
+        // The untouched base still works.
+        ok(&run(mkimage(&fx.root, &fx.layers)
+            .args(["--name", "app", "--tag", "1", "--from"])
+            .arg(&base)
+            .arg("-o")
+            .arg(&out)));
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+#[test]
+fn a_corrupt_cached_blob_is_rebuilt_not_used() {
+    let fx = fixture();
+    let d = open_tempdir("strata-cache-bad-");
+    let cache = d.path().join("cache");
+    let build = |out: &str| -> String {
+        let o = run(mkimage(&fx.root, &fx.layers)
+            .args(["--name", "c", "--tag", "1", "-v", "--cache"])
+            .arg(&cache)
+            .arg("-o")
+            .arg(d.path().join(out)));
+        ok(&o);
+        String::from_utf8(o.stderr).unwrap()
+    };
+    let first = build("first.tar");
+    assert_eq!(first.matches("built)").count(), 3, "{first}");
+    // Flip one byte in the middle of the biggest blob: same size, other bytes.
+    let blob = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "blob"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let second = build("second.tar");
+    assert_eq!(second.matches("built)").count(), 1, "{second}");
+    assert_eq!(second.matches("cached)").count(), 2, "{second}");
+    assert!(
+        std::fs::read(d.path().join("second.tar")).unwrap()
+            == std::fs::read(d.path().join("first.tar")).unwrap()
+    );
+    // The entry was written again: the next build takes all three from the cache.
+    let third = build("third.tar");
+    assert_eq!(third.matches("cached)").count(), 3, "{third}");
+    assert!(
+        std::fs::read(d.path().join("third.tar")).unwrap()
+            == std::fs::read(d.path().join("first.tar")).unwrap()
+    );
+}
+
+#[test]
+fn contents_are_never_read_through_a_symlink_out_of_the_store() {
+    let fx = fixture();
+    let d = open_tempdir("strata-escape-");
+    // A host directory that must not show up in an image.
+    let host = d.path().join("host");
+    std::fs::create_dir_all(host.join("sub/deeper")).unwrap();
+    std::fs::write(host.join("sub/host-only-name"), b"host").unwrap();
+    // A store path with a symlink to it, and a store path that is such a symlink.
+    let src = d.path().join("escape");
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    std::fs::write(src.join("bin/tool"), b"tool").unwrap();
+    std::os::unix::fs::symlink(&host, src.join("out")).unwrap();
+    let escape = add(&fx.root, "escape", &src);
+    let link_src = d.path().join("link");
+    std::os::unix::fs::symlink(&host, &link_src).unwrap();
+    let link = add(&fx.root, "link", &link_src);
+    let layers = d.path().join("layers.json");
+    std::fs::write(
+        &layers,
+        serde_json::to_string(&vec![vec![&escape], vec![&link]]).unwrap(),
+    )
+    .unwrap();
+    let out = d.path().join("out.tar");
+    for contents in [
+        format!("{escape}/out/sub"),
+        format!("{escape}/out"),
+        format!("{link}/sub"),
+        link,
+    ] {
+        let o = run(mkimage(&fx.root, &layers)
+            .args(["--name", "esc", "--tag", "1", "--contents", &contents, "-o"])
+            .arg(&out));
+        fails_with(&o, 1, &["--contents", &contents]);
+        assert!(!out.exists(), "{contents}");
+    }
+    // The store path itself: its symlink is copied as a symlink, never followed.
+    ok(&run(mkimage(&fx.root, &layers)
+        .args(["--name", "esc", "--tag", "1", "--contents", &escape, "-o"])
+        .arg(&out)));
+    let (_, blobs) = docker_view(&out);
+    let custom = blobs.last().unwrap();
+    let mut archive = tar::Archive::new(custom.as_slice());
+    let mut names = Vec::new();
+    for e in archive.entries().unwrap() {
+        let e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        if name == "out" {
+            assert!(e.header().entry_type().is_symlink());
+            assert_eq!(e.link_name().unwrap().unwrap(), host.as_path());
+        }
+        names.push(name);
+    }
+    assert_eq!(names, ["bin/", "bin/tool", "out"]);
+    assert!(!contains(custom, b"host-only-name"));
+}
+
+/// mkimage under a 2 GiB address-space limit, so an unbounded read fails fast instead of
+/// eating the machine's memory.
+fn bounded_mkimage(root: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"ulimit -v 2097152; exec "$@""#)
+        .arg("mkimage")
+        .arg(env!("CARGO_BIN_EXE_mkimage"))
+        .args(args)
+        .env_remove("STRATA_STORE_DIR")
+        .env("STRATA_STORE_ROOT", root);
+    run_with_input(&mut cmd, stdin)
+}
+
+#[test]
+fn inputs_read_into_memory_are_regular_files_or_pipes_and_bounded() {
+    let s = small();
+    let d = s.dir.path();
+    let layers = s.layers.to_str().unwrap();
+    let out = d.join("out.tar");
+    let o = out.to_str().unwrap();
+    let root = s.root.path();
+    let cases: Vec<(Vec<&str>, &[u8], Vec<&str>)> = vec![
+        (
+            vec![layers, "--name", "a", "--config", "/dev/zero", "-o", o],
+            b"",
+            vec!["/dev/zero", "not a regular file"],
+        ),
+        (
+            vec!["/dev/zero", "--name", "a", "-o", o],
+            b"",
+            vec!["/dev/zero", "not a regular file"],
+        ),
+        (
+            vec![layers, "--name", "a", "--from", "/dev/zero", "-o", o],
+            b"",
+            vec!["/dev/zero", "not a regular file"],
+        ),
+        (
+            vec![layers, "--name", "a", "--from", "/dev/stdin", "-o", o],
+            b"[]",
+            vec!["/dev/stdin", "not a regular file"],
+        ),
+        (
+            vec![
+                layers,
+                "--name",
+                "a",
+                "--config",
+                d.to_str().unwrap(),
+                "-o",
+                o,
+            ],
+            b"",
+            vec!["--config", "not a regular file"],
+        ),
+    ];
+    for (args, stdin, needles) in cases {
+        eprintln!("case: {args:?}");
+        fails_with(&bounded_mkimage(root, &args, stdin), 1, &needles);
+        assert!(!out.exists());
+    }
+    // Too big: a config of 5 MiB, layers of 65 MiB on stdin.
+    let big_config = d.join("big-config.json");
+    let mut text = vec![b' '; 5 << 20];
+    text.extend_from_slice(b"{}");
+    std::fs::write(&big_config, &text).unwrap();
+    let o2 = bounded_mkimage(
+        root,
+        &[
+            layers,
+            "--name",
+            "a",
+            "--config",
+            big_config.to_str().unwrap(),
+            "-o",
+            o,
+        ],
+        b"",
+    );
+    fails_with(&o2, 1, &["big-config.json", "limit", "MiB"]);
+    let mut huge = vec![b' '; 65 << 20];
+    huge.extend_from_slice(b"[]");
+    fails_with(
+        &bounded_mkimage(root, &["-", "--name", "a", "-o", o], &huge),
+        1,
+        &["stdin", "limit", "MiB"],
+    );
+    assert!(!out.exists());
+    // A base image whose manifest.json is over its 4 MiB limit.
+    let base = d.join("padded-base.tar");
+    rewrite_tar(&d.join("reference.tar"), &base, &|name, mut data| {
+        if name == "manifest.json" {
+            data.extend(std::iter::repeat_n(b' ', 5 << 20));
+        }
+        data
+    });
+    let padded = bounded_mkimage(
+        root,
+        &[
+            layers,
+            "--name",
+            "a",
+            "--from",
+            base.to_str().unwrap(),
+            "-o",
+            o,
+        ],
+        b"",
+    );
+    fails_with(&padded, 1, &["--from", "manifest.json", "limit of 4 MiB"]);
+    assert!(!out.exists());
+    // A pipe is fine: the config and the layers from /dev/stdin and stdin.
+    ok(&bounded_mkimage(
+        root,
+        &[
+            layers,
+            "--name",
+            "small",
+            "--tag",
+            "1",
+            "--config",
+            "/dev/stdin",
+            "-o",
+            o,
+        ],
+        b"{}",
+    ));
+    assert!(std::fs::read(&out).unwrap() == s.reference);
+    ok(&bounded_mkimage(
+        root,
+        &["-", "--name", "small", "--tag", "1", "-o", o],
+        b"[]",
+    ));
+    assert!(std::fs::read(&out).unwrap() == s.reference);
+}

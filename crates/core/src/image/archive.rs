@@ -10,12 +10,12 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::tar::{BLOCK, Entry, EntryKind, Owner, RECORD, header};
+use super::tar::{BLOCK, Entry, EntryKind, Owner, RECORD, Source, header};
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
@@ -223,27 +223,49 @@ impl Sink {
         }
     }
 
-    /// A whole blob from a file (a cached layer): copied by the kernel where it can.
-    pub fn copy_blob(&mut self, from: &Path, digest: &str, size: u64) -> io::Result<()> {
+    /// Drop the blob begun last (its bytes were not what they should be).
+    pub fn abort_blob(&mut self) -> io::Result<()> {
         match self {
-            Sink::Tar(_) => {
-                self.begin_blob()?;
-                let mut src = File::open(from)?;
-                let n = io::copy(&mut src, self.blob_writer())?;
-                if n != size {
-                    return Err(io::Error::other(format!(
-                        "{}: {n} bytes, expected {size}",
-                        from.display()
-                    )));
-                }
-                self.end_blob(digest, size)
-            }
-            Sink::Dir(d) => {
-                let dest = d.dir.join(format!("blobs/sha256/{digest}"));
-                if !dest.exists() && fs::hard_link(from, &dest).is_err() {
-                    fs::copy(from, &dest)?;
-                }
+            Sink::Tar(t) => {
+                let start = t.pending.take().unwrap_or(t.pos);
+                t.file.set_len(start)?;
+                t.file.seek(SeekFrom::Start(start))?;
+                t.pos = start;
                 Ok(())
+            }
+            Sink::Dir(d) => match d.pending.take() {
+                Some((tmp, file)) => {
+                    drop(file);
+                    fs::remove_file(tmp)
+                }
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// A whole blob from a file (a cached layer), hashed while it is copied: `Ok(false)`, and
+    /// nothing written, if it cannot be opened or is not `size` bytes with the SHA-256
+    /// `digest`. Errors are the output's (or a read failing midway).
+    pub fn copy_blob(&mut self, from: &Path, digest: &str, size: u64) -> io::Result<bool> {
+        let Ok(mut src) = File::open(from) else {
+            return Ok(false);
+        };
+        self.begin_blob()?;
+        let mut w = Digester::new(self.blob_writer());
+        let copied = io::copy(&mut (&mut src).take(size + 1), &mut w);
+        let (got, n, _) = w.finish();
+        match copied {
+            Ok(_) if n == size && got == digest => {
+                self.end_blob(digest, size)?;
+                Ok(true)
+            }
+            Ok(_) => {
+                self.abort_blob()?;
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = self.abort_blob();
+                Err(e)
             }
         }
     }
@@ -298,7 +320,7 @@ fn unreachable_blob() -> ! {
 
 impl TarSink {
     fn header(&self, name: &str, size: u64) -> Vec<u8> {
-        let source = PathBuf::new();
+        let source = Source::Path(PathBuf::new());
         header(&Entry::new(
             name.as_bytes().to_vec(),
             EntryKind::File { source, size },
@@ -318,7 +340,6 @@ impl TarSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     #[test]
     fn tar_sink_backfills_headers_and_drops_duplicates() {
@@ -360,5 +381,46 @@ mod tests {
                 "oci-layout".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn a_copied_blob_is_checked_against_its_digest() {
+        let t = tempfile::tempdir().unwrap();
+        let blob = t.path().join("blob");
+        fs::write(&blob, b"layer bytes").unwrap();
+        let good = hex(&Sha256::digest(b"layer bytes"));
+        let bad = hex(&Sha256::digest(b"other bytes"));
+        let out = t.path().join("out.tar");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&out)
+            .unwrap();
+        let mut sink = Sink::tar(file, 1).unwrap();
+        assert!(!sink.copy_blob(&t.path().join("gone"), &good, 11).unwrap());
+        assert!(!sink.copy_blob(&blob, &bad, 11).unwrap());
+        assert!(!sink.copy_blob(&blob, &good, 10).unwrap());
+        assert!(sink.copy_blob(&blob, &good, 11).unwrap());
+        sink.finish().unwrap();
+        let names: Vec<String> = ::tar::Archive::new(File::open(&out).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["blobs/", "blobs/sha256/", &format!("blobs/sha256/{good}")]
+        );
+        // In a directory the same.
+        let dir = t.path().join("layout");
+        let mut sink = Sink::dir(&dir).unwrap();
+        assert!(!sink.copy_blob(&blob, &bad, 11).unwrap());
+        assert!(sink.copy_blob(&blob, &good, 11).unwrap());
+        let blobs: Vec<_> = fs::read_dir(dir.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(blobs, [good]);
     }
 }

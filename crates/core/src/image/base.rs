@@ -1,15 +1,22 @@
 //! A base image (`--from`): a docker-archive (or strata's docker+OCI tar) whose layers go
 //! first, unchanged, and whose config's `Env` is merged into ours the way nixpkgs does. The
 //! rest of the base config is not kept (as in nixpkgs).
+//!
+//! The archive is not trusted: it must be a regular file, its manifest and config are read
+//! with size limits, and each layer is checked against the config's `rootfs.diff_ids` (and
+//! against its own name when that is `blobs/sha256/<digest>`) while it is copied, decompressed
+//! on the side if it is compressed, so a mismatch fails the build naming the layer instead of
+//! making an image that `docker load` refuses with `invalid diffID`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::ImageError;
-use super::archive::{Digester, Sink};
+use super::archive::{Digester, Sink, Tee};
 use super::config::DockerManifest;
+use super::input::{MAX_BASE_CONFIG, MAX_BASE_MANIFEST, check_file, read_limited, show_size};
 use super::layer::Compression;
 
 /// A base layer as found in the archive.
@@ -42,8 +49,75 @@ fn read_member(file: &mut File, offset: u64, size: u64) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
+/// Hashes the uncompressed bytes of a layer blob written to it (the diff_id).
+enum DiffHasher {
+    Plain(Digester<io::Sink>),
+    Gzip(Box<flate2::write::MultiGzDecoder<Digester<io::Sink>>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Digester<io::Sink>>>),
+}
+
+impl DiffHasher {
+    fn new(compression: Compression) -> io::Result<DiffHasher> {
+        let inner = Digester::new(io::sink());
+        Ok(match compression {
+            Compression::None => DiffHasher::Plain(inner),
+            Compression::Gzip => {
+                DiffHasher::Gzip(Box::new(flate2::write::MultiGzDecoder::new(inner)))
+            }
+            Compression::Zstd => {
+                DiffHasher::Zstd(Box::new(zstd::stream::write::Decoder::new(inner)?))
+            }
+        })
+    }
+
+    /// Hex SHA-256 of the uncompressed bytes.
+    fn finish(self) -> io::Result<String> {
+        let inner = match self {
+            DiffHasher::Plain(d) => d,
+            DiffHasher::Gzip(d) => d.finish()?,
+            DiffHasher::Zstd(mut d) => {
+                d.flush()?;
+                d.into_inner()
+            }
+        };
+        Ok(inner.finish().0)
+    }
+}
+
+impl Write for DiffHasher {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            DiffHasher::Plain(d) => d.write(data),
+            DiffHasher::Gzip(d) => d.write(data),
+            DiffHasher::Zstd(d) => d.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            DiffHasher::Plain(d) => d.flush(),
+            DiffHasher::Gzip(d) => d.flush(),
+            DiffHasher::Zstd(d) => d.flush(),
+        }
+    }
+}
+
+/// The digest a member's name claims, if it is `blobs/sha256/<64 hex digits>`.
+fn named_digest(name: &str) -> Option<&str> {
+    let hex = name
+        .trim_start_matches("./")
+        .strip_prefix("blobs/sha256/")?;
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(hex)
+}
+
 impl BaseImage {
     pub fn open(path: &Path) -> Result<BaseImage, ImageError> {
+        // Read by offset, twice: a pipe or a device will not do.
+        check_file(path, "--from", false)?;
         let file = File::open(path).map_err(ImageError::io(path))?;
         let mut archive = ::tar::Archive::new(&file);
         let mut members: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -61,22 +135,32 @@ impl BaseImage {
             members.insert(name, (entry.raw_file_position(), entry.size()));
         }
         let mut file = File::open(path).map_err(ImageError::io(path))?;
-        let mut member = |name: &str| -> Result<Vec<u8>, ImageError> {
+        let mut member = |name: &str, limit: u64| -> Result<Vec<u8>, ImageError> {
             let (off, size) = members
                 .get(name.trim_start_matches("./"))
                 .copied()
                 .ok_or_else(|| invalid(path, format!("no '{name}' in the archive")))?;
-            read_member(&mut file, off, size).map_err(ImageError::io(path))
+            if size > limit {
+                return Err(invalid(
+                    path,
+                    format!("'{name}' is larger than the limit of {}", show_size(limit)),
+                ));
+            }
+            file.seek(SeekFrom::Start(off))
+                .map_err(ImageError::io(path))?;
+            let shown = format!("--from '{}': '{name}'", path.display());
+            read_limited((&mut file).take(size), limit, &shown, "a base image member")
         };
-        let manifest: Vec<DockerManifest> = serde_json::from_slice(&member("manifest.json")?)
-            .map_err(|e| invalid(path, format!("manifest.json: {e}")))?;
+        let manifest: Vec<DockerManifest> =
+            serde_json::from_slice(&member("manifest.json", MAX_BASE_MANIFEST)?)
+                .map_err(|e| invalid(path, format!("manifest.json: {e}")))?;
         let [manifest] = manifest.as_slice() else {
             return Err(invalid(
                 path,
                 "manifest.json must describe exactly one image",
             ));
         };
-        let config_bytes = member(&manifest.config)?;
+        let config_bytes = member(&manifest.config, MAX_BASE_CONFIG)?;
         let config: serde_json::Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid(path, format!("{}: {e}", manifest.config)))?;
         let diff_ids = strings(&config["rootfs"]["diff_ids"]);
@@ -112,7 +196,8 @@ impl BaseImage {
         })
     }
 
-    /// Copy a base layer into the output as a blob; returns its digest and compression.
+    /// Copy a base layer into the output as a blob, checking it against its diff_id (and
+    /// its name, if that is a digest) on the way; returns its digest and compression.
     pub fn copy_layer(
         &self,
         layer: &BaseLayer,
@@ -121,23 +206,45 @@ impl BaseImage {
         let mut file = File::open(&self.path).map_err(ImageError::io(&self.path))?;
         let head = read_member(&mut file, layer.offset, layer.size.min(8))
             .map_err(ImageError::io(&self.path))?;
+        let compression = Compression::sniff(&head);
         file.seek(SeekFrom::Start(layer.offset))
             .map_err(ImageError::io(&self.path))?;
+        let bad = |why: String| invalid(&self.path, format!("base layer '{}' {why}", layer.name));
+        let mut diff =
+            DiffHasher::new(compression).map_err(|e| bad(format!("cannot be read: {e}")))?;
         sink.begin_blob()
             .map_err(|e| ImageError::Stream(e.to_string()))?;
-        let mut w = Digester::new(sink.blob_writer());
-        let n = io::copy(&mut (&mut file).take(layer.size), &mut w)
-            .map_err(ImageError::io(&self.path))?;
-        let (digest, _, _) = w.finish();
+        let mut w = Tee(Digester::new(sink.blob_writer()), Some(&mut diff));
+        let n = io::copy(&mut (&mut file).take(layer.size), &mut w).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::InvalidInput {
+                bad(format!("is not a valid {} blob: {e}", compression.name()))
+            } else {
+                ImageError::Stream(e.to_string())
+            }
+        })?;
+        let (digest, _, _) = w.0.finish();
         if n != layer.size {
-            return Err(invalid(
-                &self.path,
-                format!("layer '{}' is cut short", layer.name),
-            ));
+            return Err(bad("is cut short".into()));
+        }
+        let diff_id = diff
+            .finish()
+            .map_err(|e| bad(format!("is not a valid {} blob: {e}", compression.name())))?;
+        if format!("sha256:{diff_id}") != layer.diff_id {
+            return Err(bad(format!(
+                "does not match its diff_id in the config ({} expected, sha256:{diff_id} found)",
+                layer.diff_id
+            )));
+        }
+        if let Some(named) = named_digest(&layer.name)
+            && named != digest
+        {
+            return Err(bad(format!(
+                "does not match its name (sha256:{digest} found)"
+            )));
         }
         sink.end_blob(&digest, layer.size)
             .map_err(|e| ImageError::Stream(e.to_string()))?;
-        Ok((digest, Compression::sniff(&head)))
+        Ok((digest, compression))
     }
 }
 

@@ -3,14 +3,14 @@
 //! the config, manifests and index, and finally the output put in place atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::io::{self, IsTerminal, Seek, SeekFrom, Write};
+use std::fs;
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::archive::{Sink, hex};
+use super::archive::hex;
 use super::base::BaseImage;
 use super::cache::{CachedLayer, LayerCache, layer_key};
 use super::check::{check_name, check_no_dotdot, check_tag};
@@ -18,9 +18,13 @@ use super::config::{
     self, ContainerConfig, Descriptor, DockerManifest, History, ImageConfig, MEDIA_CONFIG,
     MEDIA_INDEX, MEDIA_MANIFEST, OciIndex, OciManifest, RootFs,
 };
-use super::contents::{Customisation, root_entries, run_extra_commands, symlink_join};
+use super::contents::{
+    ContentsDir, Customisation, NOBODY, root_entries, run_extra_commands, symlink_join,
+};
 use super::layer::stream_layer;
-use super::{Format, ImageError, ImageSpec, MAX_LAYERS, Output};
+use super::output::Target;
+use super::temp::{Temp, reclaim};
+use super::{ImageError, ImageSpec, MAX_LAYERS, Output};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{AbsStorePath, StorePath};
 use crate::store::Store;
@@ -61,6 +65,9 @@ pub struct BuildReport {
     /// Bytes of store files read (cache hits read none).
     pub store_bytes_read: u64,
 }
+
+/// The prefix of the customisation scratch directory in `$TMPDIR` (`mkimage-root-XXXXXX.tmp`).
+const SCRATCH_PREFIX: &str = "mkimage-root-";
 
 /// A store layer after the pre-flight.
 struct StoreLayer {
@@ -125,12 +132,13 @@ fn resolve_layers(
     Ok(out)
 }
 
-/// Resolve `--contents`: inside a store path that is in some layer, no `..`.
+/// Resolve `--contents`: inside a store path that is in some layer, no `..`. (That it is a
+/// real directory, reached without a symlink, is checked when it is read.)
 fn resolve_contents(
     store: &Store,
     contents: &[String],
     layers: &[StoreLayer],
-) -> Result<Vec<(String, PathBuf)>, ImageError> {
+) -> Result<Vec<ContentsDir>, ImageError> {
     let in_layers: BTreeSet<&StorePath> = layers
         .iter()
         .flat_map(|l| l.infos.iter().map(|i| &i.path.path))
@@ -147,10 +155,11 @@ fn resolve_contents(
                 "--contents '{text}' is in no layer (add it to the layers so its links resolve)"
             )));
         }
-        let physical = store
-            .physical_path(&path)
-            .join(tail.trim_start_matches('/'));
-        out.push((text.trim_end_matches('/').to_string(), physical));
+        out.push(ContentsDir {
+            logical: text.trim_end_matches('/').to_string(),
+            store_dir: store.physical_store_dir(),
+            rel: Path::new(&path.base_name()).join(tail.trim_start_matches('/')),
+        });
     }
     Ok(out)
 }
@@ -181,97 +190,6 @@ fn inputs_hash(
     });
     let bytes = serde_json::to_vec(&doc).map_err(|e| ImageError::Stream(e.to_string()))?;
     Ok(hex(&Sha256::digest(bytes))[..32].to_string())
-}
-
-/// The output being written, removed unless [`Target::persist`] is reached.
-enum Target {
-    Stdout(File),
-    File(tempfile::NamedTempFile, PathBuf),
-    Dir(tempfile::TempDir, PathBuf),
-}
-
-impl Target {
-    fn open(output: &Output, format: Format, mtime: u64) -> Result<(Target, Sink), ImageError> {
-        let stream = |e: io::Error| ImageError::Stream(e.to_string());
-        match output {
-            Output::Dir(dir) => {
-                if format != Format::OciDir {
-                    return Err(ImageError::Invalid(
-                        "a directory output needs --format oci-dir".into(),
-                    ));
-                }
-                if fs::symlink_metadata(dir).is_ok() {
-                    return Err(ImageError::Invalid(format!(
-                        "'{}' exists; oci-dir output makes a new directory",
-                        dir.display()
-                    )));
-                }
-                let parent = parent_of(dir);
-                let tmp = tempfile::Builder::new()
-                    .prefix(".mkimage-")
-                    .permissions(fs::Permissions::from_mode(0o777))
-                    .tempdir_in(&parent)
-                    .map_err(ImageError::io(&parent))?;
-                let sink = Sink::dir(tmp.path()).map_err(ImageError::io(tmp.path()))?;
-                Ok((Target::Dir(tmp, dir.clone()), sink))
-            }
-            _ if format == Format::OciDir => Err(ImageError::Invalid(
-                "--format oci-dir writes a directory: give -o DIR".into(),
-            )),
-            Output::File(path) => {
-                let parent = parent_of(path);
-                // 0666 less the umask, like any file a tool writes (not tempfile's 0600).
-                let tmp = tempfile::Builder::new()
-                    .prefix(".mkimage-")
-                    .permissions(fs::Permissions::from_mode(0o666))
-                    .tempfile_in(&parent)
-                    .map_err(ImageError::io(&parent))?;
-                let file = tmp.as_file().try_clone().map_err(stream)?;
-                let sink = Sink::tar(file, mtime).map_err(stream)?;
-                Ok((Target::File(tmp, path.clone()), sink))
-            }
-            Output::Stdout => {
-                let file = tempfile::tempfile().map_err(stream)?;
-                let sink = Sink::tar(file.try_clone().map_err(stream)?, mtime).map_err(stream)?;
-                Ok((Target::Stdout(file), sink))
-            }
-        }
-    }
-
-    fn persist(self) -> Result<(), ImageError> {
-        match self {
-            Target::Stdout(mut file) => {
-                file.seek(SeekFrom::Start(0))
-                    .map_err(|e| ImageError::Stream(e.to_string()))?;
-                let stdout = io::stdout();
-                let mut out = stdout.lock();
-                io::copy(&mut file, &mut out)
-                    .and_then(|_| out.flush())
-                    .map_err(|e| ImageError::Stream(format!("stdout: {e}")))?;
-                Ok(())
-            }
-            Target::File(tmp, path) => {
-                tmp.as_file().sync_all().map_err(ImageError::io(&path))?;
-                tmp.persist(&path)
-                    .map_err(|e| ImageError::io(&path)(e.error))?;
-                Ok(())
-            }
-            Target::Dir(tmp, path) => {
-                let kept = tmp.keep();
-                fs::rename(&kept, &path).map_err(|e| {
-                    let _ = fs::remove_dir_all(&kept);
-                    ImageError::io(&path)(e)
-                })
-            }
-        }
-    }
-}
-
-fn parent_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 struct Progress {
@@ -337,23 +255,24 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
         perms: spec.perms.clone(),
         ignore_collisions: spec.ignore_collisions,
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("mkimage-root-")
-        .tempdir()
-        .map_err(stream)?;
-    // Traversable, so extra commands run as nobody can reach the root.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(scratch.path(), fs::Permissions::from_mode(0o711))
-            .map_err(ImageError::io(scratch.path()))?;
-    }
+    // Locked and registered: removed on an error or a signal, reclaimed after a kill.
+    let tmpdir = std::env::temp_dir();
+    reclaim(&tmpdir, SCRATCH_PREFIX);
+    let scratch = Temp::dir(&tmpdir, SCRATCH_PREFIX).map_err(ImageError::io(&tmpdir))?;
+    // Traversable, so extra commands run as nobody can reach the root (but not rename it).
+    fs::set_permissions(scratch.path(), fs::Permissions::from_mode(0o711))
+        .map_err(ImageError::io(scratch.path()))?;
     let root = scratch.path().join("root");
     fs::create_dir(&root).map_err(ImageError::io(&root))?;
     symlink_join(&custom.contents, &root, custom.ignore_collisions)?;
+    let mut file_owner = None;
     if let Some(script) = &custom.extra_commands {
         run_extra_commands(script, &root, spec.owner.mtime)?;
+        if rustix::process::geteuid().is_root() {
+            file_owner = Some(NOBODY);
+        }
     }
-    let entries = root_entries(&root, &custom.perms, spec.owner.mtime)?;
+    let entries = root_entries(&root, &custom.perms, spec.owner.mtime, file_owner)?;
 
     let (target, mut sink) = Target::open(output, spec.format, spec.owner.mtime)?;
     let progress = Progress {
@@ -392,12 +311,16 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
         let refs: Vec<&PathInfo> = layer.infos.iter().collect();
         let key = layer_key(spec.compression.name(), &spec.owner, store_dir, &refs);
         let hit = cache.as_ref().and_then(|c| c.get(&key));
+        // A cached blob is used only if its bytes hash to its digest (checked while copied).
+        let hit = match hit {
+            Some((rec, blob)) => sink
+                .copy_blob(&blob, &rec.digest, rec.size)
+                .map_err(ImageError::io(&blob))?
+                .then_some(rec),
+            None => None,
+        };
         let (rec, cached) = match hit {
-            Some((rec, blob)) => {
-                sink.copy_blob(&blob, &rec.digest, rec.size)
-                    .map_err(ImageError::io(&blob))?;
-                (rec, true)
-            }
+            Some(rec) => (rec, true),
             None => {
                 let phys: Vec<(String, PathBuf)> = layer
                     .infos
@@ -408,23 +331,15 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
                     phys.iter().map(|(l, p)| (l.clone(), p.as_path())).collect();
                 let entries = super::layer::store_layer_entries(store_dir, &pairs, &spec.owner)?;
                 store_bytes_read += entries.iter().map(|e| e.size()).sum::<u64>();
-                let mut temp = match &cache {
+                let temp = match &cache {
                     Some(c) => Some(c.create_temp().map_err(stream)?),
                     None => None,
                 };
                 sink.begin_blob().map_err(stream)?;
                 let info = {
-                    let copy = temp.as_mut().map(|(_, f)| f as &mut (dyn Write + Send));
-                    stream_layer(&entries, spec.compression, sink.blob_writer(), copy)
-                };
-                let info = match info {
-                    Ok(info) => info,
-                    Err(e) => {
-                        if let Some((p, _)) = temp {
-                            let _ = fs::remove_file(p);
-                        }
-                        return Err(e);
-                    }
+                    let mut file = temp.as_ref().map(|t| t.file_handle());
+                    let copy = file.as_mut().map(|f| f as &mut (dyn Write + Send));
+                    stream_layer(&entries, spec.compression, sink.blob_writer(), copy)?
                 };
                 sink.end_blob(&info.digest, info.size).map_err(stream)?;
                 let rec = CachedLayer {
@@ -432,9 +347,8 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
                     digest: info.digest,
                     size: info.size,
                 };
-                if let (Some(c), Some((p, f))) = (&cache, temp) {
-                    drop(f);
-                    c.commit(&key, &p, &rec).map_err(stream)?;
+                if let (Some(c), Some(t)) = (&cache, temp) {
+                    c.commit(&key, t, &rec).map_err(stream)?;
                 }
                 (rec, false)
             }
@@ -460,7 +374,6 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
     sink.begin_blob().map_err(stream)?;
     let info = stream_layer(&entries, spec.compression, sink.blob_writer(), None)?;
     sink.end_blob(&info.digest, info.size).map_err(stream)?;
-    make_writable(&root);
     drop(scratch);
     reports.push(LayerReport {
         source: LayerSource::Customisation,
@@ -563,14 +476,4 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
         manifest_digest: format!("sha256:{manifest_digest}"),
         store_bytes_read,
     })
-}
-
-/// Extra commands may leave read-only directories; make the scratch root removable.
-fn make_writable(root: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    for entry in walkdir::WalkDir::new(root).into_iter().flatten() {
-        if entry.file_type().is_dir() {
-            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755));
-        }
-    }
 }

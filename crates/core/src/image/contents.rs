@@ -1,19 +1,32 @@
 //! The customisation layer: `--contents` store paths symlink-joined into a scratch root the
-//! way nixpkgs' `symlinkJoin` (lndir) does it, `--extra-commands` run by bash in that root as
-//! the invoking user, and the tree then turned into normalised layer entries whose ownership
-//! and modes come from `--perms` rules instead of fakeroot.
+//! way nixpkgs' `symlinkJoin` (lndir) does it, `--extra-commands` run by bash in that root,
+//! unprivileged and contained, and the tree then turned into normalised layer entries whose
+//! ownership and modes come from `--perms` rules instead of fakeroot.
+//!
+//! Both trees are read without following a symlink (see `beneath`): a `--contents` path must
+//! be a real directory inside the store (a symlink on the way is refused, not followed out of
+//! the store), and the root the extra commands wrote is described from descriptors opened with
+//! `O_NOFOLLOW`, so nothing they leave can make mkimage, often root, read another file. When
+//! mkimage is root the commands run as nobody, in a PID namespace and a process group of their
+//! own; everything they started is killed when the script ends.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::str::FromStr;
 
 use regex::Regex;
 
 use super::ImageError;
-use super::tar::{Entry, EntryKind, Owner};
+use super::beneath::{self, Node};
+use super::tar::{Entry, EntryKind, Owner, Source};
+use super::temp;
 
 /// One `--perms 'REGEX MODE UID GID'` rule. The regex must match a whole path as it is in the
 /// image (`/etc/shadow`, `/tmp`); `-` keeps that field's default. Later rules win.
@@ -72,11 +85,22 @@ impl FromStr for PermRule {
     }
 }
 
+/// A `--contents` directory: a store path, or a directory inside one.
+#[derive(Debug, Clone)]
+pub struct ContentsDir {
+    /// As given, without a trailing `/` (`/nix/store/…-app`, `/nix/store/…-app/share`).
+    pub logical: String,
+    /// The physical store directory (`<store root>/nix/store`).
+    pub store_dir: PathBuf,
+    /// Below `store_dir`: the store path's name, then the directories inside it.
+    pub rel: PathBuf,
+}
+
 /// What goes into the customisation layer.
 #[derive(Debug, Clone, Default)]
 pub struct Customisation {
-    /// `(logical path, physical path)` of each `--contents` path, in order.
-    pub contents: Vec<(String, PathBuf)>,
+    /// Each `--contents` directory, in order.
+    pub contents: Vec<ContentsDir>,
     pub extra_commands: Option<String>,
     pub perms: Vec<PermRule>,
     /// Keep the first of two colliding files (what `symlinkJoin` does) instead of failing.
@@ -86,23 +110,32 @@ pub struct Customisation {
 /// Symlink-join `contents` into `root` (an empty directory): directories become real
 /// directories, merged; a file becomes a symlink to its logical store path; a symlink is copied
 /// with the same target. Two contents putting different things at one path is an error unless
-/// `ignore_collisions`, when the first stays.
+/// `ignore_collisions`, when the first stays. The store is read without following symlinks: a
+/// contents path that is (or goes through) a symlink is an error.
 pub fn symlink_join(
-    contents: &[(String, PathBuf)],
+    contents: &[ContentsDir],
     root: &Path,
     ignore_collisions: bool,
 ) -> Result<(), ImageError> {
     let mut owners: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for (logical, physical) in contents {
-        let meta = fs::symlink_metadata(physical).map_err(ImageError::io(physical))?;
-        if !meta.is_dir() {
-            return Err(ImageError::Invalid(format!(
-                "--contents '{logical}' is not a directory (symlinkJoin merges directories)"
-            )));
-        }
+    for c in contents {
+        let not_dir =
+            [rustix::io::Errno::LOOP, rustix::io::Errno::NOTDIR].map(|e| Some(e.raw_os_error()));
+        let failed = |e: io::Error| {
+            if not_dir.contains(&e.raw_os_error()) {
+                ImageError::Invalid(format!(
+                    "--contents '{}' is not a directory in the store (symlinkJoin merges directories; a symlink on the way is not followed)",
+                    c.logical
+                ))
+            } else {
+                ImageError::Invalid(format!("--contents '{}': {e}", c.logical))
+            }
+        };
+        let store = beneath::open_root(&c.store_dir).map_err(ImageError::io(&c.store_dir))?;
+        let dir = beneath::open_dir_below(&store, &c.rel).map_err(failed)?;
         join_dir(
-            physical,
-            logical,
+            &dir,
+            &c.logical,
             root,
             Path::new(""),
             &mut owners,
@@ -113,26 +146,19 @@ pub fn symlink_join(
 }
 
 fn join_dir(
-    src: &Path,
+    dir: &OwnedFd,
     logical: &str,
     root: &Path,
     rel: &Path,
     owners: &mut BTreeMap<PathBuf, String>,
     ignore: bool,
 ) -> Result<(), ImageError> {
-    let dir = src.join(rel);
-    let mut names: Vec<_> = fs::read_dir(&dir)
-        .map_err(ImageError::io(&dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(ImageError::io(&dir))?;
-    names.sort();
-    for name in names {
+    let here = Path::new(logical).join(rel);
+    for name in beneath::list(dir).map_err(ImageError::io(&here))? {
         let rel = rel.join(&name);
-        let s = src.join(&rel);
         let d = root.join(&rel);
         let shown = Path::new("/").join(&rel);
-        let meta = fs::symlink_metadata(&s).map_err(ImageError::io(&s))?;
+        let node = beneath::open_entry(dir, &name).map_err(ImageError::io(&here.join(&name)))?;
         let existing = fs::symlink_metadata(&d).ok();
         let collision = |owners: &BTreeMap<PathBuf, String>| {
             ImageError::Invalid(format!(
@@ -141,23 +167,22 @@ fn join_dir(
                 owners.get(&rel).map_or("extra files", String::as_str)
             ))
         };
-        if meta.is_dir() {
-            match existing {
-                None => fs::create_dir(&d).map_err(ImageError::io(&d))?,
-                Some(m) if m.is_dir() => {}
-                Some(_) if ignore => continue,
-                Some(_) => return Err(collision(owners)),
+        let target = match node {
+            Node::Dir(sub) => {
+                match existing {
+                    None => fs::create_dir(&d).map_err(ImageError::io(&d))?,
+                    Some(m) if m.is_dir() => {}
+                    Some(_) if ignore => continue,
+                    Some(_) => return Err(collision(owners)),
+                }
+                owners
+                    .entry(rel.clone())
+                    .or_insert_with(|| logical.to_string());
+                join_dir(&sub, logical, root, &rel, owners, ignore)?;
+                continue;
             }
-            owners
-                .entry(rel.clone())
-                .or_insert_with(|| logical.to_string());
-            join_dir(src, logical, root, &rel, owners, ignore)?;
-            continue;
-        }
-        let target = if meta.file_type().is_symlink() {
-            fs::read_link(&s).map_err(ImageError::io(&s))?
-        } else {
-            PathBuf::from(logical).join(&rel)
+            Node::Symlink(target) => PathBuf::from(OsString::from_vec(target)),
+            Node::File(..) | Node::Other(_) => PathBuf::from(logical).join(&rel),
         };
         match existing {
             None => {
@@ -175,18 +200,21 @@ fn join_dir(
 /// The user extra commands run as when mkimage runs as root.
 pub const NOBODY: u32 = 65534;
 
+/// Bytes of the commands' output searched for the last line of a failure.
+const OUTPUT_TAIL: u64 = 64 * 1024;
+
 /// Run `script` with `bash -e` in `root`, umask 022, `TZ=UTC`, `LC_ALL=C` and
 /// `SOURCE_DATE_EPOCH`, unprivileged: as the invoking user, or as nobody (65534:65534, no
-/// supplementary groups, the root chowned to it first) when that is root. Its output goes to
-/// stderr; if it fails, the error carries its last line.
+/// supplementary groups, the root chowned to it first) when that is root. It runs in a
+/// process group of its own (and, as root, a PID namespace of its own); when the script ends
+/// every process it started is killed. Its output goes to a file (no pipe a leftover process
+/// could hold open), then to stderr; if it fails, the error carries its last line.
 pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<(), ImageError> {
     use std::os::unix::process::CommandExt;
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    let as_root = rustix::process::geteuid().is_root();
     let mut cmd = Command::new("bash");
-    if fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-    {
+    if as_root {
         for entry in walkdir::WalkDir::new(root) {
             let entry = entry.map_err(|e| ImageError::Io {
                 path: root.to_path_buf(),
@@ -197,8 +225,9 @@ pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<(), I
         }
         cmd.uid(NOBODY).gid(NOBODY);
     }
-    let out = cmd
-        .arg("-e")
+    let stream = |e: io::Error| ImageError::Stream(e.to_string());
+    let mut log = tempfile::tempfile().map_err(stream)?;
+    cmd.arg("-e")
         .arg("-c")
         .arg(format!("umask 022\n{script}"))
         .current_dir(root)
@@ -209,32 +238,75 @@ pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<(), I
         .env("LC_ALL", "C")
         .env("SOURCE_DATE_EPOCH", mtime.to_string())
         .stdin(Stdio::null())
-        .output()
+        .stdout(log.try_clone().map_err(stream)?)
+        .stderr(log.try_clone().map_err(stream)?)
+        .process_group(0);
+    let status = run_contained(cmd, as_root)
         .map_err(|e| ImageError::Invalid(format!("--extra-commands: cannot run bash: {e}")))?;
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
+    // Only what was written by now: a process that escaped cannot keep this reading.
+    let len = log.metadata().map_err(stream)?.len();
+    if !status.success() {
+        let from = len.saturating_sub(OUTPUT_TAIL);
+        log.seek(SeekFrom::Start(from)).map_err(stream)?;
+        let mut tail = Vec::new();
+        (&mut log)
+            .take(len - from)
+            .read_to_end(&mut tail)
+            .map_err(stream)?;
+        let text = String::from_utf8_lossy(&tail);
         let last = text
             .lines()
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("no output");
         return Err(ImageError::Invalid(format!(
-            "--extra-commands failed ({}): {last}",
-            out.status
+            "--extra-commands failed ({status}): {last}"
         )));
     }
-    if !text.is_empty() {
-        eprint!("{text}");
-    }
+    log.seek(SeekFrom::Start(0)).map_err(stream)?;
+    io::copy(&mut (&mut log).take(len), &mut io::stderr().lock()).map_err(stream)?;
     Ok(())
+}
+
+/// Spawn `cmd` (which makes its own process group), wait for it, then SIGKILL its process
+/// group. With `new_pid_ns` (as root) it is spawned from a thread that first moved its future
+/// children into a new PID namespace: the script is that namespace's init, and when it ends
+/// the kernel kills every process left in it, even one that left the process group
+/// (`setsid`). Without the namespace (not root, or the kernel refused) the process group is
+/// what is killed. While it runs, [`temp::interrupted`] kills it too.
+fn run_contained(mut cmd: Command, new_pid_ns: bool) -> io::Result<ExitStatus> {
+    let runner = std::thread::spawn(move || {
+        if new_pid_ns {
+            // Affects only this thread's children; this thread spawns one and ends.
+            let _ = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID);
+        }
+        let mut child = cmd.spawn()?;
+        let pgid = child.id();
+        let _watch = temp::watch_group(pgid);
+        let status = child.wait();
+        temp::kill_process_group(pgid);
+        status
+    });
+    runner
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the thread running the commands panicked")))
 }
 
 /// The normalised entries of the tree under `root`, named relative to `/` without a leading
 /// `./` (`bin/`, `bin/hello`), in component-wise sorted order. Directories are 0755, files
 /// 0755 if any execute bit is set and 0644 otherwise, symlinks 0777, owner 0:0 with numeric
 /// names only; then every matching `--perms` rule applies in order.
-pub fn root_entries(root: &Path, perms: &[PermRule], mtime: u64) -> Result<Vec<Entry>, ImageError> {
+///
+/// The tree is read from descriptors (each entry opened with `O_NOFOLLOW` relative to its
+/// parent, described by `fstat`), and a file's bytes are later read only if it is still the
+/// file described. With `file_owner` (the extra commands' user), a regular file owned by
+/// anyone else is refused: that user can only have made it by hard-linking another's file.
+pub fn root_entries(
+    root: &Path,
+    perms: &[PermRule],
+    mtime: u64,
+    file_owner: Option<u32>,
+) -> Result<Vec<Entry>, ImageError> {
     let owner = Owner {
         uid: 0,
         gid: 0,
@@ -242,63 +314,104 @@ pub fn root_entries(root: &Path, perms: &[PermRule], mtime: u64) -> Result<Vec<E
         gname: String::new(),
         mtime,
     };
+    let top = beneath::open_root(root).map_err(ImageError::io(root))?;
     let mut out = Vec::new();
-    let walk = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by(|a, b| a.file_name().cmp(b.file_name()));
-    for item in walk {
-        let item = item.map_err(|e| ImageError::Io {
-            path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into(),
-        })?;
-        let path = item.path();
-        let rel = path.strip_prefix(root).unwrap_or(path);
-        let name = rel.as_os_str().as_encoded_bytes().to_vec();
-        let meta = fs::symlink_metadata(path).map_err(ImageError::io(path))?;
-        let ft = meta.file_type();
-        let (kind, mode) = if ft.is_dir() {
-            (EntryKind::Dir, 0o755)
-        } else if ft.is_symlink() {
-            let target = fs::read_link(path).map_err(ImageError::io(path))?;
-            let target = target.into_os_string().into_encoded_bytes();
-            (EntryKind::Symlink { target }, 0o777)
-        } else if ft.is_file() {
-            let mode = if meta.mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
+    let walk = Walk {
+        root,
+        perms,
+        owner: &owner,
+        file_owner,
+    };
+    walk.dir(&top, Path::new(""), &mut out)?;
+    Ok(out)
+}
+
+struct Walk<'a> {
+    root: &'a Path,
+    perms: &'a [PermRule],
+    owner: &'a Owner,
+    file_owner: Option<u32>,
+}
+
+impl Walk<'_> {
+    fn dir(&self, dir: &OwnedFd, rel: &Path, out: &mut Vec<Entry>) -> Result<(), ImageError> {
+        let shown_dir = Path::new("/").join(rel);
+        for name in beneath::list(dir).map_err(ImageError::io(&shown_dir))? {
+            let rel = rel.join(&name);
+            let shown = format!("/{}", rel.to_string_lossy());
+            let node = beneath::open_entry(dir, &name)
+                .map_err(|e| ImageError::Invalid(format!("customisation root: '{shown}': {e}")))?;
+            let name_bytes = rel.as_os_str().as_encoded_bytes().to_vec();
+            let mut sub = None;
+            let (kind, mode) = match node {
+                Node::Dir(fd) => {
+                    sub = Some(fd);
+                    (EntryKind::Dir, 0o755)
+                }
+                Node::Symlink(target) => (EntryKind::Symlink { target }, 0o777),
+                Node::File(_, st) => {
+                    if let Some(uid) = self.file_owner
+                        && st.st_uid != uid
+                    {
+                        return Err(ImageError::Invalid(format!(
+                            "customisation root: '{shown}' is owned by uid {}, not by the extra commands' user {uid} (a hard link to another user's file?)",
+                            st.st_uid
+                        )));
+                    }
+                    let mode = if st.st_mode & 0o111 != 0 {
+                        0o755
+                    } else {
+                        0o644
+                    };
+                    let source = Source::Below {
+                        root: self.root.to_path_buf(),
+                        rel: rel.clone(),
+                        dev: st.st_dev,
+                        ino: st.st_ino,
+                    };
+                    let size = u64::try_from(st.st_size).unwrap_or(0);
+                    (EntryKind::File { source, size }, mode)
+                }
+                Node::Other(ft) => {
+                    return Err(ImageError::Invalid(format!(
+                        "customisation root: '{shown}' is {}, not a file, directory or symlink",
+                        beneath::kind_name(ft)
+                    )));
+                }
             };
-            let size = meta.len();
-            let source = path.to_path_buf();
-            (EntryKind::File { source, size }, mode)
-        } else {
-            return Err(ImageError::Invalid(format!(
-                "customisation root: '/{}' is not a file, directory or symlink",
-                rel.display()
-            )));
-        };
-        let mut entry = Entry::new(name, kind, mode, &owner);
-        let shown = format!("/{}", rel.to_string_lossy());
-        for rule in perms.iter().filter(|r| r.regex.is_match(&shown)) {
-            if let Some(m) = rule.mode {
-                entry.mode = m;
+            let mut entry = Entry::new(name_bytes, kind, mode, self.owner);
+            for rule in self.perms.iter().filter(|r| r.regex.is_match(&shown)) {
+                if let Some(m) = rule.mode {
+                    entry.mode = m;
+                }
+                if let Some(u) = rule.uid {
+                    entry.uid = u;
+                }
+                if let Some(g) = rule.gid {
+                    entry.gid = g;
+                }
             }
-            if let Some(u) = rule.uid {
-                entry.uid = u;
-            }
-            if let Some(g) = rule.gid {
-                entry.gid = g;
+            out.push(entry);
+            if let Some(fd) = sub {
+                self.dir(&fd, &rel, out)?;
             }
         }
-        out.push(entry);
+        Ok(())
     }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The contents directory `rel` of a "store" at `store`, named `/nix/store/<rel>`.
+    fn dir(store: &Path, rel: &str) -> ContentsDir {
+        ContentsDir {
+            logical: format!("/nix/store/{rel}"),
+            store_dir: store.to_path_buf(),
+            rel: PathBuf::from(rel),
+        }
+    }
 
     fn tree(root: &Path, files: &[(&str, &str)]) {
         for (rel, body) in files {
@@ -329,10 +442,7 @@ mod tests {
         symlink("x", b.join("bin/z")).unwrap();
         let root = t.path().join("root");
         fs::create_dir(&root).unwrap();
-        let contents = vec![
-            ("/nix/store/a".to_string(), a.clone()),
-            ("/nix/store/b".to_string(), b.clone()),
-        ];
+        let contents = vec![dir(t.path(), "a"), dir(t.path(), "b")];
         symlink_join(&contents, &root, false).unwrap();
         assert!(fs::symlink_metadata(root.join("bin")).unwrap().is_dir());
         assert_eq!(
@@ -344,7 +454,7 @@ mod tests {
             Path::new("/nix/store/b/bin/y")
         );
         assert_eq!(fs::read_link(root.join("bin/z")).unwrap(), Path::new("x"));
-        let names: Vec<String> = root_entries(&root, &[], 1)
+        let names: Vec<String> = root_entries(&root, &[], 1, None)
             .unwrap()
             .iter()
             .map(|e| String::from_utf8(e.name.clone()).unwrap())
@@ -370,10 +480,7 @@ mod tests {
         let b = t.path().join("b");
         tree(&a, &[("bin/x", "1")]);
         tree(&b, &[("bin/x", "2")]);
-        let contents = vec![
-            ("/nix/store/a".to_string(), a),
-            ("/nix/store/b".to_string(), b),
-        ];
+        let contents = vec![dir(t.path(), "a"), dir(t.path(), "b")];
         let root = t.path().join("root");
         fs::create_dir(&root).unwrap();
         let err = symlink_join(&contents, &root, false).unwrap_err();
@@ -394,7 +501,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(t.path().join("bin/run"), fs::Permissions::from_mode(0o700)).unwrap();
         let rules = vec!["/etc/shadow 0600 0 42".parse().unwrap()];
-        let entries = root_entries(t.path(), &rules, 5).unwrap();
+        let entries = root_entries(t.path(), &rules, 5, None).unwrap();
         let find = |n: &str| entries.iter().find(|e| e.name == n.as_bytes()).unwrap();
         assert_eq!(find("bin/run").mode, 0o755);
         assert_eq!(
@@ -415,6 +522,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fs::read_to_string(t.path().join("tmp/f")).unwrap(), "hi\n");
+        use std::os::unix::fs::MetadataExt;
         let me = fs::metadata("/proc/self").unwrap().uid();
         let expected = if me == 0 { NOBODY } else { me };
         let uid = fs::read_to_string(t.path().join("uid")).unwrap();
@@ -423,5 +531,102 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("boom") && !err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn contents_through_a_symlink_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let host = t.path().join("host");
+        tree(&host, &[("sub/host-file", "h")]);
+        let store = t.path().join("store");
+        fs::create_dir_all(store.join("a")).unwrap();
+        symlink(&host, store.join("a/out")).unwrap();
+        symlink(&host, store.join("link")).unwrap();
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        for rel in ["a/out", "a/out/sub", "link", "link/sub"] {
+            let err = symlink_join(&[dir(&store, rel)], &root, false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("is not a directory in the store"),
+                "{rel}: {err}"
+            );
+        }
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
+        // The store path itself: its symlink stays a symlink.
+        symlink_join(&[dir(&store, "a")], &root, false).unwrap();
+        assert_eq!(fs::read_link(root.join("out")).unwrap(), host);
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_after_it_was_described_is_not_read() {
+        let t = tempfile::tempdir().unwrap();
+        let secret = t.path().join("secret");
+        fs::write(&secret, "SECRET-BYTES").unwrap();
+        let root = t.path().join("root");
+        tree(&root, &[("etc/f", "decoy-bytes!")]);
+        let entries = root_entries(&root, &[], 1, None).unwrap();
+        // Between the look and the read, the file becomes a symlink to the secret.
+        fs::rename(root.join("etc/f"), t.path().join("old")).unwrap();
+        symlink(&secret, root.join("etc/f")).unwrap();
+        let mut out = Vec::new();
+        let err = super::super::tar::write_layer(&entries, &mut out).unwrap_err();
+        assert!(err.to_string().contains("changed while"), "{err}");
+        assert!(!out.windows(6).any(|w| w == b"SECRET"));
+        // And the directory above it swapped for a symlink to a directory with an 'f'.
+        let entries = {
+            fs::remove_file(root.join("etc/f")).unwrap();
+            fs::write(root.join("etc/f"), "decoy-bytes!").unwrap();
+            root_entries(&root, &[], 1, None).unwrap()
+        };
+        let elsewhere = t.path().join("elsewhere");
+        tree(&elsewhere, &[("f", "SECRET-BYTES")]);
+        fs::rename(root.join("etc"), t.path().join("old-etc")).unwrap();
+        symlink(&elsewhere, root.join("etc")).unwrap();
+        let mut out = Vec::new();
+        assert!(super::super::tar::write_layer(&entries, &mut out).is_err());
+        assert!(!out.windows(6).any(|w| w == b"SECRET"));
+    }
+
+    #[test]
+    fn files_not_owned_by_the_commands_user_are_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        tree(t.path(), &[("mine", "m")]);
+        let me = fs::metadata(t.path().join("mine")).unwrap().uid();
+        root_entries(t.path(), &[], 1, Some(me)).unwrap();
+        let err = root_entries(t.path(), &[], 1, Some(me + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'/mine' is owned by uid"), "{err}");
+    }
+
+    #[test]
+    fn background_processes_are_killed_when_the_script_ends() {
+        let t = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(t.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let start = std::time::Instant::now();
+        // One job holds the output open for a minute, one would write a file later, one
+        // leaves the process group first.
+        run_extra_commands(
+            "sleep 60 & (sleep 0.5; touch late) & setsid sh -c 'sleep 0.5; touch later' &",
+            t.path(),
+            1,
+        )
+        .unwrap();
+        assert!(start.elapsed().as_secs() < 30);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(
+            !t.path().join("late").exists(),
+            "a background job outlived the script"
+        );
+        if rustix::process::geteuid().is_root() {
+            assert!(
+                !t.path().join("later").exists(),
+                "setsid escaped the PID namespace"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::ImageError;
 use super::archive::{Digester, Tee};
-use super::tar::{Entry, EntryKind, Owner, write_layer};
+use super::tar::{Entry, EntryKind, Owner, Source, write_layer};
 use crate::pipeline::with_background_sink;
 
 /// The pinned zstd level (`--compress zstd`).
@@ -100,7 +100,7 @@ pub fn store_layer_entries(
                 }
             } else if ft.is_file() {
                 EntryKind::File {
-                    source: path.to_path_buf(),
+                    source: Source::Path(path.to_path_buf()),
                     size: meta.len(),
                 }
             } else {

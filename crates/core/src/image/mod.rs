@@ -7,17 +7,23 @@
 //! Modules: [`tar`] the normalised layer writer, [`layer`] store layer entries and the blob
 //! pipeline, [`contents`] the customisation layer, [`config`] the JSON documents, [`archive`]
 //! the output layouts, [`cache`] the layer cache; `build` runs them after the pre-flight
-//! checks of [`check`].
+//! checks of [`check`]. Hostile input is kept out by `beneath` (trees read without following
+//! symlinks), [`input`] (bounded reads), `output` (what `-o` may replace) and `temp`
+//! (temporary files and processes that never outlive a build, see [`interrupted`]).
 
 pub mod archive;
 mod base;
+mod beneath;
 mod build;
 pub mod cache;
 pub mod check;
 pub mod config;
 pub mod contents;
+pub mod input;
 pub mod layer;
+mod output;
 pub mod tar;
+mod temp;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,6 +31,7 @@ use std::path::{Path, PathBuf};
 pub use archive::Format;
 pub use build::{BuildReport, LayerReport, LayerSource, build};
 pub use layer::Compression;
+pub use temp::interrupted;
 
 use crate::store::StoreError;
 use config::ContainerConfig;
@@ -62,7 +69,9 @@ impl ImageError {
 pub enum Output {
     /// Standard output (the image is assembled in an unlinked temporary file first).
     Stdout,
-    /// A file, written to a temporary name in its directory and renamed when complete.
+    /// `-o PATH`: a regular file (or a new one) is written to a temporary name in its
+    /// directory and renamed over it when complete; a FIFO, a character device or a `/proc`
+    /// link (`/dev/stdout`) is written as a stream; a symlink is written through.
     File(PathBuf),
     /// A new OCI layout directory (`--format oci-dir`), renamed into place when complete.
     Dir(PathBuf),

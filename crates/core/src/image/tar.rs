@@ -12,12 +12,62 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Tar block size.
 pub const BLOCK: u64 = 512;
 /// Tar record size: the archive is padded to a multiple of this.
 pub const RECORD: u64 = 10240;
+
+/// Where a regular file's bytes are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file at a path (a store file); a symlink in its last component is not followed.
+    Path(PathBuf),
+    /// The file `rel` below the directory `root`, which others could change while the layer
+    /// is written (the customisation root): opened component by component without following
+    /// a symlink, and read only if it is still the file `dev`/`ino` that was described.
+    Below {
+        root: PathBuf,
+        rel: PathBuf,
+        dev: u64,
+        ino: u64,
+    },
+}
+
+impl Source {
+    /// The path, for messages.
+    pub fn display(&self) -> std::path::Display<'_> {
+        match self {
+            Source::Path(p) => p.display(),
+            Source::Below { rel, .. } => rel.display(),
+        }
+    }
+
+    /// Open for reading, never through a symlink where the kind says so; must be a regular
+    /// file.
+    fn open(&self) -> io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match self {
+            Source::Path(path) => {
+                let file = File::options()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(path)?;
+                if !file.metadata()?.is_file() {
+                    return Err(io::Error::other("not a regular file"));
+                }
+                Ok(file)
+            }
+            Source::Below {
+                root,
+                rel,
+                dev,
+                ino,
+            } => super::beneath::open_file_below(root, rel, *dev, *ino),
+        }
+    }
+}
 
 /// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +75,7 @@ pub enum EntryKind {
     Dir,
     /// A regular file: its bytes are read from `source`, exactly `size` of them.
     File {
-        source: PathBuf,
+        source: Source,
         size: u64,
     },
     Symlink {
@@ -274,8 +324,9 @@ pub fn layer_size(entries: &[Entry]) -> u64 {
 }
 
 /// Write the layer archive: each entry's header and contents, two zero blocks, and zeros up to
-/// a whole record. Each file is opened once and exactly its `lstat` size is copied; a file
-/// that is shorter than that (changed while read) is an error. Returns the bytes written.
+/// a whole record. Each file is opened once (never through a symlink in its last component,
+/// nor anywhere for [`Source::Below`]) and exactly its described size is copied; a file that
+/// is shorter than that (changed while read) is an error. Returns the bytes written.
 pub fn write_layer(entries: &[Entry], out: &mut dyn Write) -> io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut n = 0u64;
@@ -299,9 +350,9 @@ pub fn write_layer(entries: &[Entry], out: &mut dyn Write) -> io::Result<u64> {
     Ok(n + tail)
 }
 
-fn copy_exact(source: &Path, size: u64, buf: &mut [u8], out: &mut dyn Write) -> io::Result<()> {
+fn copy_exact(source: &Source, size: u64, buf: &mut [u8], out: &mut dyn Write) -> io::Result<()> {
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", source.display()));
-    let mut file = File::open(source).map_err(with_path)?;
+    let mut file = source.open().map_err(with_path)?;
     let mut left = size;
     while left > 0 {
         let want = (buf.len() as u64).min(left) as usize;
@@ -393,7 +444,7 @@ mod tests {
             Entry::new(
                 b"/nix/f".to_vec(),
                 EntryKind::File {
-                    source: f,
+                    source: Source::Path(f),
                     size: 1000,
                 },
                 0o444,
@@ -430,7 +481,7 @@ mod tests {
         let e = Entry::new(
             b"f".to_vec(),
             EntryKind::File {
-                source: f,
+                source: Source::Path(f),
                 size: 10,
             },
             0o444,
