@@ -248,7 +248,7 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
         }
     };
 
-    let mut read = |file: &str| std::fs::read(ctx.physical_of(file));
+    let mut read = |file: &str| strata_core::wrapper::read_contents_file(&ctx.physical_of(file));
     match (&common.tree, &store) {
         (Some(dir), _) => {
             let out = std::path::absolute(dir)

@@ -191,3 +191,34 @@ fn bad_packages_fail_cleanly() {
     }
     assert!(tree_listing(&root.path().join("nix/store")).is_empty());
 }
+
+#[test]
+fn control_members_that_expand_without_bound_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // Two bombs that compress to little: a control file of 200 MB, and a control.tar whose
+    // first member is 100 MB of zeros. Real control files are a few KiB.
+    bash_in(
+        work.path(),
+        "printf '2.0\\n' > debian-binary\n\
+         mkdir empty; tar -C empty -cJf data.tar.xz .\n\
+         mkdir big-control junk\n\
+         { printf 'Package: bomb\\nVersion: 1\\nArchitecture: all\\nDescription: x\\n '; head -c 200000000 /dev/zero | tr '\\0' a; echo; } > big-control/control\n\
+         tar -C big-control -czf control.tar.gz ./control\n\
+         ar qc big-control.deb debian-binary control.tar.gz data.tar.xz\n\
+         head -c 100000000 /dev/zero > junk/aaa\n\
+         printf 'Package: bomb\\nVersion: 1\\nArchitecture: all\\nDescription: x\\n' > junk/control\n\
+         rm control.tar.gz; tar -C junk -czf control.tar.gz ./aaa ./control\n\
+         ar qc junk-first.deb debian-binary control.tar.gz data.tar.xz",
+    );
+    for (deb, needle) in [
+        ("big-control.deb", "control file is larger than 1 MiB"),
+        ("junk-first.deb", "control.tar is larger than 64 MiB"),
+    ] {
+        let out = run(tool("store-add", root.path())
+            .arg("--deb")
+            .arg(work.path().join(deb)));
+        fails_with(&out, 1, &[deb, needle]);
+    }
+    assert!(tree_listing(&root.path().join("nix/store")).is_empty());
+}

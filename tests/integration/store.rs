@@ -505,6 +505,26 @@ fn bad_input_fails_cleanly() {
 }
 
 #[test]
+fn store_dirs_that_climb_out_of_the_root_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("a/b/root");
+    std::fs::write(work.path().join("f"), "x").unwrap();
+    for dir in [
+        "/../../x",
+        "/nix/../../x",
+        "/nix/./store",
+        "nix/store",
+        "/nix//store",
+    ] {
+        let out = run(tool("store-add", &root)
+            .args(["--store-dir", dir])
+            .arg(work.path().join("f")));
+        fails_with(&out, 1, &[dir, "canonical"]);
+    }
+    assert_eq!(tree_listing(work.path()), ["f"], "something was written");
+}
+
+#[test]
 fn unreadable_file_fails_cleanly() {
     // As root every file is readable, so read it as an unprivileged user.
     let root = tempfile::tempdir().unwrap();

@@ -627,6 +627,13 @@ fn bad_input_is_refused_with_one_line_and_nothing_written() {
         (&["--chdir"], 2, "--chdir: missing operand DIR"),
         (&["--argv0", ""], 2, "--argv0: empty name"),
         (&["--add-flags", "a\nb"], 2, "newline"),
+        (&["--add-flags", "-x; id"], 2, "shell control operator"),
+        (&["--append-flags", "$(id)"], 2, "command substitution"),
+        (
+            &["--prefix-contents", "V", ":", "/dev/zero"],
+            1,
+            "cannot use '/dev/zero': not a regular file",
+        ),
         (
             &["--prefix-contents", "V", ":", "missing-file"],
             1,
@@ -766,6 +773,24 @@ fn bad_input_is_refused_with_one_line_and_nothing_written() {
             "--jre",
         ),
     ];
+    // An operand that looks like a store path but climbs out of it to a host file.
+    let climbing = "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello/../../../usr/bin/id";
+    for args in [
+        vec![
+            "--store-root",
+            root_s,
+            "wrap",
+            "--bash",
+            climbing,
+            climbing,
+            "w",
+        ],
+        vec!["wrap", "--tree", tree_s, "--bash", "/usr", climbing, "w"],
+    ] {
+        let out = mkwrapper(&args, work.path());
+        one_line_error(&out, 2, "is not a canonical path");
+        assert!(!tree.exists() && !root.exists(), "{args:?}");
+    }
     for (args, code, msg) in tool_cases {
         let out = mkwrapper(args, work.path());
         one_line_error(&out, *code, msg);

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use flags::{Flag, FlagError, parse_flags};
 pub use java::{JavaApp, JavaMain};
-pub use script::{ReadFile, Script, render};
+pub use script::{CONTENTS_LIMIT, ReadFile, Script, read_contents_file, render};
 
 use crate::nix::store_path::{StorePath, check_name};
 use quote::bash_quote;

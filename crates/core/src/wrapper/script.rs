@@ -27,6 +27,29 @@ pub struct Script<'a> {
 /// Reads a `-contents` file when the wrapper is generated.
 pub type ReadFile<'r> = dyn FnMut(&str) -> io::Result<Vec<u8>> + 'r;
 
+/// How large a `-contents` file may be: it becomes part of the script (a value such as a
+/// class path or a list of directories), not a data file.
+pub const CONTENTS_LIMIT: u64 = 1 << 20;
+
+/// Read a `-contents` file: a regular file (not `/dev/zero`, a FIFO that never ends, or a
+/// directory) of at most [`CONTENTS_LIMIT`] bytes.
+pub fn read_contents_file(path: &std::path::Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut data = Vec::new();
+    file.take(CONTENTS_LIMIT + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > CONTENTS_LIMIT {
+        return Err(io::Error::other(format!(
+            "larger than {} KiB",
+            CONTENTS_LIMIT >> 10
+        )));
+    }
+    Ok(data)
+}
+
 /// Render the script. `read` is asked for the `-contents` files, in order.
 pub fn render(script: &Script<'_>, read: &mut ReadFile<'_>) -> Result<String, WrapperError> {
     check_shell(script.shell)?;
