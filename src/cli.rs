@@ -49,6 +49,26 @@ impl StoreArgs {
 pub enum Failure {
     Failed(String),
     Usage(String),
+    /// Whoever read stdout has gone (`… | head -1`): stop quietly, with exit 0, as the
+    /// reader asked for no more.
+    OutputClosed,
+}
+
+/// A failure to write stdout: a closed pipe ends the tool quietly, anything else is a failure.
+pub fn stdout_error(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Failure::OutputClosed
+    } else {
+        Failure::failed(format!("stdout: {e}"))
+    }
+}
+
+/// Like [`stdout_error`], for JSON written straight to stdout.
+pub fn stdout_json_error(e: serde_json::Error) -> Failure {
+    match e.io_error_kind() {
+        Some(io::ErrorKind::BrokenPipe) => Failure::OutputClosed,
+        _ => Failure::failed(format!("stdout: {e}")),
+    }
 }
 
 impl Failure {
@@ -74,6 +94,7 @@ pub fn run(tool: &str, body: impl FnOnce() -> Result<(), Failure>) -> ExitCode {
             let (msg, code) = match failure {
                 Failure::Failed(m) => (m, 1),
                 Failure::Usage(m) => (m, 2),
+                Failure::OutputClosed => return ExitCode::SUCCESS,
             };
             // One line, whatever the message holds.
             let line = msg.replace('\n', " ");
@@ -160,7 +181,7 @@ pub fn print_path_infos<'a>(infos: impl IntoIterator<Item = &'a PathInfo>) -> Re
     let mut out = io::stdout().lock();
     out.write_all(path_info_lines(infos).as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| Failure::failed(format!("stdout: {e}")))
+        .map_err(stdout_error)
 }
 
 /// Parse clap arguments, turning clap's own errors into our exit codes (help/version: 0,
@@ -270,7 +291,7 @@ impl Progress {
         let mut out = io::stdout().lock();
         out.write_all(text.as_bytes())
             .and_then(|()| out.flush())
-            .map_err(|e| Failure::failed(format!("stdout: {e}")))
+            .map_err(stdout_error)
     }
 }
 

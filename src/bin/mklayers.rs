@@ -123,10 +123,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     } else {
         layering.layers.serialize(&mut serializer)
     }
-    .map_err(|e| Failure::failed(format!("stdout: {e}")))?;
+    .map_err(cli::stdout_json_error)?;
     out.write_all(b"\n")
         .and_then(|()| out.flush())
-        .map_err(|e| Failure::failed(format!("stdout: {e}")))?;
+        .map_err(cli::stdout_error)?;
     // Freeing the graph path by path takes longer than the process exit that reclaims it.
     std::mem::forget(layering);
     std::mem::forget(graph);

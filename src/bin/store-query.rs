@@ -124,9 +124,12 @@ fn query(args: &Args) -> Result<(), Failure> {
                 &store.physical_path(&path),
                 &mut out,
                 &mut strata_core::nix::nar::NoVisitor,
-            )?;
-            out.flush()
-                .map_err(|e| Failure::failed(format!("stdout: {e}")))
+            )
+            .map_err(|e| match e {
+                strata_core::nix::nar::NarError::Write(e) => cli::stdout_error(e),
+                other => Failure::from(other),
+            })?;
+            out.flush().map_err(cli::stdout_error)
         }
         Command::Verify { repair } => {
             let report = store.verify(*repair)?;
@@ -169,5 +172,5 @@ fn write_stdout(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| Failure::failed(format!("stdout: {e}")))
+        .map_err(cli::stdout_error)
 }

@@ -2,7 +2,7 @@
 //! concurrency and crashes.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -679,4 +679,58 @@ fn progress_only_on_a_terminal() {
         !text[json_at..].contains("MiB read"),
         "progress after the result: {text:?}"
     );
+}
+
+/// `tool … | head -1`: the reader is gone before the tool writes; the tool stops quietly with
+/// exit 0, like a Unix filter, instead of reporting a broken pipe.
+#[test]
+fn a_closed_stdout_ends_the_tools_quietly() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    bash_in(work.path(), "for i in $(seq 1 50); do echo $i > f$i; done");
+    let info = &json_lines(&ok(&run(
+        tool("store-add", root.path()).arg(work.path().join("f1"))
+    )))[0];
+    let path = info["path"].as_str().unwrap().to_string();
+    let files: Vec<PathBuf> = (1..=50)
+        .map(|i| work.path().join(format!("f{i}")))
+        .collect();
+    let mut cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "store-add",
+            std::iter::once("--dry-run".to_string())
+                .chain(files.iter().map(|f| f.display().to_string()))
+                .collect(),
+        ),
+        ("store-query", vec!["closure".into(), path.clone()]),
+        ("store-query", vec!["dump".into(), path.clone()]),
+        ("store-query", vec!["list".into()]),
+    ];
+    let closure = work.path().join("closure.json");
+    std::fs::write(
+        &closure,
+        ok(&run(
+            tool("store-query", root.path()).args(["closure", &path])
+        )),
+    )
+    .unwrap();
+    cases.push(("mklayers", vec![closure.display().to_string()]));
+    for (name, args) in cases {
+        let mut child = tool(name, root.path())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).as_ref()
+            ),
+            (Some(0), ""),
+            "{name} {args:?}"
+        );
+    }
 }
