@@ -55,6 +55,7 @@ pub enum Failure {
 }
 
 /// A failure to write stdout: a closed pipe ends the tool quietly, anything else is a failure.
+#[allow(clippy::needless_pass_by_value)] // `map_err` hands the error over by value
 pub fn stdout_error(e: io::Error) -> Failure {
     if e.kind() == io::ErrorKind::BrokenPipe {
         Failure::OutputClosed
@@ -64,6 +65,7 @@ pub fn stdout_error(e: io::Error) -> Failure {
 }
 
 /// Like [`stdout_error`], for JSON written straight to stdout.
+#[allow(clippy::needless_pass_by_value)] // `map_err` hands the error over by value
 pub fn stdout_json_error(e: serde_json::Error) -> Failure {
     match e.io_error_kind() {
         Some(io::ErrorKind::BrokenPipe) => Failure::OutputClosed,
