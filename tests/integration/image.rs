@@ -1827,6 +1827,9 @@ struct StartFixture {
     origin_bad: String,
     script: String,
     noexec: String,
+    /// The host's `/usr/bin/env` and a script that runs `#!/usr/bin/env hello`.
+    envtool: String,
+    envscript: String,
 }
 
 const GREET_C: &str = r#"
@@ -1853,7 +1856,10 @@ fn start_fixture() -> &'static StartFixture {
         sh(&format!(
             r#"cd {w}
             mkdir -p libc/lib/x86_64-linux-gnu libc/lib64 dhello/bin greetlib/lib greeter/bin \
-                     origin-ok/bin origin-ok/lib origin-bad/bin script/bin noexec/bin
+                     origin-ok/bin origin-ok/lib origin-bad/bin script/bin noexec/bin \
+                     envtool/usr/bin envscript/bin
+            cp -L /usr/bin/env envtool/usr/bin/env
+            printf '#!/usr/bin/env hello\n' > envscript/bin/run-env.sh && chmod 755 envscript/bin/run-env.sh
             cp -L /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 libc/lib/x86_64-linux-gnu/
             ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 libc/lib64/ld-linux-x86-64.so.2
             gcc -O1 -o dhello/bin/dhello hello.c
@@ -1877,6 +1883,8 @@ fn start_fixture() -> &'static StartFixture {
             origin_bad: p("origin-bad"),
             script: p("script"),
             noexec: p("noexec"),
+            envtool: p("envtool"),
+            envscript: p("envscript"),
             _dir: dir,
             work,
             root,
@@ -2067,6 +2075,33 @@ fn start_check_scripts_need_their_interpreter_and_files_their_x_bit() {
         &[&fx.shello, &fx.script],
         &["--cmd", "/bin/run.sh"],
         "hello from strata: - /bin/run.sh",
+    );
+    // `#!/usr/bin/env hello`: env is there (with its loader and libc), hello must be in PATH.
+    let env_parts = [&fx.libc, &fx.envtool, &fx.envscript];
+    fx.refused(
+        "noenvprog",
+        &env_parts,
+        &env_parts,
+        &["--name", "a", "--cmd", "/bin/run-env.sh"],
+        &[
+            "'hello' (run by /usr/bin/env in /bin/run-env.sh) is in no directory of PATH=",
+            &format!("{} provides it", fx.shello),
+        ],
+    );
+    fx.refused(
+        "noenv",
+        &[&fx.shello, &fx.envscript],
+        &[&fx.shello, &fx.envscript],
+        &["--name", "a", "--cmd", "/bin/run-env.sh"],
+        &["/usr/bin/env (the interpreter of /bin/run-env.sh) is not in the image"],
+    );
+    let with_hello = [&fx.libc, &fx.envtool, &fx.envscript, &fx.shello];
+    fx.runs(
+        "envscript",
+        &with_hello,
+        &with_hello,
+        &["--cmd", "/bin/run-env.sh"],
+        "hello from strata: - /bin/run-env.sh",
     );
     fx.refused(
         "noexec",

@@ -217,3 +217,74 @@ pub(crate) fn read_head(file: &File, max: usize) -> io::Result<Vec<u8>> {
     buf.truncate(got);
     Ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A customisation root and a store with one path in the layers and one outside them.
+    fn image() -> (tempfile::TempDir, ImageFs) {
+        let dir = tempfile::tempdir().unwrap();
+        let (custom, store) = (dir.path().join("custom"), dir.path().join("store"));
+        let app = "00000000000000000000000000000000-app";
+        let other = "11111111111111111111111111111111-other";
+        for d in [
+            custom.join("bin"),
+            store.join(app).join("bin"),
+            store.join(other),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(store.join(app).join("bin/app"), b"app").unwrap();
+        std::fs::write(store.join(other).join("secret"), b"x").unwrap();
+        let link = |target: &str, at: &str| symlink(target, custom.join(at)).unwrap();
+        link(&format!("/nix/store/{app}/bin/app"), "bin/app");
+        link(
+            "../nix/store/../../nix/store/00000000000000000000000000000000-app/bin/app",
+            "bin/rel",
+        );
+        link(
+            &format!("{}/secret", store.join(other).display()),
+            "bin/host",
+        );
+        link(&format!("/nix/store/{other}/secret"), "bin/unlayered");
+        link("loop-b", "bin/loop-a");
+        link("loop-a", "bin/loop-b");
+        link("/etc/passwd", "bin/passwd");
+        let fs = ImageFs::open(&custom, &store, "/nix/store", [app.to_string()].into()).unwrap();
+        (dir, fs)
+    }
+
+    fn resolved(fs: &ImageFs, path: &str) -> Option<String> {
+        match fs.resolve(path).unwrap() {
+            Some(Found::File { path, .. }) => Some(path),
+            Some(Found::Dir(_)) => Some("dir".into()),
+            Some(Found::Other) => Some("other".into()),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn links_resolve_inside_the_image_never_on_the_host() {
+        let (_dir, fs) = image();
+        let app = Some("/nix/store/00000000000000000000000000000000-app/bin/app".to_string());
+        assert_eq!(resolved(&fs, "/bin/app"), app);
+        assert_eq!(resolved(&fs, "/bin/rel"), app);
+        assert_eq!(resolved(&fs, "/../bin/./app"), app);
+        assert_eq!(resolved(&fs, "/nix/store"), Some("dir".into()));
+        // A host path, a store path outside the layers, /etc/passwd: not in the image.
+        assert_eq!(resolved(&fs, "/bin/host"), None);
+        assert_eq!(resolved(&fs, "/bin/unlayered"), None);
+        assert_eq!(resolved(&fs, "/bin/passwd"), None);
+        assert_eq!(resolved(&fs, "/bin/app/x"), None);
+        let e = fs.resolve("/bin/loop-a").err().unwrap().to_string();
+        assert!(e.contains("more than 40 symlinks"), "{e}");
+        let root = fs.resolve("/").unwrap();
+        let Some(Found::Dir(view)) = root else {
+            panic!("/ is a directory")
+        };
+        let names: Vec<Vec<u8>> = fs.list(&view).into_iter().collect();
+        assert_eq!(names, vec![b"bin".to_vec(), b"nix".to_vec()]);
+    }
+}

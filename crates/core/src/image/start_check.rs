@@ -194,7 +194,7 @@ impl StartCheck<'_> {
         Err(self.cannot_start(&format!(
             "'{name}' ({role}) is in no directory of PATH={}{}",
             dirs.join(":"),
-            provided(provider.as_ref())
+            provided(provider.as_ref(), name)
         )))
     }
 
@@ -298,7 +298,11 @@ impl StartCheck<'_> {
                 );
             }
             None => {
-                return Err(self.not_in_image(&interp, &loader_role, std::slice::from_ref(&interp)));
+                return Err(self.not_in_image(
+                    &interp,
+                    &loader_role,
+                    std::slice::from_ref(&interp),
+                ));
             }
         }
         self.libraries(exe)
@@ -453,7 +457,7 @@ impl StartCheck<'_> {
         let provider = self.provider(candidates);
         self.cannot_start(&format!(
             "{path} ({role}) is not in the image{}",
-            provided(provider.as_ref())
+            provided(provider.as_ref(), path)
         ))
     }
 
@@ -497,8 +501,10 @@ impl StartCheck<'_> {
     }
 }
 
-fn provided(provider: Option<&(String, String)>) -> String {
+/// `; /nix/store/…-libc6 provides it`, with where when that is not `shown`.
+fn provided(provider: Option<&(String, String)>, shown: &str) -> String {
     match provider {
+        Some((store_path, at)) if at == shown => format!("; {store_path} provides it"),
         Some((store_path, at)) => format!("; {store_path} provides it (at {at})"),
         None => String::new(),
     }
