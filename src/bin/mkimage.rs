@@ -372,8 +372,13 @@ fn body(args: &Args) -> Result<(), Failure> {
                 l.size
             );
         }
+        let cached = report
+            .layers
+            .iter()
+            .filter(|l| matches!(l.source, LayerSource::Store { cached: true, .. }))
+            .count();
         eprintln!(
-            "mkimage: {} bytes of store files read",
+            "mkimage: {cached} store layers from the cache ({} bytes of store files read)",
             report.store_bytes_read
         );
     }
