@@ -93,12 +93,14 @@ struct Args {
     /// `StopSignal` (e.g. SIGTERM).
     #[arg(long, value_name = "SIGNAL")]
     stop_signal: Option<String>,
-    /// Creation time in the config: RFC 3339, `@SECONDS` or `now`.
-    #[arg(long, default_value = "1970-01-01T00:00:01Z", value_name = "TIME")]
-    created: String,
-    /// Modification time of every file in the layers: RFC 3339 or `@SECONDS`.
-    #[arg(long, default_value = "1970-01-01T00:00:01Z", value_name = "TIME")]
-    mtime: String,
+    /// Creation time in the config: RFC 3339, `@SECONDS` or `now` (default:
+    /// `SOURCE_DATE_EPOCH` if set, else 1970-01-01T00:00:01Z).
+    #[arg(long, value_name = "TIME")]
+    created: Option<String>,
+    /// Modification time of every file in the layers: RFC 3339 or `@SECONDS` (default:
+    /// `SOURCE_DATE_EPOCH` if set, else 1970-01-01T00:00:01Z).
+    #[arg(long, value_name = "TIME")]
+    mtime: Option<String>,
     /// Owner uid of store layer files.
     #[arg(long, default_value_t = 0)]
     uid: u64,
@@ -123,9 +125,18 @@ struct Args {
     /// Output layout.
     #[arg(long, value_enum, default_value_t = FormatArg::DockerOci)]
     format: FormatArg,
-    /// Write the image here (atomically) instead of stdout; a directory for oci-dir.
+    /// Write the image here (atomically) instead of stdout (`-`); a directory for oci-dir.
+    /// A tar is never written to a terminal.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Also write what was built (image, config digest, layers, size) as JSON to FILE (`-`:
+    /// stdout, when the image goes to a file).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Build even if the entrypoint cannot start in the image (missing file, interpreter,
+    /// loader or library; see docs/mkimage.md).
+    #[arg(long)]
+    no_start_check: bool,
     /// Layer cache directory: unchanged store layers are copied from it, not re-read.
     #[arg(long, env = "STRATA_IMAGE_CACHE", value_name = "DIR")]
     cache: Option<PathBuf>,
@@ -246,7 +257,54 @@ fn on_signals_clean_up() -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--created` / `--mtime`, else `SOURCE_DATE_EPOCH` (as `@SECONDS`), else nixpkgs' date.
+fn time_or_epoch(flag: &Option<String>) -> Result<String, Failure> {
+    if let Some(t) = flag {
+        return Ok(t.clone());
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            if !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 12 {
+                return Err(Failure::usage(format!(
+                    "SOURCE_DATE_EPOCH '{v}' must be a number of seconds since 1970"
+                )));
+            }
+            Ok(format!("@{v}"))
+        }
+        _ => Ok("1970-01-01T00:00:01Z".to_string()),
+    }
+}
+
+/// Where the image goes; a tar onto a terminal is refused.
+fn output_of(args: &Args) -> Result<Output, Failure> {
+    let dash = args.output.as_deref() == Some(std::path::Path::new("-"));
+    let output = match (&args.output, args.format) {
+        (Some(_), FormatArg::OciDir) if dash => {
+            return Err(Failure::usage("--format oci-dir needs -o DIR"));
+        }
+        (Some(dir), FormatArg::OciDir) => Output::Dir(dir.clone()),
+        (Some(_), _) if dash => Output::Stdout,
+        (Some(file), _) => Output::File(file.clone()),
+        (None, _) => Output::Stdout,
+    };
+    if output == Output::Stdout {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            return Err(Failure::usage(
+                "refusing to write the image tar to a terminal: give -o FILE or redirect stdout",
+            ));
+        }
+        if args.json.as_deref() == Some(std::path::Path::new("-")) {
+            return Err(Failure::usage(
+                "--json - needs the image in a file (-o FILE): stdout has the image",
+            ));
+        }
+    }
+    Ok(output)
+}
+
 fn body(args: &Args) -> Result<(), Failure> {
+    let output = output_of(args)?;
     let layers_text = read_input(&args.layers, MAX_LAYERS_JSON, "the layers JSON")?;
     let shown = if args.layers == "-" {
         "stdin"
@@ -257,10 +315,11 @@ fn body(args: &Args) -> Result<(), Failure> {
         .map_err(|_| Failure::failed(format!("{shown}: not UTF-8")))?;
     let layers =
         parse_layers(&layers_text).map_err(|e| Failure::failed(format!("{shown}: {e}")))?;
-    let created = parse_time(&args.created, "--created")?;
-    let mtime = parse_time(&args.mtime, "--mtime")?;
+    let created = parse_time(&time_or_epoch(&args.created)?, "--created")?;
+    let mtime_text = time_or_epoch(&args.mtime)?;
+    let mtime = parse_time(&mtime_text, "--mtime")?;
     let mtime = u64::try_from(mtime)
-        .map_err(|_| Failure::usage(format!("--mtime '{}' is before 1970", args.mtime)))?;
+        .map_err(|_| Failure::usage(format!("--mtime '{mtime_text}' is before 1970")))?;
     let mut spec = ImageSpec::new(&args.name, layers);
     spec.tag = args.tag.clone();
     spec.contents = args.contents.clone();
@@ -292,11 +351,7 @@ fn body(args: &Args) -> Result<(), Failure> {
     };
     spec.cache = args.cache.clone();
     spec.progress = true;
-    let output = match (&args.output, spec.format) {
-        (Some(dir), Format::OciDir) => Output::Dir(dir.clone()),
-        (Some(file), _) => Output::File(file.clone()),
-        (None, _) => Output::Stdout,
-    };
+    spec.start_check = !args.no_start_check;
     let store = args.store.open()?;
     let report = build(&store, &spec, &output)?;
     if args.verbose {
@@ -317,10 +372,26 @@ fn body(args: &Args) -> Result<(), Failure> {
                 l.size
             );
         }
+        let cached = report
+            .layers
+            .iter()
+            .filter(|l| matches!(l.source, LayerSource::Store { cached: true, .. }))
+            .count();
         eprintln!(
-            "mkimage: {}:{} config {} ({} bytes of store files read)",
-            report.name, report.tag, report.config_digest, report.store_bytes_read
+            "mkimage: {cached} store layers from the cache ({} bytes of store files read)",
+            report.store_bytes_read
         );
     }
+    let summary = report.summary();
+    match args.json.as_deref() {
+        Some(p) if p == std::path::Path::new("-") => {
+            let text = serde_json::to_string(&summary)
+                .map_err(|e| Failure::failed(format!("--json: {e}")))?;
+            println!("{text}");
+        }
+        Some(p) => summary.write_json(p)?,
+        None => {}
+    }
+    eprintln!("mkimage: {}", summary.line());
     Ok(())
 }

@@ -951,6 +951,8 @@ fn config_comes_from_the_file_and_the_flags() {
         .args([
             "--cmd", "y", "--env", "B=3", "--expose", "53/udp", "--label", "b=2",
         ])
+        // An arm64 image without /bin/hello: only its config is looked at here.
+        .arg("--no-start-check")
         .args([
             "--created",
             "2024-05-01T14:00:00+02:00",
@@ -1804,4 +1806,498 @@ fn inputs_read_into_memory_are_regular_files_or_pipes_and_bounded() {
         b"[]",
     ));
     assert!(std::fs::read(&out).unwrap() == s.reference);
+}
+
+// ---------------------------------------------------------------------------------------
+// The start check: an image whose entrypoint cannot start does not build.
+
+/// A store with real runtime files: the host's libc and loader (as a Debian libc6 lays them
+/// out, `/lib64/ld-linux-x86-64.so.2` an absolute link to `/lib/x86_64-linux-gnu/…`), a
+/// dynamic hello, a libgreet.so and programs linked to it, a script, a non-executable file.
+struct StartFixture {
+    _dir: tempfile::TempDir,
+    work: PathBuf,
+    root: PathBuf,
+    libc: String,
+    dhello: String,
+    shello: String,
+    greetlib: String,
+    greeter: String,
+    origin_ok: String,
+    origin_bad: String,
+    script: String,
+    noexec: String,
+    /// The host's `/usr/bin/env` and a script that runs `#!/usr/bin/env hello`.
+    envtool: String,
+    envscript: String,
+}
+
+const GREET_C: &str = r#"
+#include <stdio.h>
+void greet(const char *who) { printf("greetings from libgreet, %s\n", who); }
+"#;
+const GREETER_C: &str = r#"
+void greet(const char *who);
+int main(void) { greet("strata"); return 0; }
+"#;
+
+fn start_fixture() -> &'static StartFixture {
+    static F: OnceLock<StartFixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-start-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let work = dir.path().to_path_buf();
+        let root = work.join("root");
+        let shello_src = static_hello(&work);
+        std::fs::write(work.join("greet.c"), GREET_C).unwrap();
+        std::fs::write(work.join("greeter.c"), GREETER_C).unwrap();
+        sh(&format!(
+            r#"cd {w}
+            mkdir -p libc/lib/x86_64-linux-gnu libc/lib64 dhello/bin greetlib/lib greeter/bin \
+                     origin-ok/bin origin-ok/lib origin-bad/bin script/bin noexec/bin \
+                     envtool/usr/bin envscript/bin
+            cp -L /usr/bin/env envtool/usr/bin/env
+            printf '#!/usr/bin/env hello\n' > envscript/bin/run-env.sh && chmod 755 envscript/bin/run-env.sh
+            cp -L /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 libc/lib/x86_64-linux-gnu/
+            ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 libc/lib64/ld-linux-x86-64.so.2
+            gcc -O1 -o dhello/bin/dhello hello.c
+            gcc -O1 -shared -fPIC -o greetlib/lib/libgreet.so greet.c
+            cp greetlib/lib/libgreet.so origin-ok/lib/
+            gcc -O1 -o greeter/bin/greeter greeter.c -Lgreetlib/lib -lgreet
+            gcc -O1 -o origin-ok/bin/greeter greeter.c -Lgreetlib/lib -lgreet -Wl,--enable-new-dtags,-rpath,'$ORIGIN/../lib'
+            cp origin-ok/bin/greeter origin-bad/bin/
+            printf '#!/bin/hello\n' > script/bin/run.sh && chmod 755 script/bin/run.sh
+            printf 'echo not executable\n' > noexec/bin/app && chmod 644 noexec/bin/app"#,
+            w = work.display()
+        ));
+        let p = |name: &str| add(&root, name, &work.join(name));
+        StartFixture {
+            libc: p("libc"),
+            dhello: p("dhello"),
+            shello: add(&root, "hello", &shello_src),
+            greetlib: p("greetlib"),
+            greeter: p("greeter"),
+            origin_ok: p("origin-ok"),
+            origin_bad: p("origin-bad"),
+            script: p("script"),
+            noexec: p("noexec"),
+            envtool: p("envtool"),
+            envscript: p("envscript"),
+            _dir: dir,
+            work,
+            root,
+        }
+    })
+}
+
+impl StartFixture {
+    /// mkimage with one layer per path of `layers`, `--contents` the `contents`, `args` after.
+    fn mkimage(
+        &self,
+        layers: &[&String],
+        contents: &[&String],
+        args: &[&str],
+        out: &Path,
+    ) -> std::process::Output {
+        let file = self.work.join(format!(
+            "layers-{}.json",
+            sha256_hex(out.to_string_lossy().as_bytes())
+        ));
+        let per: Vec<Vec<&String>> = layers.iter().map(|p| vec![*p]).collect();
+        std::fs::write(&file, serde_json::to_string(&per).unwrap()).unwrap();
+        let mut cmd = mkimage(&self.root, &file);
+        if !contents.is_empty() {
+            cmd.arg("--contents")
+                .args(contents.iter().map(|c| c.as_str()));
+        }
+        run(cmd.args(args).arg("-o").arg(out))
+    }
+
+    /// Build must fail with one line holding `needles`, and leave no output.
+    fn refused(
+        &self,
+        name: &str,
+        layers: &[&String],
+        contents: &[&String],
+        args: &[&str],
+        needles: &[&str],
+    ) {
+        let out = self.work.join(format!("{name}.tar"));
+        let o = self.mkimage(layers, contents, args, &out);
+        fails_with(&o, 1, needles);
+        assert!(!out.exists(), "{name}: output left");
+    }
+
+    /// Build must succeed; then docker load + run must print `expected`.
+    fn runs(
+        &self,
+        name: &str,
+        layers: &[&String],
+        contents: &[&String],
+        args: &[&str],
+        expected: &str,
+    ) {
+        let out = self.work.join(format!("{name}.tar"));
+        let reference = format!("strata-test/start-{name}:1");
+        let mut all = vec!["--name", &reference[..reference.len() - 2], "--tag", "1"];
+        all.extend_from_slice(args);
+        ok(&self.mkimage(layers, contents, &all, &out));
+        let (printed, _) = docker_load_and_run(&out, &reference);
+        assert_eq!(printed.trim(), expected, "{name}");
+    }
+}
+
+#[test]
+fn start_check_a_missing_loader_stops_the_build_and_the_fixed_image_runs() {
+    let fx = start_fixture();
+    fx.refused(
+        "noloader",
+        &[&fx.dhello],
+        &[&fx.dhello],
+        &["--name", "a", "--cmd", "/bin/dhello"],
+        &[
+            "/lib64/ld-linux-x86-64.so.2",
+            "the loader of /bin/dhello",
+            "is not in the image",
+            &format!("{} provides it", fx.libc),
+        ],
+    );
+    // Broken, but asked for: it builds, and Docker cannot start it.
+    let out = fx.work.join("nocheck.tar");
+    ok(&fx.mkimage(
+        &[&fx.dhello],
+        &[&fx.dhello],
+        &[
+            "--name",
+            "strata-test/start-nocheck",
+            "--tag",
+            "1",
+            "--cmd",
+            "/bin/dhello",
+            "--no-start-check",
+        ],
+        &out,
+    ));
+    sh(&format!("docker load -i {} >/dev/null", out.display()));
+    let o = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network=none",
+            "strata-test/start-nocheck:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the broken image started");
+    fx.runs(
+        "dhello",
+        &[&fx.libc, &fx.dhello],
+        &[&fx.libc, &fx.dhello],
+        &["--cmd", "/bin/dhello", "--cmd", "x"],
+        "hello from strata: - x",
+    );
+}
+
+#[test]
+fn start_check_a_missing_library_is_named_with_its_provider() {
+    let fx = start_fixture();
+    // libc.so.6 is needed by the loader-less part: loader present, libc missing.
+    let loader_only = fx.work.join("loader-only");
+    sh(&format!(
+        "mkdir -p {d}/lib/x86_64-linux-gnu {d}/lib64 && cp -L /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 {d}/lib/x86_64-linux-gnu/ && ln -sfn ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 {d}/lib64/",
+        d = loader_only.display()
+    ));
+    let loader = add(&fx.root, "loader-only", &loader_only);
+    fx.refused(
+        "nolibc",
+        &[&loader, &fx.dhello],
+        &[&loader, &fx.dhello],
+        &["--name", "a", "--cmd", "/bin/dhello"],
+        &[
+            "libc.so.6 (needed by /bin/dhello)",
+            &format!("{} provides it", fx.libc),
+        ],
+    );
+    // libgreet.so, looked up in the default directories.
+    fx.refused(
+        "nogreet",
+        &[&fx.libc, &fx.greeter],
+        &[&fx.libc, &fx.greeter],
+        &["--name", "a", "--cmd", "/bin/greeter"],
+        &[
+            "libgreet.so (needed by /bin/greeter)",
+            &format!("{} provides it", fx.greetlib),
+        ],
+    );
+    fx.runs(
+        "greeter",
+        &[&fx.libc, &fx.greetlib, &fx.greeter],
+        &[&fx.libc, &fx.greetlib, &fx.greeter],
+        &["--cmd", "/bin/greeter"],
+        "greetings from libgreet, strata",
+    );
+    // RUNPATH $ORIGIN/../lib: the directory of the binary itself (through /bin's symlink
+    // into the store), not of the link.
+    fx.refused(
+        "noorigin",
+        &[&fx.libc, &fx.origin_bad],
+        &[&fx.libc, &fx.origin_bad],
+        &["--name", "a", "--cmd", "/bin/greeter"],
+        &["libgreet.so (needed by /bin/greeter)", "provides it"],
+    );
+    fx.runs(
+        "origin",
+        &[&fx.libc, &fx.origin_ok],
+        &[&fx.libc, &fx.origin_ok],
+        &["--cmd", "/bin/greeter"],
+        "greetings from libgreet, strata",
+    );
+}
+
+#[test]
+fn start_check_scripts_need_their_interpreter_and_files_their_x_bit() {
+    let fx = start_fixture();
+    fx.refused(
+        "nointerp",
+        &[&fx.script],
+        &[&fx.script],
+        &["--name", "a", "--cmd", "/bin/run.sh"],
+        &[
+            "/bin/hello (the interpreter of /bin/run.sh) is not in the image",
+            &format!("{} provides it", fx.shello),
+        ],
+    );
+    fx.runs(
+        "script",
+        &[&fx.shello, &fx.script],
+        &[&fx.shello, &fx.script],
+        &["--cmd", "/bin/run.sh"],
+        "hello from strata: - /bin/run.sh",
+    );
+    // `#!/usr/bin/env hello`: env is there (with its loader and libc), hello must be in PATH.
+    let env_parts = [&fx.libc, &fx.envtool, &fx.envscript];
+    fx.refused(
+        "noenvprog",
+        &env_parts,
+        &env_parts,
+        &["--name", "a", "--cmd", "/bin/run-env.sh"],
+        &[
+            "'hello' (run by /usr/bin/env in /bin/run-env.sh) is in no directory of PATH=",
+            &format!("{} provides it", fx.shello),
+        ],
+    );
+    fx.refused(
+        "noenv",
+        &[&fx.shello, &fx.envscript],
+        &[&fx.shello, &fx.envscript],
+        &["--name", "a", "--cmd", "/bin/run-env.sh"],
+        &["/usr/bin/env (the interpreter of /bin/run-env.sh) is not in the image"],
+    );
+    let with_hello = [&fx.libc, &fx.envtool, &fx.envscript, &fx.shello];
+    fx.runs(
+        "envscript",
+        &with_hello,
+        &with_hello,
+        &["--cmd", "/bin/run-env.sh"],
+        "hello from strata: - /bin/run-env.sh",
+    );
+    fx.refused(
+        "noexec",
+        &[&fx.noexec],
+        &[&fx.noexec],
+        &["--name", "a", "--cmd", "/bin/app"],
+        &["/bin/app (the entrypoint) is not executable"],
+    );
+    // A bare name is looked up in the config's PATH.
+    fx.refused(
+        "nopath",
+        &[&fx.shello],
+        &[&fx.shello],
+        &[
+            "--name",
+            "a",
+            "--entrypoint",
+            "hello",
+            "--env",
+            "PATH=/usr/bin",
+        ],
+        &["'hello'", "PATH", "/usr/bin"],
+    );
+    fx.runs(
+        "path",
+        &[&fx.shello],
+        &[&fx.shello],
+        &["--entrypoint", "hello", "--cmd", "y"],
+        "hello from strata: - y",
+    );
+}
+
+#[test]
+fn start_check_store_paths_in_the_config_must_be_in_the_layers() {
+    let fx = start_fixture();
+    let env = format!("PATH={}/bin:/bin", fx.dhello);
+    fx.refused(
+        "envpath",
+        &[&fx.shello],
+        &[&fx.shello],
+        &["--name", "a", "--cmd", "/bin/hello", "--env", &env],
+        &[&fx.dhello, "in no layer", "store-query closure"],
+    );
+    let cmd = format!("{}/bin/dhello", fx.dhello);
+    fx.refused(
+        "cmdpath",
+        &[&fx.shello],
+        &[&fx.shello],
+        &[
+            "--name",
+            "a",
+            "--entrypoint",
+            "/bin/hello",
+            "--cmd",
+            &format!("run {cmd} now"),
+        ],
+        &[&fx.dhello, "in no layer"],
+    );
+    // Once in the layers: it builds, and the store path runs as the entrypoint.
+    fx.runs(
+        "storecmd",
+        &[&fx.libc, &fx.dhello],
+        &[&fx.libc],
+        &["--cmd", &cmd, "--env", &env, "--env", "GREETING=store"],
+        "hello from strata: store -",
+    );
+}
+
+#[test]
+fn mkimage_says_what_it_made_and_refuses_a_terminal() {
+    let fx = start_fixture();
+    let out = fx.work.join("summary.tar");
+    let json = fx.work.join("summary.json");
+    let o = fx.mkimage(
+        &[&fx.shello],
+        &[&fx.shello],
+        &[
+            "--name",
+            "sum",
+            "--tag",
+            "2",
+            "--cmd",
+            "/bin/hello",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &out,
+    );
+    ok(&o);
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    let (config, layers) = docker_view(&out);
+    let m = members(&out);
+    let manifest = json_value(&m["manifest.json"]);
+    let config_digest = manifest[0]["Config"]
+        .as_str()
+        .unwrap()
+        .replace("blobs/sha256/", "sha256:");
+    let total: usize = layers.iter().map(|l| l.len()).sum();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("sum:2") && stderr.contains(&config_digest),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 layers") && stderr.contains(&format!("{total} bytes")),
+        "{stderr}"
+    );
+    let summary = read_json(&json);
+    assert_eq!(summary["image"], "sum:2");
+    assert_eq!(summary["configDigest"], config_digest.as_str());
+    assert_eq!(summary["layers"], 2);
+    assert_eq!(summary["size"], total);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    // A tar onto a terminal: refused, exit 2, before anything is built.
+    let layers_file = fx.work.join("tty-layers.json");
+    std::fs::write(
+        &layers_file,
+        serde_json::to_string(&vec![vec![&fx.shello]]).unwrap(),
+    )
+    .unwrap();
+    for tail in ["", " -o -"] {
+        let script_cmd = format!(
+            "STRATA_STORE_ROOT={root} {exe} {layers} --name t --cmd /bin/hello{tail}; echo \"exit=$?\"",
+            root = fx.root.display(),
+            exe = env!("CARGO_BIN_EXE_mkimage"),
+            layers = layers_file.display(),
+        );
+        let o = Command::new("script")
+            .args(["-qec", &script_cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("exit=2") && text.contains("terminal"),
+            "{tail}: {text}"
+        );
+        assert!(
+            text.len() < 400,
+            "{tail}: wrote to the terminal: {} bytes",
+            text.len()
+        );
+    }
+}
+
+fn json_value(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+#[test]
+fn source_date_epoch_sets_created_and_mtime() {
+    let fx = start_fixture();
+    let a = fx.work.join("sde-env.tar");
+    let b = fx.work.join("sde-flags.tar");
+    let c = fx.work.join("sde-default.tar");
+    let args = ["--name", "sde", "--tag", "1", "--cmd", "/bin/hello"];
+    let file = fx.work.join("sde-layers.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&vec![vec![&fx.shello]]).unwrap(),
+    )
+    .unwrap();
+    let build = |out: &Path, extra: &[&str], sde: Option<&str>| {
+        let mut cmd = mkimage(&fx.root, &file);
+        cmd.args(["--contents", &fx.shello])
+            .args(args)
+            .args(extra)
+            .arg("-o")
+            .arg(out);
+        match sde {
+            Some(v) => cmd.env("SOURCE_DATE_EPOCH", v),
+            None => cmd.env_remove("SOURCE_DATE_EPOCH"),
+        };
+        ok(&run(&mut cmd));
+    };
+    build(&a, &[], Some("1700000000"));
+    build(
+        &b,
+        &["--created", "@1700000000", "--mtime", "@1700000000"],
+        None,
+    );
+    build(&c, &[], None);
+    let (ba, bb, bc) = (
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        std::fs::read(&c).unwrap(),
+    );
+    assert!(ba == bb, "SOURCE_DATE_EPOCH differs from the flags");
+    assert!(ba != bc, "SOURCE_DATE_EPOCH changed nothing");
+    let (config, _) = docker_view(&a);
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+    // Flags win over it.
+    let d = fx.work.join("sde-both.tar");
+    build(
+        &d,
+        &["--created", "@1700000000", "--mtime", "@1700000000"],
+        Some("5"),
+    );
+    assert!(std::fs::read(&d).unwrap() == bb);
 }

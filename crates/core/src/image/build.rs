@@ -23,6 +23,8 @@ use super::contents::{
 };
 use super::layer::stream_layer;
 use super::output::Target;
+use super::rootfs::ImageFs;
+use super::start_check::{StartCheck, check_config_paths, has_command};
 use super::temp::{Temp, reclaim};
 use super::{ImageError, ImageSpec, MAX_LAYERS, Output};
 use crate::nix::path_info::PathInfo;
@@ -64,6 +66,66 @@ pub struct BuildReport {
     pub manifest_digest: String,
     /// Bytes of store files read (cache hits read none).
     pub store_bytes_read: u64,
+}
+
+/// What a build made, in one line on stderr or as `--json`: the image, its config digest
+/// (the image ID Docker shows), its layers and their total size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildSummary {
+    /// `NAME:TAG`.
+    pub image: String,
+    pub name: String,
+    pub tag: String,
+    pub config_digest: String,
+    pub manifest_digest: String,
+    /// How many layers (base, store and customisation).
+    pub layers: usize,
+    /// Bytes of all layer blobs (compressed, if they are).
+    pub size: u64,
+}
+
+impl BuildReport {
+    pub fn summary(&self) -> BuildSummary {
+        BuildSummary {
+            image: format!("{}:{}", self.name, self.tag),
+            name: self.name.clone(),
+            tag: self.tag.clone(),
+            config_digest: self.config_digest.clone(),
+            manifest_digest: self.manifest_digest.clone(),
+            layers: self.layers.len(),
+            size: self.layers.iter().map(|l| l.size).sum(),
+        }
+    }
+}
+
+impl BuildSummary {
+    /// `built app:1 (config sha256:…, 3 layers, 1234 bytes)`.
+    pub fn line(&self) -> String {
+        format!(
+            "built {} (config {}, {} layers, {} bytes)",
+            self.image, self.config_digest, self.layers, self.size
+        )
+    }
+
+    /// Write the summary as JSON to `path`, whole or not at all (a temporary file beside
+    /// it, renamed).
+    pub fn write_json(&self, path: &Path) -> Result<(), ImageError> {
+        let mut text = config::to_bytes(self);
+        text.push(b'\n');
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut temp = tempfile::Builder::new()
+            .prefix(".mkimage-json-")
+            .tempfile_in(dir)
+            .map_err(ImageError::io(dir))?;
+        temp.write_all(&text).map_err(ImageError::io(path))?;
+        temp.persist(path)
+            .map_err(|e| ImageError::io(path)(e.error))?;
+        Ok(())
+    }
 }
 
 /// The prefix of the customisation scratch directory in `$TMPDIR` (`mkimage-root-XXXXXX.tmp`).
@@ -203,9 +265,10 @@ impl Progress {
             eprint!("\r\x1b[Kmkimage: layer {n}/{}: {what}", self.total);
         }
     }
+    /// Clear the line: the summary mkimage prints takes its place.
     fn done(&self) {
         if self.on {
-            eprintln!();
+            eprint!("\r\x1b[K");
         }
     }
 }
@@ -219,6 +282,10 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
     }
     let layers = resolve_layers(store, &spec.layers, spec.allow_partial_closure)?;
     let contents = resolve_contents(store, &spec.contents, &layers)?;
+    let names: BTreeSet<String> = layers
+        .iter()
+        .flat_map(|l| l.infos.iter().map(|i| i.path.path.base_name()))
+        .collect();
     let base = spec.from.as_deref().map(BaseImage::open).transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers.len());
     let total = base_count + layers.len() + 1;
@@ -235,6 +302,9 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
         if !merged.is_empty() {
             config_doc.env = Some(merged);
         }
+    }
+    if !spec.allow_partial_closure {
+        check_config_paths(store.store_dir().as_str(), &config_doc, &names)?;
     }
     let tag = match &spec.tag {
         Some(t) => t.clone(),
@@ -273,6 +343,19 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
         }
     }
     let entries = root_entries(&root, &custom.perms, spec.owner.mtime, file_owner)?;
+    // A base image's files are not looked at: with --from, nothing is checked.
+    if spec.start_check && base.is_none() && has_command(&config_doc) {
+        let store_dir = store.store_dir().as_str();
+        let fs = ImageFs::open(&root, &store.physical_store_dir(), store_dir, names.clone())?;
+        StartCheck {
+            fs: &fs,
+            store,
+            layers: &names,
+            config: &config_doc,
+            architecture: &spec.architecture,
+        }
+        .run()?;
+    }
 
     let (target, mut sink) = Target::open(output, spec.format, spec.owner.mtime)?;
     let progress = Progress {

@@ -7,7 +7,8 @@
 //! Modules: [`tar`] the normalised layer writer, [`layer`] store layer entries and the blob
 //! pipeline, [`contents`] the customisation layer, [`config`] the JSON documents, [`archive`]
 //! the output layouts, [`cache`] the layer cache; `build` runs them after the pre-flight
-//! checks of [`check`]. Hostile input is kept out by `beneath` (trees read without following
+//! checks of [`check`] and [`start_check`] (which reads the image's files through `rootfs`
+//! and `elf`). Hostile input is kept out by `beneath` (trees read without following
 //! symlinks), [`input`] (bounded reads), `output` (what `-o` may replace) and `temp`
 //! (temporary files and processes that never outlive a build, see [`interrupted`]).
 
@@ -19,9 +20,12 @@ pub mod cache;
 pub mod check;
 pub mod config;
 pub mod contents;
+mod elf;
 pub mod input;
 pub mod layer;
 mod output;
+mod rootfs;
+pub mod start_check;
 pub mod tar;
 mod temp;
 
@@ -29,7 +33,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use archive::Format;
-pub use build::{BuildReport, LayerReport, LayerSource, build};
+pub use build::{BuildReport, BuildSummary, LayerReport, LayerSource, build};
 pub use layer::Compression;
 pub use temp::interrupted;
 
@@ -109,6 +113,8 @@ pub struct ImageSpec {
     pub cache: Option<PathBuf>,
     /// Show progress on stderr.
     pub progress: bool,
+    /// Check before writing anything that the entrypoint can start (see [`start_check`]).
+    pub start_check: bool,
 }
 
 impl ImageSpec {
@@ -134,6 +140,7 @@ impl ImageSpec {
             format: Format::DockerOci,
             cache: None,
             progress: false,
+            start_check: true,
         }
     }
 }
