@@ -660,6 +660,30 @@ fn bad_input_fails_with_one_line_and_leaves_no_output() {
             1,
             vec!["--from"],
         ),
+        // A non-ASCII byte where a digit belongs (a slicing parser panicked on it), and a
+        // date that does not exist.
+        (
+            vec![
+                layers.clone(),
+                "--name".into(),
+                "a".into(),
+                "--created".into(),
+                "1970-01-01T00:00:0\u{e9}".into(),
+            ],
+            1,
+            vec!["--created", "is not a time"],
+        ),
+        (
+            vec![
+                layers.clone(),
+                "--name".into(),
+                "a".into(),
+                "--mtime".into(),
+                "2024-02-31T00:00:00Z".into(),
+            ],
+            1,
+            vec!["--mtime", "is not a time"],
+        ),
         (
             vec![partial.display().to_string(), "--name".into(), "a".into()],
             1,

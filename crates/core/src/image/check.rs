@@ -146,99 +146,53 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Seconds since the epoch as RFC 3339 in UTC (`1970-01-01T00:00:01Z`).
+/// Seconds since the epoch as RFC 3339 in UTC (`1970-01-01T00:00:01Z`). Times outside the
+/// years 0000–9999 (which [`parse_time`] never returns) are clamped to its bounds.
 pub fn format_time(epoch: i64) -> String {
-    let (y, m, d) = civil_from_days(epoch.div_euclid(86400));
-    let s = epoch.rem_euclid(86400);
+    let t = time::OffsetDateTime::from_unix_timestamp(epoch).unwrap_or(if epoch < 0 {
+        time::PrimitiveDateTime::MIN.assume_utc()
+    } else {
+        time::PrimitiveDateTime::MAX.assume_utc()
+    });
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
 }
 
 /// A time: `now`, `@SECONDS`, or RFC 3339 (`2024-05-01T12:00:00Z`, `…+02:00`, fractions
-/// dropped). Returns seconds since the epoch.
+/// dropped), parsed by the `time` crate: a date that does not exist (`2024-02-31`) or any
+/// other malformed text is an error, never a panic. Returns seconds since the epoch, within
+/// the years 0000–9999.
 pub fn parse_time(text: &str, what: &str) -> Result<i64, ImageError> {
     let bad = || {
         ImageError::Invalid(format!(
             "{what} '{text}' is not a time (RFC 3339 like 1970-01-01T00:00:01Z, @SECONDS or now)"
         ))
     };
-    if text == "now" {
+    let seconds = if text == "now" {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|_| bad())?;
-        return Ok(now.as_secs() as i64);
-    }
-    if let Some(secs) = text.strip_prefix('@') {
-        return secs.parse().map_err(|_| bad());
-    }
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return Err(bad());
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, ImageError> {
-        let s = &text[r];
-        if !s.bytes().all(|x| x.is_ascii_digit()) {
-            return Err(bad());
-        }
-        s.parse().map_err(|_| bad())
+        i64::try_from(now.as_secs()).map_err(|_| bad())?
+    } else if let Some(secs) = text.strip_prefix('@') {
+        secs.parse().map_err(|_| bad())?
+    } else {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| bad())?
+            .unix_timestamp()
     };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+    let in_range = time::OffsetDateTime::from_unix_timestamp(seconds)
+        .is_ok_and(|t| (0..=9999).contains(&t.year()));
+    if !in_range {
         return Err(bad());
     }
-    let mut rest = &text[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
-            if &rest[3..4] != ":" {
-                return Err(bad());
-            }
-            let hh: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let mm: i64 = rest[4..6].parse().map_err(|_| bad())?;
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (hh * 3600 + mm * 60)
-        }
-        _ => return Err(bad()),
-    };
-    Ok(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset)
+    Ok(seconds)
 }
 
 #[cfg(test)]
@@ -283,6 +237,26 @@ mod tests {
         assert_eq!(format_time(1_709_202_600), "2024-02-29T10:30:00Z");
         assert!(parse_time("yesterday", "t").is_err());
         assert!(parse_time("2024-13-01T00:00:00Z", "t").is_err());
+        // Dates that do not exist, and text a byte-slicing parser would panic on.
+        for bad in [
+            "2024-02-31T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "1970-01-01T00:00:0\u{e9}",
+            "1970-01-01T00:00:0\u{e9}Z",
+            "\u{e9}\u{e9}\u{e9}\u{e9}-01-01T00:00:00Z",
+            "1970-01-01T24:00:00Z",
+            "@99999999999999999",
+            "@-99999999999999",
+            "",
+        ] {
+            assert!(parse_time(bad, "t").is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_time("2024-02-29t10:30:00z", "t").unwrap(),
+            1_709_202_600
+        );
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(253_402_300_799), "9999-12-31T23:59:59Z");
     }
 
     #[test]
