@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -901,6 +902,71 @@ fn basic_auth_from_the_environment_the_docker_config_and_stdin() {
     assert!(reg.has_tag(REPO, "stdin", Some("alice:s3cret-pw")));
     let inspected = skopeo_inspect(&dest("stdin"), Some("alice:s3cret-pw"));
     assert_eq!(inspected["RepoTags"].as_array().unwrap().len(), 3);
+}
+
+/// A `docker-credential-NAME` helper script in its own bin dir, and a docker config naming it.
+fn credential_helper(dir: &Path, name: &str, script: &str, config: &str) -> (PathBuf, PathBuf) {
+    let bin = dir.join(format!("bin-{name}"));
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join(format!("docker-credential-{name}"));
+    std::fs::write(&helper, format!("#!/bin/bash\n{script}\n")).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = dir.join(format!("cfg-{name}"));
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("config.json"), config).unwrap();
+    (bin, cfg)
+}
+
+fn with_path<'a>(cmd: &'a mut Command, bin: &Path) -> &'a mut Command {
+    let path = std::env::var("PATH").unwrap_or_default();
+    cmd.env("PATH", format!("{}:{path}", bin.display()))
+}
+
+#[test]
+fn credentials_from_docker_credential_helpers() {
+    let im = images();
+    let reg = Registry::start(Some(("alice", "s3cret-pw")));
+    let dest = |tag: &str| format!("{}/{REPO}:{tag}", reg.addr());
+    let work = tempfile::tempdir().unwrap();
+    // credHelpers names a helper for this registry; it checks it is asked `get` about it.
+    let (bin, cfg) = credential_helper(
+        work.path(),
+        "good",
+        &format!(
+            r#"[ "$1" = get ] || exit 3; read -r server; [ "$server" = "{}" ] || exit 4
+echo '{{"ServerURL":"'"$server"'","Username":"alice","Secret":"s3cret-pw"}}'"#,
+            reg.addr()
+        ),
+        &format!(r#"{{"credHelpers":{{"{}":"good"}}}}"#, reg.addr()),
+    );
+    ok(&run(with_path(
+        push(&im.v1, &dest("helper"), &[]).env("DOCKER_CONFIG", &cfg),
+        &bin,
+    )));
+    assert!(reg.has_tag(REPO, "helper", Some("alice:s3cret-pw")));
+    // credsStore, the same way.
+    std::fs::write(cfg.join("config.json"), r#"{"credsStore":"good"}"#).unwrap();
+    ok(&run(with_path(
+        push(&im.v1, &dest("store"), &[]).env("DOCKER_CONFIG", &cfg),
+        &bin,
+    )));
+    assert!(reg.has_tag(REPO, "store", Some("alice:s3cret-pw")));
+    // A helper that fails: one line naming it, and nothing pushed anonymously.
+    let (bin, cfg) = credential_helper(
+        work.path(),
+        "broken",
+        "echo 'keychain is locked'; exit 1",
+        r#"{"credsStore":"broken"}"#,
+    );
+    let out = run(with_path(
+        push(&im.v1, &dest("broken"), &[]).env("DOCKER_CONFIG", &cfg),
+        &bin,
+    ));
+    fails_with(&out, 1, &["docker-credential-broken", "keychain is locked"]);
+    assert!(!reg.has_tag(REPO, "broken", Some("alice:s3cret-pw")));
+    // A helper that is not installed is an error too.
+    let out = run(push(&im.v1, &dest("missing"), &[]).env("DOCKER_CONFIG", &cfg));
+    fails_with(&out, 1, &["docker-credential-broken", "cannot run it"]);
 }
 
 #[test]

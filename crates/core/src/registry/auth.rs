@@ -1,8 +1,11 @@
 //! Credentials and auth challenges. Credentials come, first found wins, from the caller
 //! (`--username` + `--password-stdin`), the environment (`STRATA_REGISTRY_USERNAME` /
 //! `STRATA_REGISTRY_PASSWORD`), or the docker config file (`$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json`, its `auths` entry for the registry). A `WWW-Authenticate`
-//! challenge says whether to send them as HTTP basic auth or trade them for a bearer token.
+//! `~/.docker/config.json`), resolved as the Docker CLI resolves it: a credential helper named
+//! for the registry in `credHelpers`, else the `credsStore` helper, else the registry's `auths`
+//! entry. A helper is the program `docker-credential-NAME` on `PATH`, asked with `get`. A
+//! `WWW-Authenticate` challenge says whether to send them as HTTP basic auth or trade them
+//! for a bearer token.
 //!
 //! A [`Credentials`] value never shows its secret: its `Debug` is redacted and no error
 //! message holds it.
@@ -77,16 +80,38 @@ fn auth_keys(registry: &str) -> Vec<String> {
     keys
 }
 
-/// The credentials for `registry` in a docker config file's text (`auths.<key>.auth` as
-/// base64 `user:password`, or `username` and `password`), if it has any.
+/// Asks a credential helper for a server's credentials: `Ok(None)` when it has none.
+pub type CredentialHelper<'a> =
+    dyn Fn(&str, &str) -> Result<Option<Credentials>, RegistryError> + 'a;
+
+/// The credentials for `registry` in a docker config file's text: from the helper that
+/// `credHelpers` names for it, else the `credsStore` helper, else its `auths` entry
+/// (`auth` as base64 `user:password`, or `username` and `password`). A helper that has no
+/// credentials for the registry falls through to the `auths` entry, as in the Docker CLI;
+/// a helper that fails is an error, never an anonymous push.
 pub fn from_docker_config(
     text: &str,
     registry: &str,
     source: &str,
+    helper: &CredentialHelper<'_>,
 ) -> Result<Option<Credentials>, RegistryError> {
     let bad = |why: String| RegistryError::Invalid(format!("{source}: {why}"));
     let config: serde_json::Value =
         serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let named = config
+        .get("credHelpers")
+        .and_then(|h| h.as_object())
+        .and_then(|h| auth_keys(registry).iter().find_map(|k| h.get(k)))
+        .or_else(|| config.get("credsStore"));
+    if let Some(name) = named {
+        let name = name
+            .as_str()
+            .filter(|n| is_helper_name(n))
+            .ok_or_else(|| bad(format!("credential helper name {name} is not a plain name")))?;
+        if let Some(found) = helper(name, &helper_server(registry))? {
+            return Ok(Some(found));
+        }
+    }
     let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
@@ -94,6 +119,14 @@ pub fn from_docker_config(
         let Some(entry) = auths.get(&key) else {
             continue;
         };
+        if entry
+            .get("identitytoken")
+            .is_some_and(|t| t.as_str() != Some(""))
+        {
+            return Err(bad(format!(
+                "auths.\"{key}\" holds an identity token, which strata does not use; log in with a user name and password"
+            )));
+        }
         if let Some(auth) = entry
             .get("auth")
             .and_then(|a| a.as_str())
@@ -124,8 +157,100 @@ pub fn from_docker_config(
     Ok(None)
 }
 
+/// Whether `name` may be run as `docker-credential-NAME` (no path, no option).
+fn is_helper_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The server name a helper is asked about: Docker Hub's legacy URL, else the host[:port].
+fn helper_server(registry: &str) -> String {
+    if registry == "docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        registry.to_string()
+    }
+}
+
+/// How long a credential helper may take (it may ask a keychain or a cloud API).
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How much of a helper's answer is read.
+const HELPER_OUTPUT_LIMIT: u64 = 64 << 10;
+
+/// Run `docker-credential-NAME get` with `server` on its stdin, as the Docker CLI does, and
+/// read its JSON answer (`Username`, `Secret`). "credentials not found" is `None`; any other
+/// failure, a hang past [`HELPER_TIMEOUT`], or an identity token (`Username` `<token>`) is an
+/// error. The secret never appears in a message.
+pub fn run_credential_helper(
+    name: &str,
+    server: &str,
+) -> Result<Option<Credentials>, RegistryError> {
+    use std::io::{Read, Write};
+    let program = format!("docker-credential-{name}");
+    let fail = |why: String| RegistryError::Auth(format!("credential helper {program}: {why}"));
+    let mut child = std::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run it: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = (&mut stdout)
+            .take(HELPER_OUTPUT_LIMIT)
+            .read_to_end(&mut out);
+        out
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| fail(e.to_string()))? {
+            break status;
+        }
+        if start.elapsed() > HELPER_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(format!("no answer in {} s", HELPER_TIMEOUT.as_secs())));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let out = reader.join().unwrap_or_default();
+    let text = String::from_utf8_lossy(&out);
+    if !status.success() {
+        // The helpers' own word for "nothing stored for this server".
+        if text.to_ascii_lowercase().contains("credentials not found") {
+            return Ok(None);
+        }
+        let first = text.lines().next().unwrap_or("").trim();
+        let first: String = first.chars().take(200).collect();
+        return Err(fail(format!("failed ({status}): {first}")));
+    }
+    let answer: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| fail("did not answer with JSON".to_string()))?;
+    let field = |k: &str| answer.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    match (field("Username"), field("Secret")) {
+        ("<token>", _) => Err(fail(
+            "gave an identity token, which strata does not use; store a user name and password"
+                .to_string(),
+        )),
+        (_, "") | ("", _) => Err(fail("answered without a user name or secret".to_string())),
+        (user, secret) => Ok(Some(Credentials::new(
+            user,
+            secret,
+            &format!("credential helper {program}"),
+        ))),
+    }
+}
+
 /// Find credentials for `registry`: explicit ones first, then the environment, then the
-/// docker config file. `None` means anonymous.
+/// docker config file (with its credential helpers). `None` means anonymous.
 pub fn find_credentials(
     explicit: Option<Credentials>,
     registry: &str,
@@ -150,7 +275,12 @@ pub fn find_credentials(
         return Ok(None);
     };
     match std::fs::read_to_string(&path) {
-        Ok(text) => from_docker_config(&text, registry, &path.display().to_string()),
+        Ok(text) => from_docker_config(
+            &text,
+            registry,
+            &path.display().to_string(),
+            &run_credential_helper,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(RegistryError::Invalid(format!("{}: {e}", path.display()))),
     }
@@ -236,23 +366,78 @@ mod tests {
         assert!(parse_challenge("").is_none());
     }
 
+    fn no_helper(name: &str, _: &str) -> Result<Option<Credentials>, RegistryError> {
+        panic!("helper {name} asked")
+    }
+
     #[test]
     fn docker_config_entries() {
         let auth = STANDARD.encode("u:p:w");
         let text = format!(
             r#"{{"auths":{{"https://r.example":{{"auth":"{auth}"}},"other:5000":{{"username":"x","password":"y"}}}}}}"#
         );
-        let c = from_docker_config(&text, "r.example", "cfg")
+        let c = from_docker_config(&text, "r.example", "cfg", &no_helper)
             .unwrap()
             .unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p:w"));
-        let c = from_docker_config(&text, "other:5000", "cfg")
+        let c = from_docker_config(&text, "other:5000", "cfg", &no_helper)
             .unwrap()
             .unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("x", "y"));
-        assert!(from_docker_config(&text, "none", "cfg").unwrap().is_none());
-        assert!(from_docker_config(r#"{"auths":{"h":{"auth":"!!"}}}"#, "h", "cfg").is_err());
-        assert!(from_docker_config("{", "h", "cfg").is_err());
+        assert!(
+            from_docker_config(&text, "none", "cfg", &no_helper)
+                .unwrap()
+                .is_none()
+        );
+        let bad = r#"{"auths":{"h":{"auth":"!!"}}}"#;
+        assert!(from_docker_config(bad, "h", "cfg", &no_helper).is_err());
+        assert!(from_docker_config("{", "h", "cfg", &no_helper).is_err());
+        let token = r#"{"auths":{"h":{"identitytoken":"t"}}}"#;
+        let err = from_docker_config(token, "h", "cfg", &no_helper).unwrap_err();
+        assert!(err.to_string().contains("identity token"), "{err}");
+    }
+
+    #[test]
+    fn credential_helpers_as_docker_resolves_them() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let helper = |name: &str, server: &str| {
+            asked.borrow_mut().push(format!("{name} {server}"));
+            Ok(match name {
+                "pass" => Some(Credentials::new("h", "s", "helper")),
+                _ => None,
+            })
+        };
+        let auth = STANDARD.encode("a:b");
+        // credHelpers for this registry wins over credsStore and auths.
+        let text = format!(
+            r#"{{"credHelpers":{{"r:5000":"pass"}},"credsStore":"none","auths":{{"r:5000":{{"auth":"{auth}"}}}}}}"#
+        );
+        let c = from_docker_config(&text, "r:5000", "cfg", &helper)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.username, "h");
+        // credsStore for the others; a helper with nothing falls through to auths.
+        let c = from_docker_config(&text, "docker.io", "cfg", &helper).unwrap();
+        assert!(c.is_none());
+        let text2 = format!(r#"{{"credsStore":"none","auths":{{"q":{{"auth":"{auth}"}}}}}}"#);
+        let c = from_docker_config(&text2, "q", "cfg", &helper)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.username, "a");
+        assert_eq!(
+            *asked.borrow(),
+            ["pass r:5000", "none https://index.docker.io/v1/", "none q"]
+        );
+        // A helper name that would be a path or an option is refused, never run.
+        for name in ["../x", "/bin/sh", "-x", ""] {
+            let text = format!(r#"{{"credsStore":"{name}"}}"#);
+            assert!(from_docker_config(&text, "q", "cfg", &no_helper).is_err());
+        }
+        // A helper that fails is an error, not an anonymous push.
+        let failing = |_: &str, _: &str| -> Result<Option<Credentials>, RegistryError> {
+            Err(RegistryError::Auth("boom".into()))
+        };
+        assert!(from_docker_config(r#"{"credsStore":"x"}"#, "q", "cfg", &failing).is_err());
     }
 
     #[test]
