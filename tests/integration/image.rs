@@ -68,7 +68,7 @@ fn fixture() -> &'static Fixture {
         let image = work.join("hello.tar");
         let out = run(mkimage(&root, &layers)
             .args(["--name", NAME, "--tag", TAG])
-            .args(["--contents", &hello, &extra])
+            .args(["--contents", &hello, "--contents", &extra])
             .args(["--cmd", "/bin/hello", "--cmd", "arg1"])
             .args(["--env", "GREETING=world", "--workdir", "/"])
             .args(["--extra-commands", "mkdir -p tmp var/empty"])
@@ -270,6 +270,7 @@ fn docker_loads_and_runs_it() {
             .args([
                 "--contents",
                 &fx.hello,
+                "--contents",
                 &fx.extra,
                 "--env",
                 "GREETING=world",
@@ -745,6 +746,7 @@ fn bad_input_fails_with_one_line_and_leaves_no_output() {
                 "a".into(),
                 "--contents".into(),
                 fx.hello.clone(),
+                "--contents".into(),
                 clash,
             ],
             1,

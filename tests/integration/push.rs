@@ -628,7 +628,7 @@ fn images() -> &'static Images {
                 .arg(&layers)
                 .args(["--name", REPO, "--tag", tag, "--format", format])
                 .args(["--compress", compress])
-                .args(["--contents", &hello, &extra])
+                .args(["--contents", &hello, "--contents", &extra])
                 .args(["--cmd", "/bin/hello", "--cmd", "arg1"])
                 .args(["--env", "GREETING=world"])
                 .arg("-o")

@@ -36,6 +36,53 @@ pub enum Flag {
     AppendFlag(String),
 }
 
+impl Flag {
+    /// Replace the values that may name paths through `expand` (which turns `@NAME[/SUB]` into
+    /// a path): the VALUE of `--set`/`--set-default`, the DIR of `--chdir`, the ARG of
+    /// `--add-flag`/`--append-flag`, each SEP-separated component of a `--prefix`/`--suffix`
+    /// (and `-each`) value, and each `-contents` file. Variable names, separators, `--argv0`,
+    /// `--run` and the shell words of `--add-flags`/`--append-flags` are left as they are.
+    pub fn expand_values<E>(
+        &mut self,
+        expand: &mut dyn FnMut(&str) -> Result<String, E>,
+    ) -> Result<(), E> {
+        let mut list = |value: &mut String, sep: &str| -> Result<(), E> {
+            let parts = value
+                .split(sep)
+                .map(&mut *expand)
+                .collect::<Result<Vec<_>, E>>()?;
+            *value = parts.join(sep);
+            Ok(())
+        };
+        match self {
+            Flag::Set { value, .. } | Flag::SetDefault { value, .. } => *value = expand(value)?,
+            Flag::Chdir(dir) => *dir = expand(dir)?,
+            Flag::AddFlag(arg) | Flag::AppendFlag(arg) => *arg = expand(arg)?,
+            Flag::List(edit) => match &mut edit.values {
+                ListValues::One(value) => list(value, &edit.sep)?,
+                ListValues::Each(values) => {
+                    for value in values {
+                        list(value, &edit.sep)?;
+                    }
+                }
+                ListValues::Contents(files) => {
+                    for file in files {
+                        *file = expand(file)?;
+                    }
+                }
+            },
+            Flag::Argv0(_)
+            | Flag::InheritArgv0
+            | Flag::ResolveArgv0
+            | Flag::Unset { .. }
+            | Flag::Run(_)
+            | Flag::AddFlags(_)
+            | Flag::AppendFlags(_) => {}
+        }
+        Ok(())
+    }
+}
+
 /// Which end of a separated list a value goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListEnd {
@@ -211,6 +258,23 @@ pub const FLAG_NAMES: &[&str] = &[
     "--add-flag",
     "--append-flag",
 ];
+
+/// The first makeWrapper flag among a command line's arguments before `--`, where the tool's
+/// own options go (the value after `--jvm-flag` is skipped: it may start with `--`).
+pub fn misplaced_flag<S: AsRef<str>>(args: &[S]) -> Option<&str> {
+    let mut args = args.iter().map(AsRef::as_ref);
+    while let Some(arg) = args.next() {
+        match arg {
+            "--" => return None,
+            "--jvm-flag" => {
+                args.next();
+            }
+            _ if FLAG_NAMES.contains(&arg) => return Some(arg),
+            _ => {}
+        }
+    }
+    None
+}
 
 /// Parse makeWrapper flags left to right. Nothing is read or written; `-contents` files are
 /// only named here.
