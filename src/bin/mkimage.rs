@@ -267,6 +267,20 @@ fn on_signals_clean_up() -> Result<(), Failure> {
 }
 
 fn body(args: &Args) -> Result<(), Failure> {
+    // The inputs first: a manifest among them may be what was meant as the layers.
+    let store_dir = args.store.store_dir()?;
+    let stdin_twice = args
+        .contents
+        .iter()
+        .chain(&args.inputs.files)
+        .any(|a| a == "-");
+    if args.layers == "-" && stdin_twice {
+        return Err(Failure::usage(
+            "stdin ('-') can be read once: the layers JSON is read from it (give LAYERS as a file)",
+        ));
+    }
+    let (contents, inputs) = resolve_path_args(&args.contents, &args.inputs.files, &store_dir)
+        .map_err(|e| cli::manifest_failure(e).prefixed("--contents"))?;
     let layers_text = read_input(&args.layers, MAX_LAYERS_JSON, "the layers JSON")?;
     let shown = if args.layers == "-" {
         "stdin"
@@ -281,9 +295,6 @@ fn body(args: &Args) -> Result<(), Failure> {
     let mtime = parse_time(&args.mtime, "--mtime")?;
     let mtime = u64::try_from(mtime)
         .map_err(|_| Failure::usage(format!("--mtime '{}' is before 1970", args.mtime)))?;
-    let store_dir = args.store.store_dir()?;
-    let (contents, inputs) = resolve_path_args(&args.contents, &args.inputs.files, &store_dir)
-        .map_err(|e| cli::manifest_failure(e).prefixed("--contents"))?;
     let mut spec = ImageSpec::new(&args.name, layers);
     spec.tag = args.tag.clone();
     spec.contents = contents;

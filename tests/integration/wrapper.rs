@@ -1111,7 +1111,7 @@ fn store_end_to_end() {
     assert_eq!(again.stdout, out.stdout);
 
     // Java: the wrapper names its own path, which becomes a self-reference.
-    // The jar comes from the store too (a file path); it is copied, so it is no reference.
+    // The jar comes from the store too: it is linked, so it is a reference.
     let jar = demo_jar(store.work.path());
     let (jar_json, jar_path) = store.add(&jar, "demo.jar");
     let out = store

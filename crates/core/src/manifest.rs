@@ -148,10 +148,13 @@ impl Inputs {
             Some(i) => (&reference[..i], &reference[i..]),
             None => (reference, ""),
         };
+        if check_canonical(sub).is_err() {
+            return Err(ManifestError::NotCanonical {
+                text: format!("@{reference}"),
+            });
+        }
         let input = self.pick(name)?;
-        let logical = format!("{}{sub}", input.path);
-        check_canonical(&logical)?;
-        Ok((input, logical))
+        Ok((input, format!("{}{sub}", input.path)))
     }
 
     /// A value as given, or, when it starts with `@`, the path it references. `@@…` stands
