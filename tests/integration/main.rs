@@ -9,6 +9,7 @@ mod image;
 mod layering;
 mod nix_live;
 mod push;
+mod readme;
 mod store;
 mod store_safety;
 mod support;
