@@ -378,6 +378,22 @@ fn mkwrapper_reads_operands_under_the_store_root() {
         .arg(&f.hello_json)
         .args(["--bash", "@bash", "@hello/bin/hello", "hi"])));
     let script = fs::read_to_string(tree.join("bin/hi")).unwrap();
+    // --dry-run with --tree prints the same script and writes no tree.
+    let dry = f.work.path().join("dry");
+    let printed = ok(&run(f
+        .tool("mkwrapper")
+        .args(["wrap", "--dry-run", "--tree"])
+        .arg(&dry)
+        .arg("--inputs")
+        .arg(&f.bash_json)
+        .arg("--inputs")
+        .arg(&f.hello_json)
+        .args(["--bash", "@bash", "@hello/bin/hello", "hi"])));
+    assert!(!dry.exists(), "a dry run writes no tree");
+    assert_eq!(
+        printed,
+        script.replace(tree.to_str().unwrap(), dry.to_str().unwrap())
+    );
     assert!(
         script.starts_with(&format!("#! {}/bin/bash", f.bash)),
         "{script}"

@@ -134,8 +134,9 @@ impl Inputs {
         if names.is_empty() {
             return "none: give path-info manifests with --inputs".to_string();
         }
+        let more = names.len() > 50;
         let mut list: Vec<&str> = names.into_iter().take(50).collect();
-        if self.infos.len() > list.len() && list.len() == 50 {
+        if more {
             list.push("…");
         }
         list.join(", ")
