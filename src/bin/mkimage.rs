@@ -13,7 +13,7 @@ use strata_core::image::input::{MAX_CONFIG_JSON, MAX_LAYERS_JSON, read_input};
 use strata_core::image::{
     Compression, Format, ImageSpec, LayerSource, Output, build, contents::PermRule, interrupted,
 };
-use strata_core::manifest::{Inputs, resolve_path_args};
+use strata_core::manifest::{Inputs, PathArg, resolve_path_args};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -281,6 +281,12 @@ fn body(args: &Args) -> Result<(), Failure> {
     }
     let (contents, inputs) = resolve_path_args(&args.contents, &args.inputs.files, &store_dir)
         .map_err(|e| cli::manifest_failure(e).prefixed("--contents"))?;
+    if let PathArg::Path(path) = PathArg::classify(&args.layers, &store_dir) {
+        return Err(Failure::usage(format!(
+            "LAYERS '{path}' is a store path, not the layers JSON: --contents takes one value, \
+             repeat it (--contents A --contents B)"
+        )));
+    }
     let layers_text = read_input(&args.layers, MAX_LAYERS_JSON, "the layers JSON")?;
     let shown = if args.layers == "-" {
         "stdin"

@@ -284,6 +284,13 @@ fn mkimage_contents_and_cmd_take_manifests_and_references() {
         .arg("-o")
         .arg(&out));
     ok(&o);
+    let o = run_with_input(
+        f.tool("mkimage")
+            .args(["--name", "app", "--contents", &f.hello, &f.bash, "-o"])
+            .arg(&out),
+        &fs::read(&layers).unwrap(),
+    );
+    fails_with(&o, 2, &["LAYERS", &f.bash, "--contents A --contents B"]);
     let o = run(f
         .tool("mkimage")
         .args(["--name", "app", "--contents"])

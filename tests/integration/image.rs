@@ -920,7 +920,7 @@ fn store_query_mklayers_mkimage_pipeline_runs_in_docker() {
     sh(&format!(
         "export STRATA_STORE_ROOT={root}
          {q} closure {hello} {extra} {data} | {l} | \
-           {m} --name strata-test/pipeline --tag 1 --contents {hello} {extra} \
+           {m} --name strata-test/pipeline --tag 1 --contents {hello} --contents {extra} \
                --env GREETING=world --cmd /bin/hello --cmd arg1 -o {tar}",
         root = fx.root.display(),
         q = env!("CARGO_BIN_EXE_store-query"),
