@@ -199,6 +199,7 @@ pub fn manifest_failure(e: ManifestError) -> Failure {
         ManifestError::NoInput { .. }
         | ManifestError::Ambiguous { .. }
         | ManifestError::NotCanonical { .. }
+        | ManifestError::NotOne { .. }
         | ManifestError::StdinTwice => Failure::usage(e),
         _ => Failure::failed(e),
     }

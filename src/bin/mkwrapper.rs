@@ -194,6 +194,25 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
             .load(file, &store_dir)
             .map_err(|e| cli::manifest_failure(e).prefixed("--inputs"))?;
     }
+    // An operand may be a manifest file holding the one path meant.
+    let mut operand = |what: &str, text: &str| -> Result<String, Failure> {
+        Ok(inputs
+            .load_operand(text, &store_dir)
+            .map_err(|e| cli::manifest_failure(e).prefixed(what))?
+            .unwrap_or_else(|| text.to_string()))
+    };
+    let bash_arg = operand("--bash", &common.bash)?;
+    let (original_arg, jre_arg, classpath_args) = match &cli.mode {
+        Mode::Wrap(a) => (operand("ORIGINAL", &a.original)?, String::new(), Vec::new()),
+        Mode::Java(a) => {
+            let classpath = a
+                .classpath
+                .iter()
+                .map(|c| operand("--classpath", c))
+                .collect::<Result<Vec<_>, _>>()?;
+            (String::new(), operand("--jre", &a.jre)?, classpath)
+        }
+    };
     // The store's files are read (under its root) also when a plain tree is written.
     let root = cli.store.open()?;
     let store = common.tree.is_none().then_some(&root);
@@ -207,9 +226,7 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
             .map_err(operand_failure)?;
     }
 
-    let bash = ctx
-        .resolve("--bash", &common.bash)
-        .map_err(operand_failure)?;
+    let bash = ctx.resolve("--bash", &bash_arg).map_err(operand_failure)?;
     let shell = format!("{}/bin/bash", bash.logical);
     ctx.require_store_path("--bash", &bash)
         .map_err(operand_failure)?;
@@ -219,7 +236,7 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
     let (wrapper, mut used) = match &cli.mode {
         Mode::Wrap(a) => {
             let original = ctx
-                .resolve("ORIGINAL", &a.original)
+                .resolve("ORIGINAL", &original_arg)
                 .map_err(operand_failure)?;
             ctx.require_store_path("ORIGINAL", &original)
                 .map_err(operand_failure)?;
@@ -234,7 +251,7 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
             (wrapper, vec![bash, original])
         }
         Mode::Java(a) => {
-            let jre = ctx.resolve("--jre", &a.jre).map_err(operand_failure)?;
+            let jre = ctx.resolve("--jre", &jre_arg).map_err(operand_failure)?;
             ctx.require_store_path("--jre", &jre)
                 .map_err(operand_failure)?;
             let java = format!("{}/bin/java", jre.logical);
@@ -246,7 +263,7 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
                 None => JavaMain::Jar,
                 Some(class) => {
                     let mut classpath = Vec::new();
-                    for entry in &a.classpath {
+                    for entry in &classpath_args {
                         let entry = ctx.resolve("--classpath", entry).map_err(operand_failure)?;
                         classpath.push(entry.logical.clone());
                         used.push(entry);

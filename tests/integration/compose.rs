@@ -385,6 +385,21 @@ fn mkwrapper_reads_operands_under_the_store_root() {
         .arg(&f.hello_json)
         .args(["--bash", "@bash", "@hello/bin/hello", "hi"])));
     let script = fs::read_to_string(tree.join("bin/hi")).unwrap();
+    // The bash operand given as its manifest (what store-add printed) means the same.
+    let tree2 = f.work.path().join("tree2");
+    ok(&run(f
+        .tool("mkwrapper")
+        .args(["wrap", "--tree"])
+        .arg(&tree2)
+        .arg("--inputs")
+        .arg(&f.hello_json)
+        .arg("--bash")
+        .arg("bash.json")
+        .args(["@hello/bin/hello", "hi"])));
+    assert_eq!(
+        fs::read_to_string(tree2.join("bin/hi")).unwrap(),
+        script.replace(tree.to_str().unwrap(), tree2.to_str().unwrap())
+    );
     // --dry-run with --tree prints the same script and writes no tree.
     let dry = f.work.path().join("dry");
     let printed = ok(&run(f
@@ -440,6 +455,32 @@ fn mkwrapper_errors_say_what_to_do() {
         1,
         &["--jre @openjdk-17-jre-headless/usr/lib/jvm/java-17-openjdk-amd64"],
     );
+    // The same with the package given as its manifest: the hint names the path.
+    let out = run(f
+        .tool("mkwrapper")
+        .arg("java")
+        .args(["--bash", "bash.json", "--jre", "jre.json"])
+        .arg("--jar")
+        .arg(&jar)
+        .args(["--name", "app", "--version", "1"]));
+    fails_with(
+        &out,
+        1,
+        &["-openjdk-17-jre-headless-17.0.15/usr/lib/jvm/java-17-openjdk-amd64"],
+    );
+    // A manifest of several paths where one operand is wanted.
+    f.file(
+        "two.json",
+        &format!(
+            "{}{}",
+            fs::read_to_string(&f.bash_json).unwrap(),
+            fs::read_to_string(&f.hello_json).unwrap()
+        ),
+    );
+    let out = run(f
+        .tool("mkwrapper")
+        .args(["wrap", "--bash", "two.json", "/usr/bin/env", "w"]));
+    fails_with(&out, 2, &["--bash", "two.json", "names 2 paths"]);
     // A makeWrapper flag before `--`.
     let out = run(f.tool("mkwrapper").args([
         "wrap",

@@ -43,6 +43,10 @@ pub enum ManifestError {
         "{input}: this is a layers JSON (mklayers' list of lists), not a path-info manifest; give it as the LAYERS operand"
     )]
     LayersJson { input: String },
+    #[error(
+        "{input}: names {count} paths where one is wanted (give it with --inputs and pick one with @NAME)"
+    )]
+    NotOne { input: String, count: usize },
     #[error("stdin ('-') can be read only once per invocation")]
     StdinTwice,
 }
@@ -93,6 +97,28 @@ impl Inputs {
         let paths = infos.iter().map(|i| i.path.to_string()).collect();
         self.infos.extend(infos);
         Ok(paths)
+    }
+
+    /// An operand that is a manifest (an existing file named by a relative path, or `-`)
+    /// holding exactly one path: that path, its info kept as an input. Other operands
+    /// (absolute paths, `@NAME`, other words) are `None`, left as they are.
+    pub fn load_operand(
+        &mut self,
+        text: &str,
+        store_dir: &StoreDir,
+    ) -> Result<Option<String>, ManifestError> {
+        let file = text != "-" && !std::path::Path::new(text).is_file();
+        if text.starts_with(['/', '@']) || text.is_empty() || file {
+            return Ok(None);
+        }
+        let paths = self.load(text, store_dir)?;
+        match paths.as_slice() {
+            [one] => Ok(Some(one.clone())),
+            _ => Err(ManifestError::NotOne {
+                input: shown(text),
+                count: paths.len(),
+            }),
+        }
     }
 
     /// The input named `name`: exactly, else `name` followed by `-` and a version.

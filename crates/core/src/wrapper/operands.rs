@@ -178,6 +178,12 @@ impl Resolver<'_> {
         if self.is_executable(&java) {
             return Ok(());
         }
+        // The hint is spelt as the user spelt the package, when that was a path or @NAME.
+        let base = if given.starts_with(['@', '/']) {
+            given
+        } else {
+            jre
+        };
         let jvm = self.physical_of(&format!("{jre}/usr/lib/jvm"));
         let mut homes: Vec<String> = std::fs::read_dir(&jvm)
             .into_iter()
@@ -185,7 +191,7 @@ impl Resolver<'_> {
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|home| self.is_executable(&format!("{jre}/usr/lib/jvm/{home}/bin/java")))
-            .map(|home| format!("{}/usr/lib/jvm/{home}", given.trim_end_matches('/')))
+            .map(|home| format!("{}/usr/lib/jvm/{home}", base.trim_end_matches('/')))
             .collect();
         homes.sort();
         let hint = match homes.as_slice() {
