@@ -31,6 +31,9 @@ makeWrapper flags (after `--`, run left to right, nixpkgs semantics):
   --prefix-contents VAR SEP FILES | --suffix-contents VAR SEP FILES (files read now)
   --add-flags ARGS | --append-flags ARGS   (shell words, split and expanded at run time)
   --add-flag ARG | --append-flag ARG       (one argument, quoted)
+A flag VALUE that starts with @ (--set/--set-default VALUE, --chdir DIR, --add-flag/--append-flag
+ARG, each SEP-separated --prefix/--suffix component, each -contents file) is @NAME[/SUB] as
+above; @@… is a literal @…. --add-flags/--append-flags words, --run and names are not expanded.
 Stricter than nixpkgs: invalid variable names, empty values, separators or components,
 unknown flags, stray words and missing operands are refused before anything is written.
 

@@ -455,6 +455,83 @@ mod tests {
     }
 
     #[test]
+    fn references_expand_in_values_only() {
+        let refused = parse_flags(&[
+            "--set",
+            "@V",
+            "@a/x",
+            "--prefix",
+            "P",
+            ":",
+            "@a/bin:/usr/bin:@b/bin",
+            "--add-flag",
+            "@b/app.py",
+            "--add-flags",
+            "@a/y",
+            "--run",
+            "@a",
+            "--chdir",
+            "@a",
+        ])
+        .unwrap_err();
+        // `@V` is no variable name: refused before any expansion.
+        assert!(matches!(refused, FlagError::InvalidName { .. }));
+        let mut parsed = parse_flags(&[
+            "--set",
+            "V",
+            "@a/x",
+            "--prefix",
+            "P",
+            ":",
+            "@a/bin:/usr/bin:@b/bin",
+            "--add-flag",
+            "@b/app.py",
+            "--add-flags",
+            "@a/y",
+            "--run",
+            "@a",
+            "--chdir",
+            "@a",
+        ])
+        .unwrap();
+        let mut expand = |v: &str| -> Result<String, ()> {
+            Ok(match v.strip_prefix('@') {
+                Some(r) => format!("/s/{r}"),
+                None => v.to_string(),
+            })
+        };
+        for flag in &mut parsed {
+            flag.expand_values(&mut expand).unwrap();
+        }
+        assert_eq!(
+            parsed[0],
+            Flag::Set {
+                var: "V".into(),
+                value: "/s/a/x".into()
+            }
+        );
+        let Flag::List(edit) = &parsed[1] else {
+            panic!("a list edit")
+        };
+        assert_eq!(
+            edit.values,
+            ListValues::One("/s/a/bin:/usr/bin:/s/b/bin".into())
+        );
+        assert_eq!(parsed[2], Flag::AddFlag("/s/b/app.py".into()));
+        assert_eq!(parsed[3], Flag::AddFlags("@a/y".into()));
+        assert_eq!(parsed[4], Flag::Run("@a".into()));
+        assert_eq!(parsed[5], Flag::Chdir("/s/a".into()));
+        assert_eq!(
+            misplaced_flag(&["--bash", "/b", "--set", "A", "1"]),
+            Some("--set")
+        );
+        assert_eq!(
+            misplaced_flag(&["--jvm-flag", "--run", "--", "--set"]),
+            None
+        );
+    }
+
+    #[test]
     fn refusals() {
         let msg = |args: &[&str]| parse(args).unwrap_err().to_string();
         assert_eq!(
