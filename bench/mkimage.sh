@@ -40,7 +40,7 @@ for i in range(files):
 PY
 paths=()
 for p in "$work"/src/p*; do
-  paths+=("$("$BIN/store-add" --name "$(basename "$p")" "$p" | python3 -c 'import json,sys;print(json.load(sys.stdin)["path"])')")
+  paths+=("$("$BIN/store-add" --print-path --name "$(basename "$p")" "$p")")
 done
 python3 -c 'import json,sys;print(json.dumps([[p] for p in sys.argv[1:]]))' "${paths[@]}" > "$work/layers.json"
 mkdir -p "$work/cust"
@@ -83,7 +83,7 @@ cache=$work/cache
 t0=$(now); "$BIN/mkimage" "$work/layers.json" --name bench --tag 1 --cache "$cache" -o "$work/c1.tar" -v 2> "$work/c1.log"; t1=$(now)
 cold=$(elapsed "$t0" "$t1"); rm -f "$work/c1.tar"
 mkdir -p "$work/changed" && cp -r "$work/src/p00/." "$work/changed/" && echo changed > "$work/changed/stamp"
-newpath=$("$BIN/store-add" --name p00 "$work/changed" | python3 -c 'import json,sys;print(json.load(sys.stdin)["path"])')
+newpath=$("$BIN/store-add" --print-path --name p00 "$work/changed")
 python3 -c 'import json,sys;l=json.load(open(sys.argv[1]));l[-1]=[sys.argv[2]];print(json.dumps(l))' "$work/layers.json" "$newpath" > "$work/layers2.json"
 t0=$(now); "$BIN/mkimage" "$work/layers2.json" --name bench --tag 1 --cache "$cache" -o "$work/c2.tar" -v 2> "$work/c2.log"; t1=$(now)
 warm=$(elapsed "$t0" "$t1"); rm -f "$work/c2.tar"

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::collections::BTreeSet;
+
+use strata_core::manifest::{ManifestError, resolve_path_args};
 use strata_core::nix::path_info::{PathInfo, parse_path_infos};
+use strata_core::nix::store_path::{StoreDir, StorePath};
 use strata_core::store::{Store, StoreConfig};
 
 /// Where the store is: shared by every tool that reads or writes it.
@@ -35,6 +39,12 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The logical store dir, checked, without opening the store.
+    pub fn store_dir(&self) -> Result<StoreDir, Failure> {
+        StoreDir::new(&self.store_dir)
+            .map_err(|e| Failure::usage(format!("--store-dir '{}': {e}", self.store_dir)))
+    }
+
     pub fn open(&self) -> Result<Store, Failure> {
         let mut config =
             StoreConfig::from_env_and_flags(Some(self.store_dir.clone()), self.store_root.clone())
@@ -79,6 +89,14 @@ impl Failure {
     }
     pub fn failed(msg: impl Display) -> Failure {
         Failure::Failed(msg.to_string())
+    }
+    /// The same failure, its message after `what: `.
+    pub fn prefixed(self, what: &str) -> Failure {
+        match self {
+            Failure::Failed(m) => Failure::Failed(format!("{what}: {m}")),
+            Failure::Usage(m) => Failure::Usage(format!("{what}: {m}")),
+            Failure::OutputClosed => Failure::OutputClosed,
+        }
     }
 }
 
@@ -168,6 +186,47 @@ pub fn read_store_path_list(name: &str) -> Result<Vec<String>, Failure> {
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect())
+}
+
+/// `--inputs FILE`: the path-info manifests `@NAME` references pick from.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct InputsArg {
+    /// Path-info JSON (JSON lines or an array; `-` is stdin), e.g. store-add's output: what
+    /// @NAME[/SUB] picks from (the input path named NAME, else NAME-VERSION). Repeatable.
+    #[arg(long = "inputs", value_name = "FILE")]
+    pub files: Vec<String>,
+}
+
+/// Store paths named by path arguments (store paths, manifests, `@NAME`), as the store
+/// parses them; a sub-path names its store path.
+pub fn store_paths(
+    store: &Store,
+    args: &[String],
+    inputs: &InputsArg,
+) -> Result<BTreeSet<StorePath>, Failure> {
+    let (paths, _) =
+        resolve_path_args(args, &inputs.files, store.store_dir()).map_err(manifest_failure)?;
+    paths
+        .iter()
+        .map(|text| {
+            store
+                .parse_user_path(text)
+                .map_err(|e| Failure::failed(format!("{text}: {e}")))
+        })
+        .collect()
+}
+
+/// A manifest or reference error: the command line is at fault for a bad reference (exit 2),
+/// the input for a bad manifest (exit 1).
+pub fn manifest_failure(e: ManifestError) -> Failure {
+    match e {
+        ManifestError::NoInput { .. }
+        | ManifestError::Ambiguous { .. }
+        | ManifestError::NotCanonical { .. }
+        | ManifestError::NotOne { .. }
+        | ManifestError::StdinTwice => Failure::usage(e),
+        _ => Failure::failed(e),
+    }
 }
 
 /// Path infos as JSON lines (compact, keys in Nix's order).

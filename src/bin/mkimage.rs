@@ -13,6 +13,7 @@ use strata_core::image::input::{MAX_CONFIG_JSON, MAX_LAYERS_JSON, read_input};
 use strata_core::image::{
     Compression, Format, ImageSpec, LayerSource, Output, build, contents::PermRule, interrupted,
 };
+use strata_core::manifest::{Inputs, PathArg, resolve_path_args};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -23,6 +24,10 @@ Examples:
 
   # The same tar is an OCI layout too:
   skopeo copy oci-archive:app.tar oci:app-oci:1
+
+  # Contents and command from the manifests the earlier steps printed:
+  mkimage layers.json --name app --contents app.json --contents runtime.json \
+    --cmd @app/bin/app -o app.tar
 
   # Config from a file, a writable /tmp owned by uid 1000, gzip layers, a layer cache:
   mkimage --name app --config config.json --extra-commands 'mkdir -m 1777 tmp' \\
@@ -45,9 +50,13 @@ struct Args {
     /// Tag (default: a hash of every input).
     #[arg(long)]
     tag: Option<String>,
-    /// Store paths symlink-joined into `/` (directories merged, files linked into the store).
-    #[arg(long, num_args = 1.., value_name = "PATH")]
+    /// Store paths symlink-joined into `/` (directories merged, files linked into the
+    /// store): a store path, a path-info manifest (a file or `-`: all its paths) or @NAME from
+    /// --inputs and the manifests given. One value per flag; repeatable.
+    #[arg(long, value_name = "PATH")]
     contents: Vec<String>,
+    #[command(flatten)]
+    inputs: cli::InputsArg,
     /// Keep the first of two colliding contents files instead of failing.
     #[arg(long)]
     ignore_collisions: bool,
@@ -66,10 +75,11 @@ struct Args {
     /// `Volumes`, `Labels`, `StopSignal`); the flags below override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// One element of `Cmd` (repeat for more).
+    /// One element of `Cmd` (repeat for more); `@NAME[/SUB]` is the path it references,
+    /// `@@…` a literal `@…`.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     cmd: Vec<String>,
-    /// One element of `Entrypoint` (repeat for more).
+    /// One element of `Entrypoint` (repeat for more); `@NAME[/SUB]` as for --cmd.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     entrypoint: Vec<String>,
     /// An environment variable `NAME=VALUE` (repeatable).
@@ -174,7 +184,7 @@ fn key_value(text: &str, flag: &str) -> Result<(String, String), Failure> {
 }
 
 /// The config file, then the flags over it.
-fn container_config(args: &Args) -> Result<ContainerConfig, Failure> {
+fn container_config(args: &Args, inputs: &Inputs) -> Result<ContainerConfig, Failure> {
     let mut config = match &args.config {
         Some(path) => {
             let shown = path.display().to_string();
@@ -187,11 +197,21 @@ fn container_config(args: &Args) -> Result<ContainerConfig, Failure> {
         None => ContainerConfig::default(),
     };
     let mut flags = ContainerConfig::default();
+    let expand = |values: &[String], flag: &str| {
+        values
+            .iter()
+            .map(|v| {
+                inputs
+                    .expand(v)
+                    .map_err(|e| cli::manifest_failure(e).prefixed(flag))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
     if !args.cmd.is_empty() {
-        flags.cmd = Some(args.cmd.clone());
+        flags.cmd = Some(expand(&args.cmd, "--cmd")?);
     }
     if !args.entrypoint.is_empty() {
-        flags.entrypoint = Some(args.entrypoint.clone());
+        flags.entrypoint = Some(expand(&args.entrypoint, "--entrypoint")?);
     }
     if !args.env.is_empty() {
         for e in &args.env {
@@ -305,6 +325,26 @@ fn output_of(args: &Args) -> Result<Output, Failure> {
 
 fn body(args: &Args) -> Result<(), Failure> {
     let output = output_of(args)?;
+    // The inputs first: a manifest among them may be what was meant as the layers.
+    let store_dir = args.store.store_dir()?;
+    let stdin_twice = args
+        .contents
+        .iter()
+        .chain(&args.inputs.files)
+        .any(|a| a == "-");
+    if args.layers == "-" && stdin_twice {
+        return Err(Failure::usage(
+            "stdin ('-') can be read once: the layers JSON is read from it (give LAYERS as a file)",
+        ));
+    }
+    let (contents, inputs) = resolve_path_args(&args.contents, &args.inputs.files, &store_dir)
+        .map_err(|e| cli::manifest_failure(e).prefixed("--contents"))?;
+    if let PathArg::Path(path) = PathArg::classify(&args.layers, &store_dir) {
+        return Err(Failure::usage(format!(
+            "LAYERS '{path}' is a store path, not the layers JSON: --contents takes one value, \
+             repeat it (--contents A --contents B)"
+        )));
+    }
     let layers_text = read_input(&args.layers, MAX_LAYERS_JSON, "the layers JSON")?;
     let shown = if args.layers == "-" {
         "stdin"
@@ -322,12 +362,12 @@ fn body(args: &Args) -> Result<(), Failure> {
         .map_err(|_| Failure::usage(format!("--mtime '{mtime_text}' is before 1970")))?;
     let mut spec = ImageSpec::new(&args.name, layers);
     spec.tag = args.tag.clone();
-    spec.contents = args.contents.clone();
+    spec.contents = contents;
     spec.extra_commands = args.extra_commands.clone();
     spec.perms = args.perms.clone();
     spec.ignore_collisions = args.ignore_collisions;
     spec.allow_partial_closure = args.allow_partial_closure;
-    spec.config = container_config(args)?;
+    spec.config = container_config(args, &inputs)?;
     spec.created = format_time(created);
     spec.owner.uid = args.uid;
     spec.owner.gid = args.gid;

@@ -18,6 +18,7 @@ Examples:
   mklayers --algorithm auto --max-layers 20 --base-layers 3 graph.json
   mklayers --explain --exclude /nix/store/<hash>-customisation graph.json
   mklayers --store-root ~/.local/share/strata --closure-of /nix/store/<hash>-app
+  mklayers --closure-of app.json --closure-of runtime.json
 
 Input: the exportReferencesGraph array ({closureSize?, narHash, narSize, path, references}
 objects), a stream of such objects or arrays, {\"KEY\": [graph]}, or nix path-info's map from
@@ -38,9 +39,12 @@ struct Cli {
     /// Closure graph JSON file; `-` reads standard input
     #[arg(default_value = "-", conflicts_with = "closure_of")]
     graph: String,
-    /// Read the closure of this store path from the store instead of a graph (repeatable)
+    /// Read the closure of this store path from the store instead of a graph (repeatable):
+    /// a store path, a path-info manifest (a file or `-`) or @NAME from --inputs
     #[arg(long, value_name = "STORE_PATH")]
     closure_of: Vec<String>,
+    #[command(flatten)]
+    inputs: cli::InputsArg,
     /// Layering algorithm
     #[arg(short, long, value_enum, default_value_t = AlgorithmArg::Popularity)]
     algorithm: AlgorithmArg,
@@ -96,15 +100,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         (cli::input_name(&name).to_string(), graph)
     } else {
         let store = cli.store.open()?;
-        let roots = cli
-            .closure_of
-            .iter()
-            .map(|p| {
-                store
-                    .parse_user_path(p)
-                    .map_err(|e| Failure::failed(format!("--closure-of {p}: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
+        let roots = cli::store_paths(&store, &cli.closure_of, &cli.inputs)
+            .map_err(|e| e.prefixed("--closure-of"))?;
         ("store".to_string(), store.closure(&roots)?)
     };
     let layering = layering::layer(&graph, &request).map_err(|e| match e {

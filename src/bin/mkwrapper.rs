@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use strata::cli::{self, Failure, StoreArgs};
+use strata_core::manifest::Inputs;
 use strata_core::nix::store_path::AbsStorePath;
+use strata_core::wrapper::flags::misplaced_flag;
 use strata_core::wrapper::operands::{InstallError, OperandError, Resolver, install};
 use strata_core::wrapper::{
     JavaApp, JavaMain, JavaWrapper, PlainWrapper, Wrapper, WrapperError, parse_flags,
@@ -29,6 +31,9 @@ makeWrapper flags (after `--`, run left to right, nixpkgs semantics):
   --prefix-contents VAR SEP FILES | --suffix-contents VAR SEP FILES (files read now)
   --add-flags ARGS | --append-flags ARGS   (shell words, split and expanded at run time)
   --add-flag ARG | --append-flag ARG       (one argument, quoted)
+A flag VALUE that starts with @ (--set/--set-default VALUE, --chdir DIR, --add-flag/--append-flag
+ARG, each SEP-separated --prefix/--suffix component, each -contents file) is @NAME[/SUB] as
+above; @@… is a literal @…. --add-flags/--append-flags words, --run and names are not expanded.
 Stricter than nixpkgs: invalid variable names, empty values, separators or components,
 unknown flags, stray words and missing operands are refused before anything is written.
 
@@ -95,6 +100,15 @@ struct Common {
     #[arg(long = "inputs", value_name = "FILE")]
     inputs: Vec<String>,
 
+    /// Print only the output's store path (like `nix-store --add`), not its path-info JSON.
+    #[arg(long)]
+    print_path: bool,
+
+    /// Print the script (bin/NAME) as it would be installed; write nothing. With
+    /// --print-path, print the path it would have instead.
+    #[arg(long)]
+    dry_run: bool,
+
     /// Write the tree to DIR (which must not exist) instead of adding it to the store. The
     /// wrapper's own path ($out) is then DIR; operands need not be in the store.
     #[arg(long, value_name = "DIR")]
@@ -158,6 +172,14 @@ struct JavaArgs {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(flag) = misplaced_flag(&args) {
+        return cli::run("mkwrapper", || {
+            Err(Failure::usage(format!(
+                "{flag} is a makeWrapper flag: give it after `--` (mkwrapper … -- {flag} …)"
+            )))
+        });
+    }
     cli::main("mkwrapper", |args: Cli| mkwrapper(&args))
 }
 
@@ -167,23 +189,47 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
         Mode::Java(a) => &a.common,
     };
     // Everything the command line alone can refuse is refused first.
-    let flags = parse_flags(&common.flags).map_err(Failure::usage)?;
-    let mut inputs = Vec::new();
+    let mut flags = parse_flags(&common.flags).map_err(Failure::usage)?;
+    let store_dir = cli.store.store_dir()?;
+    let mut inputs = Inputs::default();
     for file in &common.inputs {
-        inputs.extend(cli::read_path_infos(file)?);
+        inputs
+            .load(file, &store_dir)
+            .map_err(|e| cli::manifest_failure(e).prefixed("--inputs"))?;
     }
-    let store = match &common.tree {
-        Some(_) => None,
-        None => Some(cli.store.open()?),
+    // An operand may be a manifest file holding the one path meant.
+    let mut operand = |what: &str, text: &str| -> Result<String, Failure> {
+        Ok(inputs
+            .load_operand(text, &store_dir)
+            .map_err(|e| cli::manifest_failure(e).prefixed(what))?
+            .unwrap_or_else(|| text.to_string()))
     };
+    let bash_arg = operand("--bash", &common.bash)?;
+    let (original_arg, jre_arg, classpath_args) = match &cli.mode {
+        Mode::Wrap(a) => (operand("ORIGINAL", &a.original)?, String::new(), Vec::new()),
+        Mode::Java(a) => {
+            let classpath = a
+                .classpath
+                .iter()
+                .map(|c| operand("--classpath", c))
+                .collect::<Result<Vec<_>, _>>()?;
+            (String::new(), operand("--jre", &a.jre)?, classpath)
+        }
+    };
+    // The store's files are read (under its root) also when a plain tree is written.
+    let root = cli.store.open()?;
+    let store = common.tree.is_none().then_some(&root);
     let ctx = Resolver {
         inputs: &inputs,
-        store: store.as_ref(),
+        store,
+        root: Some(&root),
     };
+    for flag in &mut flags {
+        flag.expand_values(&mut |v| ctx.expand_value(v))
+            .map_err(operand_failure)?;
+    }
 
-    let bash = ctx
-        .resolve("--bash", &common.bash)
-        .map_err(operand_failure)?;
+    let bash = ctx.resolve("--bash", &bash_arg).map_err(operand_failure)?;
     let shell = format!("{}/bin/bash", bash.logical);
     ctx.require_store_path("--bash", &bash)
         .map_err(operand_failure)?;
@@ -193,7 +239,7 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
     let (wrapper, mut used) = match &cli.mode {
         Mode::Wrap(a) => {
             let original = ctx
-                .resolve("ORIGINAL", &a.original)
+                .resolve("ORIGINAL", &original_arg)
                 .map_err(operand_failure)?;
             ctx.require_store_path("ORIGINAL", &original)
                 .map_err(operand_failure)?;
@@ -208,11 +254,11 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
             (wrapper, vec![bash, original])
         }
         Mode::Java(a) => {
-            let jre = ctx.resolve("--jre", &a.jre).map_err(operand_failure)?;
+            let jre = ctx.resolve("--jre", &jre_arg).map_err(operand_failure)?;
             ctx.require_store_path("--jre", &jre)
                 .map_err(operand_failure)?;
             let java = format!("{}/bin/java", jre.logical);
-            ctx.require_executable("--jre", &java)
+            ctx.require_jre("--jre", &jre.logical, &a.jre)
                 .map_err(operand_failure)?;
             let jar = ctx.resolve_file("--jar", &a.jar).map_err(operand_failure)?;
             let mut used = vec![bash, jre];
@@ -220,7 +266,7 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
                 None => JavaMain::Jar,
                 Some(class) => {
                     let mut classpath = Vec::new();
-                    for entry in &a.classpath {
+                    for entry in &classpath_args {
                         let entry = ctx.resolve("--classpath", entry).map_err(operand_failure)?;
                         classpath.push(entry.logical.clone());
                         used.push(entry);
@@ -241,6 +287,10 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
                     jvm_flags: a.jvm_flag.clone(),
                 },
                 jar: ctx.physical(&jar),
+                // A jar already in the store is referenced, not copied.
+                jar_in_store: store
+                    .and(jar.store_path.as_ref())
+                    .map(|_| jar.logical.clone()),
                 flags,
             });
             used.push(jar);
@@ -249,29 +299,50 @@ fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
     };
 
     let mut read = |file: &str| strata_core::wrapper::read_contents_file(&ctx.physical_of(file));
-    match (&common.tree, &store) {
+    match (&common.tree, store) {
         (Some(dir), _) => {
             let out = std::path::absolute(dir)
                 .map_err(|e| Failure::failed(format!("{}: {e}", dir.display())))?;
             let out_text = out
                 .to_str()
                 .ok_or_else(|| Failure::usage("--tree: the directory name is not UTF-8"))?;
+            if common.dry_run {
+                let script = wrapper
+                    .script(out_text, &mut read)
+                    .map_err(wrapper_failure)?;
+                return print(&script);
+            }
             wrapper
                 .generate(out_text, &out, &mut read)
                 .map_err(wrapper_failure)
         }
         (None, Some(store)) => {
             let mut candidates: BTreeSet<AbsStorePath> =
-                inputs.iter().map(|i| i.path.clone()).collect();
+                inputs.infos().iter().map(|i| i.path.clone()).collect();
             candidates.extend(used.drain(..).filter_map(|r| r.store_path));
-            let info = install(store, &wrapper, &candidates, &mut read).map_err(|e| match e {
-                InstallError::Wrapper(e) => wrapper_failure(e),
-                InstallError::Store(e) => Failure::failed(e),
-            })?;
-            cli::print_path_infos([&info])
+            let installed = install(store, &wrapper, &candidates, &mut read, common.dry_run)
+                .map_err(|e| match e {
+                    InstallError::Wrapper(e) => wrapper_failure(e),
+                    InstallError::Store(e) => Failure::failed(e),
+                })?;
+            if common.print_path {
+                print(&format!("{}\n", installed.info.path))
+            } else if common.dry_run {
+                print(&installed.script)
+            } else {
+                cli::print_path_infos([&installed.info])
+            }
         }
         (None, None) => Err(Failure::failed("no store")),
     }
+}
+
+fn print(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::failed(format!("stdout: {e}")))
 }
 
 fn wrapper_failure(e: WrapperError) -> Failure {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use strata::cli::{self, Failure, StoreArgs};
 use strata_core::nix::hash::HashAlgo;
+use strata_core::nix::path_info::PathInfo;
 use strata_core::nix::store_path::{IngestionMethod, StorePath};
 use strata_core::store::{AddMethod, AddOptions, Store};
 
@@ -28,6 +29,9 @@ Examples:
 
   # Debian packages as store paths, dependencies as references:
   apt-get download bash libc6 libtinfo6 && store-add --deb *.deb > runtime.json
+
+  # Just the store path, as nix-store --add prints it:
+  store-add --print-path ./app.jar
 
   # Add every path listed on stdin:
   find ./out -mindepth 1 -maxdepth 1 | store-add -";
@@ -88,12 +92,25 @@ struct Args {
     #[arg(long, requires = "deb")]
     strict: bool,
 
+    /// Print only the store paths, one a line (like `nix-store --add`), not path-info JSON.
+    #[arg(long)]
+    print_path: bool,
+
     /// Compute and print the path info; write nothing.
     #[arg(long)]
     dry_run: bool,
 
     #[command(flatten)]
     store: StoreArgs,
+}
+
+/// What is printed for added paths: path-info JSON lines, or with --print-path the paths.
+fn output<'a>(args: &Args, infos: impl IntoIterator<Item = &'a PathInfo>) -> String {
+    if args.print_path {
+        infos.into_iter().map(|i| format!("{}\n", i.path)).collect()
+    } else {
+        cli::path_info_lines(infos)
+    }
 }
 
 fn main() -> ExitCode {
@@ -129,7 +146,7 @@ fn add_all(args: &Args) -> Result<(), Failure> {
             .add(input, &name, &method, &options)
             .map_err(|e| Failure::failed(format!("{}: {e}", input.display())))?;
         // Print as we go, so a long list shows progress and a later failure keeps earlier results.
-        progress.print(&cli::path_info_lines([&info]))?;
+        progress.print(&output(args, [&info]))?;
         infos.push(info);
     }
     Ok(())
@@ -212,7 +229,7 @@ fn add_texts(
         let info = store
             .add_text(&name, &contents, &refs, options)
             .map_err(|e| Failure::failed(format!("{input}: {e}")))?;
-        progress.print(&cli::path_info_lines([&info]))?;
+        progress.print(&output(args, [&info]))?;
     }
     Ok(())
 }
@@ -246,7 +263,7 @@ fn add_debs(
             cycles.join(", ")
         ));
     }
-    progress.print(&cli::path_info_lines(&report.infos))
+    progress.print(&output(args, &report.infos))
 }
 
 /// Inputs as paths; `-` expands to the paths listed on stdin.

@@ -1,14 +1,11 @@
 //! `store-query`: read the store: path infos, closures (as an `exportReferencesGraph` array or
 //! nixpkgs `closureInfo` files), the list of valid paths, and verification by re-hashing.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use strata::cli::{self, Failure, StoreArgs};
-use strata_core::nix::store_path::StorePath;
-use strata_core::store::Store;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -17,6 +14,10 @@ Examples:
 
   # Closure of whatever store-add printed, as nixpkgs closureInfo's registration file:
   store-add ./app.jar | store-query closure --format registration -
+
+  # The closure of every path in two manifests, and of one path picked by name:
+  store-query closure app.json runtime.json
+  store-query closure --inputs runtime.json @bash
 
   # Re-hash every registered path; exit 1 and one line per problem if any changed:
   store-query verify
@@ -38,15 +39,21 @@ struct Args {
 enum Command {
     /// Print the path-info JSON of valid paths, one object a line.
     Info {
-        /// Store paths, or `-` for path-info JSON / one path a line on stdin.
+        /// Store paths, path-info manifests (a file, or `-` for stdin; JSON lines or an
+        /// array, or one path a line) or @NAME references into them.
         #[arg(required = true)]
         paths: Vec<String>,
+        #[command(flatten)]
+        inputs: cli::InputsArg,
     },
     /// Print the closure of the given paths.
     Closure {
-        /// Store paths, or `-` for path-info JSON / one path a line on stdin.
+        /// Store paths, path-info manifests (a file, or `-` for stdin; JSON lines or an
+        /// array, or one path a line) or @NAME references into them.
         #[arg(required = true)]
         paths: Vec<String>,
+        #[command(flatten)]
+        inputs: cli::InputsArg,
         /// Output shape.
         #[arg(long, value_enum, default_value_t = ClosureFormat::Graph)]
         format: ClosureFormat,
@@ -87,16 +94,20 @@ fn main() -> ExitCode {
 fn query(args: &Args) -> Result<(), Failure> {
     let store = args.store.open()?;
     match &args.command {
-        Command::Info { paths } => {
-            let paths = parse_paths(&store, paths)?;
+        Command::Info { paths, inputs } => {
+            let paths = cli::store_paths(&store, paths, inputs)?;
             let infos = paths
                 .iter()
                 .map(|p| store.query_valid(p))
                 .collect::<Result<Vec<_>, _>>()?;
             cli::print_path_infos(&infos)
         }
-        Command::Closure { paths, format } => {
-            let roots = parse_paths(&store, paths)?;
+        Command::Closure {
+            paths,
+            inputs,
+            format,
+        } => {
+            let roots = cli::store_paths(&store, paths, inputs)?;
             let graph = store.closure(&roots)?;
             let text = match format {
                 ClosureFormat::Graph => graph.to_export_json() + "\n",
@@ -147,25 +158,6 @@ fn query(args: &Args) -> Result<(), Failure> {
             Err(Failure::failed(&problems[0]))
         }
     }
-}
-
-fn parse_paths(store: &Store, args: &[String]) -> Result<BTreeSet<StorePath>, Failure> {
-    let mut out = BTreeSet::new();
-    for arg in args {
-        let texts = if arg == "-" {
-            cli::read_store_path_list("-")?
-        } else {
-            vec![arg.clone()]
-        };
-        for text in texts {
-            out.insert(
-                store
-                    .parse_user_path(&text)
-                    .map_err(|e| Failure::failed(format!("{text}: {e}")))?,
-            );
-        }
-    }
-    Ok(out)
 }
 
 fn write_stdout(text: &str) -> Result<(), Failure> {

@@ -68,7 +68,7 @@ fn fixture() -> &'static Fixture {
         let image = work.join("hello.tar");
         let out = run(mkimage(&root, &layers)
             .args(["--name", NAME, "--tag", TAG])
-            .args(["--contents", &hello, &extra])
+            .args(["--contents", &hello, "--contents", &extra])
             .args(["--cmd", "/bin/hello", "--cmd", "arg1"])
             .args(["--env", "GREETING=world", "--workdir", "/"])
             .args(["--extra-commands", "mkdir -p tmp var/empty"])
@@ -270,6 +270,7 @@ fn docker_loads_and_runs_it() {
             .args([
                 "--contents",
                 &fx.hello,
+                "--contents",
                 &fx.extra,
                 "--env",
                 "GREETING=world",
@@ -769,6 +770,7 @@ fn bad_input_fails_with_one_line_and_leaves_no_output() {
                 "a".into(),
                 "--contents".into(),
                 fx.hello.clone(),
+                "--contents".into(),
                 clash,
             ],
             1,
@@ -942,7 +944,7 @@ fn store_query_mklayers_mkimage_pipeline_runs_in_docker() {
     sh(&format!(
         "export STRATA_STORE_ROOT={root}
          {q} closure {hello} {extra} {data} | {l} | \
-           {m} --name strata-test/pipeline --tag 1 --contents {hello} {extra} \
+           {m} --name strata-test/pipeline --tag 1 --contents {hello} --contents {extra} \
                --env GREETING=world --cmd /bin/hello --cmd arg1 -o {tar}",
         root = fx.root.display(),
         q = env!("CARGO_BIN_EXE_store-query"),

@@ -2,12 +2,14 @@
 //! real consumers (docker, podman, skopeo, umoci + runc, containerd). One binary, one module
 //! per area.
 
+mod compose;
 mod deb;
 mod example;
 mod image;
 mod layering;
 mod nix_live;
 mod push;
+mod readme;
 mod store;
 mod store_safety;
 mod support;

@@ -25,7 +25,7 @@ const EXPECTED_V2: &str = "hello from strata: world arg1 a changed line";
 // ---------------------------------------------------------------------------------------------
 // The registry.
 
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
@@ -51,7 +51,7 @@ fn wait_for_port(port: u16, what: &str) {
 }
 
 impl Registry {
-    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+    pub(crate) fn start(htpasswd: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("strata-registry-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -91,7 +91,7 @@ impl Registry {
         Registry { child, port, dir }
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -118,7 +118,7 @@ impl Registry {
     }
 
     /// Whether `REPO:tag` resolves (curl, straight to the registry).
-    fn has_tag(&self, repo: &str, tag: &str, creds: Option<&str>) -> bool {
+    pub(crate) fn has_tag(&self, repo: &str, tag: &str, creds: Option<&str>) -> bool {
         self.exists(&format!("{repo}/manifests/{tag}"), creds)
     }
 
@@ -225,7 +225,7 @@ impl Proxy {
         Proxy { port, log }
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -629,7 +629,7 @@ fn images() -> &'static Images {
                 .arg(&layers)
                 .args(["--name", REPO, "--tag", tag, "--format", format])
                 .args(["--compress", compress])
-                .args(["--contents", &hello, &extra])
+                .args(["--contents", &hello, "--contents", &extra])
                 .args(["--cmd", "/bin/hello", "--cmd", "arg1"])
                 .args(["--env", "GREETING=world"])
                 .arg("-o")

@@ -400,6 +400,7 @@ fn demo_wrapper(jar: &Path, main: JavaMain) -> Wrapper {
             ],
         },
         jar: jar.to_path_buf(),
+        jar_in_store: None,
         flags,
     })
 }
@@ -738,7 +739,7 @@ fn bad_input_is_refused_with_one_line_and_nothing_written() {
                 "w",
             ],
             2,
-            "no --inputs path",
+            "no input path is named 'bash'",
         ),
         (
             &[
@@ -1110,9 +1111,9 @@ fn store_end_to_end() {
     assert_eq!(again.stdout, out.stdout);
 
     // Java: the wrapper names its own path, which becomes a self-reference.
-    // The jar comes from the store too (a file path); it is copied, so it is no reference.
+    // The jar comes from the store too: it is linked, so it is a reference.
     let jar = demo_jar(store.work.path());
-    let (jar_json, _) = store.add(&jar, "demo.jar");
+    let (jar_json, jar_path) = store.add(&jar, "demo.jar");
     let out = store
         .cmd(MKWRAPPER)
         .arg("java")
@@ -1158,9 +1159,14 @@ fn store_end_to_end() {
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
     let path = info["path"].as_str().unwrap().to_string();
     assert!(path.ends_with("-demo-app-1.0"), "{path}");
-    let mut want = vec![bash_path, jre_path.clone(), path.clone()];
+    // The jar is already in the store: referenced (a symlink), not copied.
+    let mut want = vec![bash_path, jre_path.clone(), jar_path.clone(), path.clone()];
     want.sort();
     assert_eq!(refs(&info), want, "{info}");
+    assert_eq!(
+        fs::read_link(format!("{path}/share/java/demo-app-1.0.jar")).unwrap(),
+        Path::new(&jar_path)
+    );
     let script = fs::read_to_string(format!("{path}/bin/demo-app")).unwrap();
     assert!(
         script.contains(&format!("-jar '{path}/share/java/demo-app-1.0.jar'")),

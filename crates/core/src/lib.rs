@@ -7,6 +7,7 @@
 pub mod deb;
 pub mod image;
 pub mod layering;
+pub mod manifest;
 pub mod nix;
 pub mod pipeline;
 pub mod registry;

@@ -310,13 +310,15 @@ impl Store {
     /// Add a tree generated in a scratch directory as a content-addressed path whose
     /// references are found by scanning for `candidates`. `self_hash_part`, if given, is the
     /// placeholder hash part the files use to mention their own path; it is replaced by the
-    /// real one (Nix's hash modulo, as for floating content-addressed outputs).
+    /// real one (Nix's hash modulo, as for floating content-addressed outputs). With
+    /// `dry_run`, the path info is computed and nothing is written.
     pub fn add_generated(
         &self,
         src: &Path,
         name: &str,
         candidates: &BTreeSet<AbsStorePath>,
         self_hash_part: Option<&str>,
+        dry_run: bool,
     ) -> Result<PathInfo, StoreError> {
         let candidates = candidates
             .iter()
@@ -326,7 +328,11 @@ impl Store {
             candidates,
             self_hash_part: self_hash_part.map(str::to_string),
         };
-        self.add(src, name, &method, &AddOptions::default())
+        let options = AddOptions {
+            dry_run,
+            ..AddOptions::default()
+        };
+        self.add(src, name, &method, &options)
     }
 
     /// Re-hash every registered path and report what does not match, and what interrupted

@@ -36,6 +36,53 @@ pub enum Flag {
     AppendFlag(String),
 }
 
+impl Flag {
+    /// Replace the values that may name paths through `expand` (which turns `@NAME[/SUB]` into
+    /// a path): the VALUE of `--set`/`--set-default`, the DIR of `--chdir`, the ARG of
+    /// `--add-flag`/`--append-flag`, each SEP-separated component of a `--prefix`/`--suffix`
+    /// (and `-each`) value, and each `-contents` file. Variable names, separators, `--argv0`,
+    /// `--run` and the shell words of `--add-flags`/`--append-flags` are left as they are.
+    pub fn expand_values<E>(
+        &mut self,
+        expand: &mut dyn FnMut(&str) -> Result<String, E>,
+    ) -> Result<(), E> {
+        let mut list = |value: &mut String, sep: &str| -> Result<(), E> {
+            let parts = value
+                .split(sep)
+                .map(&mut *expand)
+                .collect::<Result<Vec<_>, E>>()?;
+            *value = parts.join(sep);
+            Ok(())
+        };
+        match self {
+            Flag::Set { value, .. } | Flag::SetDefault { value, .. } => *value = expand(value)?,
+            Flag::Chdir(dir) => *dir = expand(dir)?,
+            Flag::AddFlag(arg) | Flag::AppendFlag(arg) => *arg = expand(arg)?,
+            Flag::List(edit) => match &mut edit.values {
+                ListValues::One(value) => list(value, &edit.sep)?,
+                ListValues::Each(values) => {
+                    for value in values {
+                        list(value, &edit.sep)?;
+                    }
+                }
+                ListValues::Contents(files) => {
+                    for file in files {
+                        *file = expand(file)?;
+                    }
+                }
+            },
+            Flag::Argv0(_)
+            | Flag::InheritArgv0
+            | Flag::ResolveArgv0
+            | Flag::Unset { .. }
+            | Flag::Run(_)
+            | Flag::AddFlags(_)
+            | Flag::AppendFlags(_) => {}
+        }
+        Ok(())
+    }
+}
+
 /// Which end of a separated list a value goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListEnd {
@@ -212,6 +259,23 @@ pub const FLAG_NAMES: &[&str] = &[
     "--append-flag",
 ];
 
+/// The first makeWrapper flag among a command line's arguments before `--`, where the tool's
+/// own options go (the value after `--jvm-flag` is skipped: it may start with `--`).
+pub fn misplaced_flag<S: AsRef<str>>(args: &[S]) -> Option<&str> {
+    let mut args = args.iter().map(AsRef::as_ref);
+    while let Some(arg) = args.next() {
+        match arg {
+            "--" => return None,
+            "--jvm-flag" => {
+                args.next();
+            }
+            _ if FLAG_NAMES.contains(&arg) => return Some(arg),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Parse makeWrapper flags left to right. Nothing is read or written; `-contents` files are
 /// only named here.
 pub fn parse_flags<S: AsRef<str>>(args: &[S]) -> Result<Vec<Flag>, FlagError> {
@@ -387,6 +451,83 @@ mod tests {
         assert_eq!(
             edit.values,
             ListValues::Each(vec!["a".into(), "b:c".into(), "*".into()])
+        );
+    }
+
+    #[test]
+    fn references_expand_in_values_only() {
+        let refused = parse_flags(&[
+            "--set",
+            "@V",
+            "@a/x",
+            "--prefix",
+            "P",
+            ":",
+            "@a/bin:/usr/bin:@b/bin",
+            "--add-flag",
+            "@b/app.py",
+            "--add-flags",
+            "@a/y",
+            "--run",
+            "@a",
+            "--chdir",
+            "@a",
+        ])
+        .unwrap_err();
+        // `@V` is no variable name: refused before any expansion.
+        assert!(matches!(refused, FlagError::InvalidName { .. }));
+        let mut parsed = parse_flags(&[
+            "--set",
+            "V",
+            "@a/x",
+            "--prefix",
+            "P",
+            ":",
+            "@a/bin:/usr/bin:@b/bin",
+            "--add-flag",
+            "@b/app.py",
+            "--add-flags",
+            "@a/y",
+            "--run",
+            "@a",
+            "--chdir",
+            "@a",
+        ])
+        .unwrap();
+        let mut expand = |v: &str| -> Result<String, ()> {
+            Ok(match v.strip_prefix('@') {
+                Some(r) => format!("/s/{r}"),
+                None => v.to_string(),
+            })
+        };
+        for flag in &mut parsed {
+            flag.expand_values(&mut expand).unwrap();
+        }
+        assert_eq!(
+            parsed[0],
+            Flag::Set {
+                var: "V".into(),
+                value: "/s/a/x".into()
+            }
+        );
+        let Flag::List(edit) = &parsed[1] else {
+            panic!("a list edit")
+        };
+        assert_eq!(
+            edit.values,
+            ListValues::One("/s/a/bin:/usr/bin:/s/b/bin".into())
+        );
+        assert_eq!(parsed[2], Flag::AddFlag("/s/b/app.py".into()));
+        assert_eq!(parsed[3], Flag::AddFlags("@a/y".into()));
+        assert_eq!(parsed[4], Flag::Run("@a".into()));
+        assert_eq!(parsed[5], Flag::Chdir("/s/a".into()));
+        assert_eq!(
+            misplaced_flag(&["--bash", "/b", "--set", "A", "1"]),
+            Some("--set")
+        );
+        assert_eq!(
+            misplaced_flag(&["--jvm-flag", "--run", "--", "--set"]),
+            None
         );
     }
 

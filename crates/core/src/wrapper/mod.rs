@@ -73,13 +73,17 @@ pub struct PlainWrapper {
     pub flags: Vec<Flag>,
 }
 
-/// A Java application: `share/java/NAME-VERSION.jar` copied from `jar`, `bin/NAME` runs it.
+/// A Java application: `share/java/NAME-VERSION.jar` copied from `jar` (or a symlink to it,
+/// when it is already in the store), `bin/NAME` runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JavaWrapper {
     pub shell: String,
     pub app: JavaApp,
     /// Where to read the jar from now (a physical path).
     pub jar: PathBuf,
+    /// The jar's logical path when it is already in the store: `share/java/NAME-VERSION.jar`
+    /// is then a symlink to it (a reference), not a copy.
+    pub jar_in_store: Option<String>,
     /// makeWrapper flags; `--add-flag(s)` are the application's arguments.
     pub flags: Vec<Flag>,
 }
@@ -190,11 +194,18 @@ impl Wrapper {
             let jar = dir.join(w.app.jar_rel_path());
             let share = dir.join("share/java");
             fs::create_dir_all(&share).map_err(wrote(&share))?;
-            fs::copy(&w.jar, &jar).map_err(|source| WrapperError::Jar {
-                path: w.jar.clone(),
-                source,
-            })?;
-            set_mode(&jar, 0o644)?;
+            match &w.jar_in_store {
+                Some(target) => {
+                    std::os::unix::fs::symlink(target, &jar).map_err(wrote(&jar))?;
+                }
+                None => {
+                    fs::copy(&w.jar, &jar).map_err(|source| WrapperError::Jar {
+                        path: w.jar.clone(),
+                        source,
+                    })?;
+                    set_mode(&jar, 0o644)?;
+                }
+            }
             set_mode(&share, 0o755)?;
             set_mode(&dir.join("share"), 0o755)?;
         }

@@ -8,8 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::{Wrapper, WrapperError, self_placeholder};
+use crate::manifest::{Inputs, ManifestError, check_canonical};
 use crate::nix::path_info::PathInfo;
-use crate::nix::store_path::{AbsStorePath, is_name_with_version};
+use crate::nix::store_path::AbsStorePath;
 use crate::store::{Store, StoreError};
 
 /// Why an operand cannot be used.
@@ -17,14 +18,8 @@ use crate::store::{Store, StoreError};
 pub enum OperandError {
     #[error("{what}: '{text}' is neither an absolute path nor @NAME")]
     NotAbsolute { what: String, text: String },
-    #[error("{what}: no --inputs path is named '{name}'")]
-    NoInput { what: String, name: String },
-    #[error("{what}: '{name}' names several --inputs paths: {paths}")]
-    Ambiguous {
-        what: String,
-        name: String,
-        paths: String,
-    },
+    #[error("{what}: {source}")]
+    Reference { what: String, source: ManifestError },
     #[error(
         "{what}: '{path}' is not in the store '{store_dir}' (use --tree to wrap paths outside it)"
     )]
@@ -33,10 +28,12 @@ pub enum OperandError {
         path: String,
         store_dir: String,
     },
-    #[error("{what}: cannot wrap '{path}': not an executable file")]
-    NotExecutable { what: String, path: String },
-    #[error("{what}: '{path}' is not a canonical path ('.', '..' and '//' are not allowed)")]
-    NotCanonical { what: String, path: String },
+    #[error("{what}: cannot wrap '{path}': not an executable file{hint}")]
+    NotExecutable {
+        what: String,
+        path: String,
+        hint: String,
+    },
 }
 
 impl OperandError {
@@ -58,21 +55,22 @@ pub struct Operand {
 /// Resolves operands against the inputs and (unless a plain tree is written) the store.
 #[derive(Debug, Clone, Copy)]
 pub struct Resolver<'a> {
-    pub inputs: &'a [PathInfo],
+    pub inputs: &'a Inputs,
+    /// The store the output goes to; operands must then be in it.
     pub store: Option<&'a Store>,
+    /// Where store paths' files physically are, also when a plain tree is written.
+    pub root: Option<&'a Store>,
 }
 
 impl Resolver<'_> {
     /// `@NAME[/SUB]` or an absolute path.
     pub fn resolve(&self, what: &str, text: &str) -> Result<Operand, OperandError> {
+        let reference_error = |source| OperandError::Reference {
+            what: what.into(),
+            source,
+        };
         if let Some(reference) = text.strip_prefix('@') {
-            let (name, sub) = match reference.find('/') {
-                Some(i) => (&reference[..i], &reference[i..]),
-                None => (reference, ""),
-            };
-            let input = self.pick(what, name)?;
-            let logical = format!("{}{sub}", input.path);
-            check_canonical(what, &logical)?;
+            let (input, logical) = self.inputs.resolve(reference).map_err(reference_error)?;
             return Ok(Operand {
                 logical,
                 store_path: Some(input.path.clone()),
@@ -86,7 +84,7 @@ impl Resolver<'_> {
         }
         // A path names what it spells: `…-hello/../../../usr/bin/id` would look like a store
         // path and resolve to a host file.
-        check_canonical(what, text)?;
+        check_canonical(text).map_err(reference_error)?;
         Ok(Operand {
             logical: text.to_string(),
             store_path: self.store_path_of(text),
@@ -104,38 +102,15 @@ impl Resolver<'_> {
         })
     }
 
-    /// The input named `name`: exactly, else `name` followed by `-` and a version.
-    fn pick(&self, what: &str, name: &str) -> Result<&PathInfo, OperandError> {
-        let exact: Vec<&PathInfo> = self
-            .inputs
-            .iter()
-            .filter(|i| i.path.path.name() == name)
-            .collect();
-        let found = if exact.is_empty() {
-            self.inputs
-                .iter()
-                .filter(|i| is_name_with_version(i.path.path.name(), name))
-                .collect()
-        } else {
-            exact
-        };
-        let distinct: BTreeSet<&AbsStorePath> = found.iter().map(|i| &i.path).collect();
-        match distinct.len() {
-            1 => Ok(found[0]),
-            0 => Err(OperandError::NoInput {
-                what: what.into(),
-                name: name.into(),
-            }),
-            _ => Err(OperandError::Ambiguous {
-                what: what.into(),
-                name: name.into(),
-                paths: distinct
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        }
+    /// A makeWrapper flag value: `@NAME[/SUB]` becomes its path (see
+    /// [`crate::wrapper::Flag::expand_values`]), `@@…` a literal `@…`.
+    pub fn expand_value(&self, flag_value: &str) -> Result<String, OperandError> {
+        self.inputs
+            .expand(flag_value)
+            .map_err(|source| OperandError::Reference {
+                what: "makeWrapper flag value".into(),
+                source,
+            })
     }
 
     /// The store path an absolute path is in, when a store is used and it is in its dir.
@@ -157,9 +132,11 @@ impl Resolver<'_> {
         }
     }
 
-    /// Where a logical path's files are now: under the store root for store paths.
+    /// Where a logical path's files are now: under the store root for paths in the store dir
+    /// (also with --tree: the files are where the store keeps them, not on the host's
+    /// `/nix/store`).
     pub fn physical_of(&self, text: &str) -> PathBuf {
-        if let Some(store) = self.store
+        if let Some(store) = self.store.or(self.root)
             && let Ok((path, rest)) = store.store_dir().parse_path_prefix(text)
         {
             let base = store.physical_path(&path);
@@ -177,35 +154,60 @@ impl Resolver<'_> {
 
     /// Like nixpkgs' assertExecutable: a regular file with an execute bit.
     pub fn require_executable(&self, what: &str, logical: &str) -> Result<(), OperandError> {
-        let ok = std::fs::metadata(self.physical_of(logical))
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false);
-        if ok {
+        if self.is_executable(logical) {
             Ok(())
         } else {
             Err(OperandError::NotExecutable {
                 what: what.into(),
                 path: logical.into(),
+                hint: String::new(),
             })
         }
     }
-}
 
-/// An absolute path without `.`, `..` or empty components (one trailing slash allowed).
-fn check_canonical(what: &str, path: &str) -> Result<(), OperandError> {
-    let inner = path.strip_prefix('/').unwrap_or(path);
-    let inner = inner.strip_suffix('/').unwrap_or(inner);
-    if inner
-        .split('/')
-        .any(|c| c.is_empty() || c == "." || c == "..")
-        && !inner.is_empty()
-    {
-        return Err(OperandError::NotCanonical {
-            what: what.into(),
-            path: path.into(),
-        });
+    fn is_executable(&self, logical: &str) -> bool {
+        std::fs::metadata(self.physical_of(logical))
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     }
-    Ok(())
+
+    /// `JRE/bin/java` must be executable; when JRE is a package holding JRE homes
+    /// (`usr/lib/jvm/*/bin/java`, as Debian's), the error names them.
+    pub fn require_jre(&self, what: &str, jre: &str, given: &str) -> Result<(), OperandError> {
+        let java = format!("{jre}/bin/java");
+        if self.is_executable(&java) {
+            return Ok(());
+        }
+        // The hint is spelt as the user spelt the package, when that was a path or @NAME.
+        let base = if given.starts_with(['@', '/']) {
+            given
+        } else {
+            jre
+        };
+        let jvm = self.physical_of(&format!("{jre}/usr/lib/jvm"));
+        let mut homes: Vec<String> = std::fs::read_dir(&jvm)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|home| self.is_executable(&format!("{jre}/usr/lib/jvm/{home}/bin/java")))
+            .map(|home| format!("{}/usr/lib/jvm/{home}", base.trim_end_matches('/')))
+            .collect();
+        homes.sort();
+        let hint = match homes.as_slice() {
+            [] => String::new(),
+            [home] => format!(" (this is a package; its JRE home is --jre {home})"),
+            _ => format!(
+                " (this is a package; its JRE homes are {})",
+                homes.join(", ")
+            ),
+        };
+        Err(OperandError::NotExecutable {
+            what: what.into(),
+            path: java,
+            hint,
+        })
+    }
 }
 
 /// Why a generated wrapper could not be added to the store.
@@ -217,15 +219,25 @@ pub enum InstallError {
     Store(#[from] StoreError),
 }
 
+/// A wrapper added to the store (or, for a dry run, only named).
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub info: PathInfo,
+    /// `bin/NAME` as installed, with its own path in place of the placeholder.
+    pub script: String,
+}
+
 /// Generate the tree in the store's scratch area (with `$out` a placeholder path) and add it,
 /// where the placeholder becomes the real content-addressed path. Every candidate must be
-/// valid in the store; those the files mention become references.
+/// valid in the store; those the files mention become references. With `dry_run`, the tree
+/// is generated in a private temporary directory and the store is not written.
 pub fn install(
     store: &Store,
     wrapper: &Wrapper,
     candidates: &BTreeSet<AbsStorePath>,
     read: &mut dyn FnMut(&str) -> std::io::Result<Vec<u8>>,
-) -> Result<PathInfo, InstallError> {
+    dry_run: bool,
+) -> Result<Installed, InstallError> {
     for candidate in candidates {
         store.query_valid(store.check_abs(candidate)?)?;
     }
@@ -233,10 +245,17 @@ pub fn install(
     let placeholder = self_placeholder(&out_name);
     let out = format!("{}/{placeholder}-{out_name}", store.store_dir());
     // Removed on every path out of here, and by the next add if this process is killed.
-    let scratch = store.scratch(false)?;
+    let scratch = store.scratch(dry_run)?;
     let tree = scratch.path().join("out");
     wrapper.generate(&out, &tree, read)?;
-    Ok(store.add_generated(&tree, &out_name, candidates, Some(&placeholder))?)
+    let script_path = tree.join("bin").join(wrapper.bin_name());
+    let script = std::fs::read_to_string(&script_path).map_err(|source| WrapperError::Write {
+        path: script_path,
+        source,
+    })?;
+    let info = store.add_generated(&tree, &out_name, candidates, Some(&placeholder), dry_run)?;
+    let script = script.replace(&placeholder, info.path.path.hash_part());
+    Ok(Installed { info, script })
 }
 
 #[cfg(test)]
@@ -254,43 +273,32 @@ mod tests {
     }
 
     #[test]
-    fn at_names_pick_by_name_or_name_and_version() {
-        let inputs = [
+    fn operands_are_references_or_absolute_paths() {
+        let inputs = Inputs::new(vec![
             info("6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-bash-5.2.15-2+b13"),
             info("fkckkyn8s8bc544nrrrp4v4f0j21fvkz-openjdk-17-jre-headless-17.0.15"),
-            info("i9pmrzmpshapij2kin22pff6fc2adavx-bash-completion-2.11"),
-        ];
+        ]);
         let r = Resolver {
             inputs: &inputs,
             store: None,
+            root: None,
         };
         let bash = r.resolve("--bash", "@bash/bin").unwrap();
         assert_eq!(
             bash.logical,
             "/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-bash-5.2.15-2+b13/bin"
         );
-        let jre = r.resolve("--jre", "@openjdk-17-jre-headless").unwrap();
-        assert!(jre.logical.ends_with("-openjdk-17-jre-headless-17.0.15"));
         assert!(matches!(
             r.resolve("x", "@zsh"),
-            Err(OperandError::NoInput { .. })
+            Err(OperandError::Reference {
+                source: ManifestError::NoInput { .. },
+                ..
+            })
         ));
         assert!(matches!(
             r.resolve("x", "relative"),
             Err(OperandError::NotAbsolute { .. })
         ));
         assert_eq!(r.resolve_file("--jar", "app.jar").unwrap().store_path, None);
-        let twice = [
-            inputs[0].clone(),
-            info("0zl686gfyqgb4xvhpknhdly1n2daxmbq-bash-5.1"),
-        ];
-        let r = Resolver {
-            inputs: &twice,
-            store: None,
-        };
-        assert!(matches!(
-            r.resolve("x", "@bash"),
-            Err(OperandError::Ambiguous { .. })
-        ));
     }
 }
