@@ -233,6 +233,9 @@ fn mkimage_contents_and_cmd_take_manifests_and_references() {
             .tool("mkimage")
             .arg(&layers)
             .args(["--name", "app", "--tag", "1"])
+            // The hello script's /bin/sh is not in these images: only how the paths are
+            // given is compared here (the start check has its own tests).
+            .arg("--no-start-check")
             .args(args)
             .arg("-o")
             .arg(&out)));

@@ -1934,9 +1934,8 @@ impl StartFixture {
         let per: Vec<Vec<&String>> = layers.iter().map(|p| vec![*p]).collect();
         std::fs::write(&file, serde_json::to_string(&per).unwrap()).unwrap();
         let mut cmd = mkimage(&self.root, &file);
-        if !contents.is_empty() {
-            cmd.arg("--contents")
-                .args(contents.iter().map(|c| c.as_str()));
+        for c in contents {
+            cmd.arg("--contents").arg(c);
         }
         run(cmd.args(args).arg("-o").arg(out))
     }
