@@ -100,6 +100,21 @@ impl Failure {
     }
 }
 
+/// A failure about one input: `INPUT: message`, unless the message already names the input
+/// or a file inside it (`'INPUT' does not exist`, `file 'INPUT/x' has …`), so that no line
+/// says the same name twice.
+pub fn about(input: impl Display, e: impl Display) -> Failure {
+    let (input, message) = (input.to_string(), e.to_string());
+    let named = message.contains(&format!("'{input}'"))
+        || message.contains(&format!("'{input}/"))
+        || message.starts_with(&format!("{input}:"));
+    if named {
+        Failure::Failed(message)
+    } else {
+        Failure::Failed(format!("{input}: {message}"))
+    }
+}
+
 impl<E: std::error::Error> From<E> for Failure {
     fn from(e: E) -> Failure {
         Failure::Failed(e.to_string())

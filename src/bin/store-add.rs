@@ -144,7 +144,7 @@ fn add_all(args: &Args) -> Result<(), Failure> {
         };
         let info = store
             .add(input, &name, &method, &options)
-            .map_err(|e| Failure::failed(format!("{}: {e}", input.display())))?;
+            .map_err(|e| cli::about(input.display(), e))?;
         // Print as we go, so a long list shows progress and a later failure keeps earlier results.
         progress.print(&output(args, [&info]))?;
         infos.push(info);

@@ -500,6 +500,11 @@ fn bad_input_fails_cleanly() {
         let out = run(tool("store-add", root.path()).args(&args));
         let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
         fails_with(&out, code, &needles);
+        // The input is named once, not as `x: 'x' …`.
+        let line = String::from_utf8_lossy(&out.stderr);
+        if let Some(input) = args.last().filter(|a| a.starts_with('/')) {
+            assert!(line.matches(input.as_str()).count() <= 1, "{line}");
+        }
     }
     assert_store_empty(root.path());
 }
