@@ -5,6 +5,7 @@
 pub mod ar;
 pub mod control;
 pub mod index;
+pub mod lock;
 pub mod resolve;
 pub mod version;
 
