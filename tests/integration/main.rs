@@ -3,6 +3,7 @@
 //! per area.
 
 mod deb;
+mod deb_resolve;
 mod example;
 mod image;
 mod layering;
