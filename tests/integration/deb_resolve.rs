@@ -266,6 +266,13 @@ fn hostile_indexes_and_locks_are_refused() {
             "Filename '../../etc/passwd'",
         ),
         (
+            "Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/../../../tmp/evil.deb\nSize: 10\nSHA256: "
+                .to_string()
+                + SHA
+                + "\n",
+            "Filename 'pool/../../../tmp/evil.deb'",
+        ),
+        (
             "Package: a\nVersion: 1\nArchitecture: all\nFilename: a.deb\nSize: 99999999999999999999999\nSHA256: "
                 .to_string()
                 + SHA
