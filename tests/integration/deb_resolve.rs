@@ -259,47 +259,47 @@ fn hostile_indexes_and_locks_are_refused() {
     let lock = work.path().join("x.lock");
     let cases = [
         (
-            "Package: a\nVersion: 1\nArchitecture: all\nFilename: ../../etc/passwd\nSize: 10\nSHA256: "
+            "Package: aa\nVersion: 1\nArchitecture: all\nFilename: ../../etc/passwd\nSize: 10\nSHA256: "
                 .to_string()
                 + SHA
                 + "\n",
             "Filename '../../etc/passwd'",
         ),
         (
-            "Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/../../../tmp/evil.deb\nSize: 10\nSHA256: "
+            "Package: aa\nVersion: 1\nArchitecture: all\nFilename: pool/../../../tmp/evil.deb\nSize: 10\nSHA256: "
                 .to_string()
                 + SHA
                 + "\n",
             "Filename 'pool/../../../tmp/evil.deb'",
         ),
         (
-            "Package: a\nVersion: 1\nArchitecture: all\nFilename: a.deb\nSize: 99999999999999999999999\nSHA256: "
+            "Package: aa\nVersion: 1\nArchitecture: all\nFilename: a.deb\nSize: 99999999999999999999999\nSHA256: "
                 .to_string()
                 + SHA
                 + "\n",
             "Size '99999999999999999999999'",
         ),
         (
-            "Package: a\nVersion: 1\nArchitecture: all\nFilename: a.deb\nSize: 1099511627776\nSHA256: "
+            "Package: aa\nVersion: 1\nArchitecture: all\nFilename: a.deb\nSize: 1099511627776\nSHA256: "
                 .to_string()
                 + SHA
                 + "\n",
             "Size 1099511627776",
         ),
         (
-            "Package: a\nVersion: 1\nArchitecture: all\nFilename: a.deb\nSize: 1\nSHA256: x\n"
+            "Package: aa\nVersion: 1\nArchitecture: all\nFilename: a.deb\nSize: 1\nSHA256: x\n"
                 .to_string(),
             "SHA256 'x'",
         ),
         (
-            "Package: a\nVersion: 1\nArchitecture: all\nDepends: b (~~ 1)\n".to_string(),
+            "Package: aa\nVersion: 1\nArchitecture: all\nDepends: bb (~~ 1)\n".to_string(),
             "bad version constraint",
         ),
     ];
     for (text, needle) in cases {
         std::fs::write(&index, text).unwrap();
         let out = run(deb_lock(work.path())
-            .args(["resolve", "a", "--index"])
+            .args(["resolve", "aa", "--index"])
             .arg(&index)
             .arg("-o")
             .arg(&lock));
@@ -308,16 +308,16 @@ fn hostile_indexes_and_locks_are_refused() {
     }
 
     // A lock edited to point outside the archive is refused before anything is fetched.
-    std::fs::write(&index, stanza("a", "1", "")).unwrap();
+    std::fs::write(&index, stanza("aa", "1", "")).unwrap();
     ok(&run(deb_lock(work.path())
-        .args(["resolve", "a", "--index"])
+        .args(["resolve", "aa", "--index"])
         .arg(&index)
         .arg("-o")
         .arg(&lock)));
     let text = std::fs::read_to_string(&lock).unwrap();
     std::fs::write(
         &lock,
-        text.replace("pool/main/a_1_all.deb", "../../etc/passwd"),
+        text.replace("pool/main/aa_1_all.deb", "../../etc/passwd"),
     )
     .unwrap();
     let out = run(deb_lock(work.path())
@@ -327,6 +327,23 @@ fn hostile_indexes_and_locks_are_refused() {
         .arg("--cache")
         .arg(work.path()));
     fails_with(&out, 1, &[lock.to_str().unwrap(), "'../../etc/passwd'"]);
+
+    // A package name that apt-get would read as an option is refused too.
+    std::fs::write(
+        &lock,
+        text.replace("\"aa\": {", "\"-oDebug::pkgAcquire=1\": {"),
+    )
+    .unwrap();
+    let out = run(deb_lock(work.path())
+        .arg("build")
+        .arg(&lock)
+        .arg("--cache")
+        .arg(work.path()));
+    fails_with(
+        &out,
+        1,
+        &["'-oDebug::pkgAcquire=1' is not a Debian package name"],
+    );
 }
 
 #[test]
@@ -336,35 +353,35 @@ fn update_rewrites_the_lock_and_prints_what_changed() {
     let lock = work.path().join("t.lock");
     std::fs::write(
         &index,
-        stanza("a", "1", "Depends: b, c\n")
+        stanza("aa", "1", "Depends: bb, cc\n")
             + "\n"
-            + &stanza("b", "1", "")
+            + &stanza("bb", "1", "")
             + "\n"
-            + &stanza("c", "1", ""),
+            + &stanza("cc", "1", ""),
     )
     .unwrap();
     let resolve = |root: &Path| {
         run(deb_lock(root)
-            .args(["resolve", "a", "--index"])
+            .args(["resolve", "aa", "--index"])
             .arg(&index)
             .arg("-o")
             .arg(&lock))
     };
-    assert_eq!(ok(&resolve(work.path())), "a 1\nb 1\nc 1\n");
+    assert_eq!(ok(&resolve(work.path())), "aa 1\nbb 1\ncc 1\n");
     let before = std::fs::read_to_string(&lock).unwrap();
 
     // The archive moves on: a new a, b gone from its dependencies, d new.
     std::fs::write(
         &index,
-        stanza("a", "1", "Depends: b, c\n")
+        stanza("aa", "1", "Depends: bb, cc\n")
             + "\n"
-            + &stanza("a", "1:0.9", "Depends: c, d\n")
+            + &stanza("aa", "1:0.9", "Depends: cc, dd\n")
             + "\n"
-            + &stanza("b", "1", "")
+            + &stanza("bb", "1", "")
             + "\n"
-            + &stanza("c", "1", "")
+            + &stanza("cc", "1", "")
             + "\n"
-            + &stanza("d", "2~rc1", ""),
+            + &stanza("dd", "2~rc1", ""),
     )
     .unwrap();
     // Resolving onto the existing lock does not change it silently.
@@ -380,11 +397,11 @@ fn update_rewrites_the_lock_and_prints_what_changed() {
         .arg(&lock)
         .arg("--index")
         .arg(&index));
-    assert_eq!(ok(&out), "~ a 1 -> 1:0.9\n- b 1\n+ d 2~rc1\n");
+    assert_eq!(ok(&out), "~ aa 1 -> 1:0.9\n- bb 1\n+ dd 2~rc1\n");
     let after: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&lock).unwrap()).unwrap();
-    assert_eq!(after["packages"]["a"]["version"], "1:0.9");
-    assert_eq!(after["packages"]["d"]["pulledBy"], "a");
+    assert_eq!(after["packages"]["aa"]["version"], "1:0.9");
+    assert_eq!(after["packages"]["dd"]["pulledBy"], "aa");
     // Nothing more to change.
     let out = run(deb_lock(work.path())
         .arg("update")

@@ -101,6 +101,34 @@ fn is_safe_filename(name: &str) -> bool {
         && p.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
+/// Check a package's name, version and architecture against Debian's syntax (policy §5.6.1,
+/// §5.6.12), so that none can be taken for an option or a path by `apt-get`.
+fn check_identity(name: &str, version: &str, architecture: &str) -> Result<(), String> {
+    let name_ok = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+    if !name_ok {
+        return Err(format!("'{name}' is not a Debian package name"));
+    }
+    let version_ok = version.starts_with(|c: char| c.is_ascii_digit())
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+~:-".contains(&b));
+    if !version_ok {
+        return Err(format!("'{version}' is not a Debian version"));
+    }
+    let arch_ok = !architecture.is_empty()
+        && architecture
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !arch_ok {
+        return Err(format!("'{architecture}' is not a Debian architecture"));
+    }
+    Ok(())
+}
+
 /// Check one package's archive fields (as an index or a lock gives them).
 fn check_entry(filename: &str, sha256: &str, size: u64) -> Result<(), String> {
     if !is_safe_filename(filename) {
@@ -145,7 +173,9 @@ impl Lock {
             let size: u64 = size_text
                 .parse()
                 .map_err(|_| bad(format!("Size '{size_text}' is not a byte count")))?;
-            check_entry(&filename, &sha256, size).map_err(bad)?;
+            check_identity(name, &p.version, &p.architecture)
+                .and_then(|()| check_entry(&filename, &sha256, size))
+                .map_err(bad)?;
             packages.insert(
                 name.clone(),
                 LockedPackage {
@@ -188,7 +218,8 @@ impl Lock {
             )));
         }
         for (name, p) in &lock.packages {
-            check_entry(&p.filename, &p.sha256, p.size)
+            check_identity(name, &p.version, &p.architecture)
+                .and_then(|()| check_entry(&p.filename, &p.sha256, p.size))
                 .map_err(|reason| invalid(format!("package '{name}': {reason}")))?;
         }
         Ok(lock)
@@ -412,6 +443,17 @@ mod tests {
         assert!(check_entry("a.deb", &"A".repeat(64), 10).is_err());
         assert!(check_entry("a.deb", &sha, 0).is_err());
         assert!(check_entry("a.deb", &sha, DEB_SIZE_LIMIT + 1).is_err());
+        assert!(check_identity("libc6", "1:2.36-9+deb12u4~x", "amd64").is_ok());
+        for (n, v, a) in [
+            ("-oDebug::X=1", "1", "amd64"),
+            ("a", "1", "amd64"),
+            ("Bash", "1", "amd64"),
+            ("bash", "-1", "amd64"),
+            ("bash", "1 2", "amd64"),
+            ("bash", "1", "../x"),
+        ] {
+            assert!(check_identity(n, v, a).is_err(), "{n} {v} {a}");
+        }
     }
 
     #[test]
