@@ -341,4 +341,42 @@ Package: b\nVersion: 1\nArchitecture: all\nPre-Depends: a\nDepends: c | d\n";
         assert_eq!(index.providers["v"], [("a".to_string(), "1.0".to_string())]);
         assert_eq!(apt_lists(dir.path()).unwrap(), [path]);
     }
+
+    #[test]
+    fn compressed_indexes() {
+        use std::io::Write;
+        let text = "Package: a\nVersion: 1\nArchitecture: all\n";
+        let dir = tempfile::tempdir().unwrap();
+        let mut lz4 = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        lz4.write_all(text.as_bytes()).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(text.as_bytes()).unwrap();
+        let files = [
+            ("l_Packages.lz4", lz4.finish().unwrap()),
+            ("g_Packages.gz", gz.finish().unwrap()),
+            ("x_Packages.xz", xz.finish().unwrap()),
+            ("p_Packages", text.as_bytes().to_vec()),
+            ("l_Sources.lz4", b"not an index".to_vec()),
+        ];
+        for (name, data) in &files {
+            fs::write(dir.path().join(name), data).unwrap();
+        }
+        let lists = apt_lists(dir.path()).unwrap();
+        assert_eq!(lists.len(), 4);
+        for path in &lists {
+            assert_eq!(read_index_text(path).unwrap(), text, "{}", path.display());
+        }
+        // A corrupt compressed index is an error naming it.
+        let bad = dir.path().join("b_Packages.lz4");
+        fs::write(&bad, b"\x04\x22\x4d\x18garbage").unwrap();
+        let err = read_index_text(&bad).unwrap_err().to_string();
+        assert!(err.contains("b_Packages.lz4"), "{err}");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            apt_lists(empty.path()),
+            Err(IndexError::NoLists { .. })
+        ));
+    }
 }
