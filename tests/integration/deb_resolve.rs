@@ -368,6 +368,11 @@ fn update_rewrites_the_lock_and_prints_what_changed() {
             .arg(&lock))
     };
     assert_eq!(ok(&resolve(work.path())), "aa 1\nbb 1\ncc 1\n");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&lock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "a lock is readable by all");
+    }
     let before = std::fs::read_to_string(&lock).unwrap();
 
     // The archive moves on: a new a, b gone from its dependencies, d new.

@@ -244,6 +244,13 @@ impl Lock {
         };
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err)?;
         tmp.write_all(self.to_text().as_bytes()).map_err(io_err)?;
+        // A lock is meant to be committed and read by others: not the temporary file's 0600.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(0o644))
+                .map_err(io_err)?;
+        }
         tmp.as_file().sync_all().map_err(io_err)?;
         tmp.persist(path).map_err(|e| io_err(e.error))?;
         Ok(())
