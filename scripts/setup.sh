@@ -41,6 +41,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# deb-lock's tests read apt's package lists: make sure there are some.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+  as_root apt-get update -qq
+fi
+
 # Single-user Nix as root: make sure the store and its database exist.
 if [ "$(id -u)" = 0 ] && [ ! -d /nix/var/nix/db ]; then
   NIX_CONFIG="substituters =" nix-store --init 2>/dev/null || true

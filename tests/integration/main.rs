@@ -4,6 +4,7 @@
 
 mod compose;
 mod deb;
+mod deb_resolve;
 mod example;
 mod image;
 mod layering;

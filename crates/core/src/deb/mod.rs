@@ -4,6 +4,10 @@
 
 pub mod ar;
 pub mod control;
+pub mod index;
+pub mod lock;
+pub mod resolve;
+pub mod version;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -413,7 +413,7 @@ mod tests {
         let src = dir.join("uses");
         std::fs::write(&src, format!("exec /nix/store/{dep}\n")).unwrap();
         let method = AddMethod::WithReferences {
-            candidates: [dep.clone()].into_iter().collect(),
+            candidates: [dep].into_iter().collect(),
             self_hash_part: None,
         };
         let err = store
