@@ -10,5 +10,6 @@ pub mod layering;
 pub mod nix;
 pub mod pipeline;
 pub mod registry;
+pub mod rootfs;
 pub mod store;
 pub mod wrapper;

@@ -13,7 +13,7 @@
 
 pub mod archive;
 mod base;
-mod beneath;
+pub(crate) mod beneath;
 mod build;
 pub mod cache;
 pub mod check;

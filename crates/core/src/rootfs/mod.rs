@@ -1,0 +1,86 @@
+//! The rootfs basics an image built from store paths lacks because no base image and no
+//! maintainer script provides them: user and group databases (`/etc/passwd`, `/etc/group`,
+//! `/etc/nsswitch.conf`), a CA bundle (`/etc/ssl/certs/ca-certificates.crt`) and
+//! `/usr/bin/env`. As in nixpkgs (`fakeNss`, `cacert`, `usrBinEnv`), each is a small
+//! generated tree added to the store as a content-addressed path, which `mkimage --contents`
+//! then links into `/`: same inputs, same store path.
+
+pub mod ca;
+pub mod env;
+pub mod nss;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::nix::path_info::PathInfo;
+use crate::nix::store_path::AbsStorePath;
+use crate::store::{Store, StoreError};
+use crate::wrapper::operands::OperandError;
+
+/// Why a rootfs tree cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("--user {}: {reason}", .spec.escape_debug())]
+    BadUser { spec: String, reason: String },
+    #[error("{path}: {reason}")]
+    BadCertificate { path: String, reason: String },
+    #[error("{0}: no .crt file below usr/share/ca-certificates")]
+    NoCertificates(String),
+    #[error("{what}: {reason}")]
+    BadTarget { what: String, reason: String },
+    #[error(transparent)]
+    Operand(#[from] OperandError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl RootfsError {
+    /// Whether the command line itself is at fault (exit 2) rather than the files (exit 1).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            RootfsError::BadUser { .. } => true,
+            RootfsError::Operand(e) => e.is_usage(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
+        move |source| RootfsError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Write a tree with `write` in a scratch directory of the store and add it as `name`; the
+/// candidates its files mention (a symlink target counts) become its references.
+pub(crate) fn add_tree(
+    store: &Store,
+    name: &str,
+    candidates: &BTreeSet<AbsStorePath>,
+    write: impl FnOnce(&Path) -> Result<(), RootfsError>,
+) -> Result<PathInfo, RootfsError> {
+    for candidate in candidates {
+        store.query_valid(store.check_abs(candidate)?)?;
+    }
+    // Removed on every path out of here, and by the next add if this process is killed.
+    let scratch = store.scratch(false)?;
+    let tree = scratch.path().join("out");
+    std::fs::create_dir(&tree).map_err(RootfsError::io(&tree))?;
+    write(&tree)?;
+    Ok(store.add_generated(&tree, name, candidates, None)?)
+}
+
+/// Write `contents` at `rel` below `tree`, making its directories.
+pub(crate) fn write_file(tree: &Path, rel: &str, contents: &[u8]) -> Result<(), RootfsError> {
+    let path = tree.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(RootfsError::io(parent))?;
+    }
+    std::fs::write(&path, contents).map_err(RootfsError::io(&path))
+}
