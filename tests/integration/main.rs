@@ -8,6 +8,7 @@ mod image;
 mod layering;
 mod nix_live;
 mod push;
+mod rootfs;
 mod store;
 mod store_safety;
 mod support;
