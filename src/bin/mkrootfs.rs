@@ -127,12 +127,7 @@ fn make(args: &Cli) -> Result<(), Failure> {
         }
         What::UsrBinEnv { inputs, target } => {
             let inputs = read_inputs(inputs)?;
-            let store = args.store.open()?;
-            let resolver = Resolver {
-                inputs: &inputs,
-                store: Some(&store),
-            };
-            rootfs::env::add(&resolver, target).map_err(fail)?
+            rootfs::env::add(&args.store.open()?, &inputs, target).map_err(fail)?
         }
     };
     if args.print_path {

@@ -9,17 +9,19 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::{RootfsError, add_tree};
 use crate::nix::path_info::PathInfo;
+use crate::store::Store;
 use crate::wrapper::operands::Resolver;
 
 /// The store path name of the generated tree.
 pub const NAME: &str = "usr-bin-env";
 
-/// Add `usr/bin/env` → `target` (an absolute path, or `@NAME[/SUB]` picked from the
-/// resolver's inputs) as the store path `usr-bin-env`.
-pub fn add(resolver: &Resolver<'_>, target: &str) -> Result<PathInfo, RootfsError> {
-    let store = resolver
-        .store
-        .expect("usr-bin-env is always added to a store");
+/// Add `usr/bin/env` → `target` (an absolute path, or `@NAME[/SUB]` picked from `inputs`)
+/// as the store path `usr-bin-env`.
+pub fn add(store: &Store, inputs: &[PathInfo], target: &str) -> Result<PathInfo, RootfsError> {
+    let resolver = Resolver {
+        inputs,
+        store: Some(store),
+    };
     let op = resolver.resolve("usr-bin-env", target)?;
     let mut candidates = BTreeSet::new();
     if let Some(path) = &op.store_path {
