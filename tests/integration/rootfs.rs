@@ -30,13 +30,14 @@ const DEBS: &[&str] = &[
     "ca-certificates",
 ];
 
-/// Download `DEBS` once into the test target's tmp dir (kept between runs).
+/// Download `DEBS` once into the test target's tmp dir (kept between runs; `.done` holds
+/// the list it was made for).
 fn debs() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rootfs-debs");
-    let done = dir.join(format!(".done-{}", DEBS.join("+")));
-    if !done.exists() {
+    let done = dir.join(".done");
+    let names = DEBS.join(" ");
+    if std::fs::read_to_string(&done).ok().as_deref() != Some(names.as_str()) {
         std::fs::create_dir_all(&dir).unwrap();
-        let names = DEBS.join(" ");
         let script = format!(
             "apt-get download {names} || {{ apt-get update -qq && apt-get download {names}; }}"
         );
@@ -50,7 +51,7 @@ fn debs() -> PathBuf {
             "apt-get download: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(&done, "").unwrap();
+        std::fs::write(&done, &names).unwrap();
     }
     dir
 }
@@ -80,6 +81,7 @@ fn under_umask(exe: &str, root: &Path, umask: &str) -> Command {
 }
 
 const MKROOTFS: &str = env!("CARGO_BIN_EXE_mkrootfs");
+const STORE_ADD: &str = env!("CARGO_BIN_EXE_store-add");
 
 /// mkrootfs on the store at `root`.
 fn mkrootfs_cmd(root: &Path) -> Command {
@@ -88,7 +90,6 @@ fn mkrootfs_cmd(root: &Path) -> Command {
         .env("STRATA_STORE_ROOT", root);
     cmd
 }
-const STORE_ADD: &str = env!("CARGO_BIN_EXE_store-add");
 
 /// Run `cmd` and return its one path-info line.
 fn info_of(cmd: &mut Command) -> serde_json::Value {
