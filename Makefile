@@ -42,3 +42,4 @@ bench: setup build
 
 clean:
 	$(MAKE) -C examples/agatha clean
+	$(MAKE) -C examples/pyhello clean
