@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use strata::cli::{self, Failure, StoreArgs};
 use strata_core::nix::path_info::PathInfo;
 use strata_core::rootfs::{self, RootfsError};
-use strata_core::wrapper::operands::Resolver;
 
 const AFTER_HELP: &str = "\
 Each subcommand adds one generated store path (same inputs, same path) and prints its
@@ -110,13 +109,7 @@ fn make(args: &Cli) -> Result<(), Failure> {
         What::CaBundle { inputs, package } => {
             let inputs = read_inputs(inputs)?;
             let store = args.store.open()?;
-            let resolver = Resolver {
-                inputs: &inputs,
-                store: Some(&store),
-            };
-            let op = resolver
-                .resolve("ca-bundle", package)
-                .map_err(|e| fail(e.into()))?;
+            let op = rootfs::resolve(&store, &inputs, "ca-bundle", package).map_err(fail)?;
             let path = op.store_path.filter(|p| p.to_string() == op.logical);
             let Some(path) = path else {
                 return Err(Failure::usage(format!(

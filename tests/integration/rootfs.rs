@@ -241,8 +241,7 @@ fn rootfs_basics_work_in_a_running_container_and_are_reproducible() {
     ok(&run_with_input(
         tool("mkimage", &a)
             .args(["-", "--name", "strata-rootfs-test", "--tag", &tag])
-            .arg("--contents")
-            .args(&contents)
+            .args(contents.iter().flat_map(|p| ["--contents", p]))
             .args(["--extra-commands", "mkdir tmp", "--perms", "/tmp 1777 0 0"])
             .args(["--env", "PATH=/usr/bin:/bin", "--env", "PYTHONHOME=/usr"])
             .arg("-o")
@@ -380,6 +379,14 @@ fn mkrootfs_refuses_hostile_input_with_one_line_and_adds_nothing() {
         &["huge.crt: larger than"],
     );
     fails_with(&run(mk().args(["ca-bundle", "/etc"])), 2, &["/etc"]);
+    // Operands: unknown, relative or non-canonical (a store-looking path that climbs out).
+    fails_with(&run(mk().args(["ca-bundle", "@nothing"])), 2, &["@nothing"]);
+    fails_with(&run(mk().args(["usr-bin-env", "bin/env"])), 2, &["bin/env"]);
+    fails_with(
+        &run(mk().args(["usr-bin-env", &format!("{evil}/../../../bin/sh")])),
+        2,
+        &["not a canonical path"],
+    );
     for spec in [
         "ev:il:1:1",
         "evil\nroot:0:0",
@@ -399,7 +406,18 @@ fn mkrootfs_refuses_hostile_input_with_one_line_and_adds_nothing() {
 
     // The good package of the same shape works (the refusals were about the hostile parts).
     let fine = fake_package(&root, work.path(), "fine", &[(&good, PEM)], &[]);
-    let info = info_of(mk().args(["ca-bundle", &fine]));
+    let manifest = work.path().join("fine.json");
+    std::fs::write(
+        &manifest,
+        ok(&run(tool("store-query", &root).args(["info", &fine]))),
+    )
+    .unwrap();
+    let info = info_of(
+        mk().args(["ca-bundle", "--inputs"])
+            .arg(&manifest)
+            .arg("@fine"),
+    );
+    assert_eq!(info, info_of(mk().args(["ca-bundle", &fine])));
     let bundle = root
         .join(path(&info).trim_start_matches('/'))
         .join("etc/ssl/certs/ca-certificates.crt");

@@ -7,10 +7,9 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
-use super::{RootfsError, add_tree};
+use super::{RootfsError, add_tree, resolve};
 use crate::nix::path_info::PathInfo;
 use crate::store::Store;
-use crate::wrapper::operands::Resolver;
 
 /// The store path name of the generated tree.
 pub const NAME: &str = "usr-bin-env";
@@ -18,15 +17,15 @@ pub const NAME: &str = "usr-bin-env";
 /// Add `usr/bin/env` → `target` (an absolute path, or `@NAME[/SUB]` picked from `inputs`)
 /// as the store path `usr-bin-env`.
 pub fn add(store: &Store, inputs: &[PathInfo], target: &str) -> Result<PathInfo, RootfsError> {
-    let resolver = Resolver {
-        inputs,
-        store: Some(store),
-    };
-    let op = resolver.resolve("usr-bin-env", target)?;
+    let op = resolve(store, inputs, "usr-bin-env", target)?;
     let mut candidates = BTreeSet::new();
     if let Some(path) = &op.store_path {
-        store.query_valid(store.check_abs(path)?)?;
-        let physical = resolver.physical(&op);
+        let valid = store.check_abs(path)?;
+        store.query_valid(valid)?;
+        let rest = &op.logical[path.to_string().len()..];
+        let physical = store
+            .physical_path(valid)
+            .join(rest.trim_start_matches('/'));
         let meta = std::fs::metadata(&physical).map_err(RootfsError::io(&physical))?;
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
             return Err(RootfsError::BadTarget {

@@ -13,9 +13,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::nix::path_info::PathInfo;
-use crate::nix::store_path::AbsStorePath;
+use crate::nix::store_path::{AbsStorePath, is_name_with_version};
 use crate::store::{Store, StoreError};
-use crate::wrapper::operands::OperandError;
 
 /// Why a rootfs tree cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +27,12 @@ pub enum RootfsError {
     NoCertificates(String),
     #[error("{what}: {reason}")]
     BadTarget { what: String, reason: String },
-    #[error(transparent)]
-    Operand(#[from] OperandError),
+    #[error("{what}: '{}': {reason}", .text.escape_debug())]
+    BadOperand {
+        what: String,
+        text: String,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}: {source}")]
@@ -42,11 +45,10 @@ pub enum RootfsError {
 impl RootfsError {
     /// Whether the command line itself is at fault (exit 2) rather than the files (exit 1).
     pub fn is_usage(&self) -> bool {
-        match self {
-            RootfsError::BadUser { .. } => true,
-            RootfsError::Operand(e) => e.is_usage(),
-            _ => false,
-        }
+        matches!(
+            self,
+            RootfsError::BadUser { .. } | RootfsError::BadOperand { .. }
+        )
     }
 
     pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
@@ -55,6 +57,80 @@ impl RootfsError {
             source,
         }
     }
+}
+
+/// A path argument, resolved: the path it names, and the store path that is in, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operand {
+    pub logical: String,
+    pub store_path: Option<AbsStorePath>,
+}
+
+/// Resolve an absolute path, or `@NAME[/SUB]`: the one path of `inputs` named NAME exactly,
+/// else NAME, `-` and a version (`@coreutils` finds `coreutils-9.1-1`), then SUB. The path
+/// must be canonical (no `.`, `..` or empty component), so it names what it spells.
+pub fn resolve(
+    store: &Store,
+    inputs: &[PathInfo],
+    what: &str,
+    text: &str,
+) -> Result<Operand, RootfsError> {
+    let bad = |reason: String| RootfsError::BadOperand {
+        what: what.to_string(),
+        text: text.to_string(),
+        reason,
+    };
+    let logical = match text.strip_prefix('@') {
+        Some(reference) => {
+            let (name, sub) = reference.split_at(reference.find('/').unwrap_or(reference.len()));
+            let exact: BTreeSet<&AbsStorePath> = inputs
+                .iter()
+                .filter(|i| i.path.path.name() == name)
+                .map(|i| &i.path)
+                .collect();
+            let found = if exact.is_empty() {
+                inputs
+                    .iter()
+                    .filter(|i| is_name_with_version(i.path.path.name(), name))
+                    .map(|i| &i.path)
+                    .collect()
+            } else {
+                exact
+            };
+            match found.len() {
+                1 => format!("{}{sub}", found.first().expect("one")),
+                0 => return Err(bad(format!("no --inputs path is named '{name}'"))),
+                _ => {
+                    let paths: Vec<String> = found.iter().map(ToString::to_string).collect();
+                    return Err(bad(format!(
+                        "'{name}' names several --inputs paths: {}",
+                        paths.join(", ")
+                    )));
+                }
+            }
+        }
+        None if text.starts_with('/') => text.to_string(),
+        None => return Err(bad("neither an absolute path nor @NAME".into())),
+    };
+    let inner = logical.trim_start_matches('/');
+    if !inner.is_empty()
+        && inner
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(bad(
+            "not a canonical path ('.', '..' and '//' are not allowed)".into(),
+        ));
+    }
+    let store_path = store
+        .store_dir()
+        .parse_path_prefix(&logical)
+        .ok()
+        .map(|(path, _)| store.abs(&path));
+    Ok(Operand {
+        logical,
+        store_path,
+    })
 }
 
 /// Write a tree with `write` in a scratch directory of the store and add it as `name`; the
