@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: all build test setup example bench clean
+.PHONY: all build test setup example example-pyhello bench clean
 
 all: build
 
@@ -32,8 +32,14 @@ example: setup build
 	scripts/services.sh docker
 	$(MAKE) -C examples/agatha run STRATA_BIN=$(CURDIR)/$(RELEASE)
 
+# The second example: a Python HTTP service with users, a CA bundle and /tmp (docs/rootfs.md).
+example-pyhello: setup build
+	scripts/services.sh docker
+	$(MAKE) -C examples/pyhello run STRATA_BIN=$(CURDIR)/$(RELEASE)
+
 bench: setup build
 	bench/run.sh
 
 clean:
 	$(MAKE) -C examples/agatha clean
+	$(MAKE) -C examples/pyhello clean

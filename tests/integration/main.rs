@@ -11,6 +11,7 @@ mod layering;
 mod nix_live;
 mod push;
 mod readme;
+mod rootfs;
 mod store;
 mod store_safety;
 mod support;

@@ -11,5 +11,6 @@ pub mod manifest;
 pub mod nix;
 pub mod pipeline;
 pub mod registry;
+pub mod rootfs;
 pub mod store;
 pub mod wrapper;

@@ -14,7 +14,7 @@
 
 pub mod archive;
 mod base;
-mod beneath;
+pub(crate) mod beneath;
 mod build;
 pub mod cache;
 pub mod check;
