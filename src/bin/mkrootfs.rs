@@ -26,7 +26,7 @@ Examples:
   # /usr/bin/env from Debian's coreutils:
   mkrootfs usr-bin-env --inputs runtime.json @coreutils/usr/bin/env > env.json
 
-  # /tmp (no mkrootfs needed): mkimage … --extra-commands 'mkdir tmp' --perms '/tmp 1777 0 0'";
+  # /tmp (no mkrootfs needed): mkimage … --extra-commands 'mkdir -p tmp' --perms '/tmp 1777 0 0'";
 
 #[derive(Debug, Parser)]
 #[command(name = "mkrootfs", version, after_help = AFTER_HELP)]

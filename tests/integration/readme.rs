@@ -49,7 +49,7 @@ fn the_readme_pipeline_runs_as_written() {
         stubs.join("apt-get"),
         format!(
             "#!/bin/bash\nset -eu\n[ \"$1\" = download ] || exit 2\nshift\n\
-             for p; do cp {debs}/\"${{p}}\"_*.deb . 2>/dev/null || /usr/bin/apt-get download \"$p\"; done\n",
+             for p; do f=$(ls {debs}/\"$p\"_*.deb 2>/dev/null | sort -V | tail -n 1)\n               if [ -n \"$f\" ]; then cp \"$f\" .; else /usr/bin/apt-get download \"$p\"; fi; done\n",
             debs = debs.display()
         ),
     )
