@@ -112,6 +112,99 @@ fn why_shows_the_chain_and_exclude_prunes_what_only_it_pulled() {
     );
 }
 
+/// A `NAME := words…` variable of an example's Makefile (with `\` continuations).
+fn makefile_words(makefile: &Path, var: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(makefile).unwrap();
+    let start = text
+        .find(&format!("\n{var} := "))
+        .unwrap_or_else(|| panic!("{var} in {}", makefile.display()));
+    let mut words = Vec::new();
+    for line in text[start + var.len() + 5..].lines() {
+        let continued = line.trim_end().ends_with('\\');
+        words.extend(
+            line.trim_end_matches('\\')
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        if !continued {
+            break;
+        }
+    }
+    words
+}
+
+/// The examples' exclusions prune exactly what they name and what only they pulled in: every
+/// package the lock leaves out was pulled in through an excluded package (its `--why` chain
+/// passes one), and the examples' committed locks hold exactly the pruned set's names.
+#[test]
+fn the_examples_exclusions_prune_exactly_what_they_name() {
+    require_apt_lists();
+    let root = tempfile::tempdir().unwrap();
+    let names_of = |s: &BTreeSet<String>| -> BTreeSet<String> {
+        s.iter()
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    for example in ["agatha", "pyhello"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(example);
+        let runtime = makefile_words(&dir.join("Makefile"), "RUNTIME");
+        let exclude = makefile_words(&dir.join("Makefile"), "RUNTIME_EXCLUDE");
+        let names: Vec<&str> = runtime.iter().map(String::as_str).collect();
+        let flags: Vec<String> = exclude
+            .iter()
+            .flat_map(|e| ["--exclude".to_string(), e.clone()])
+            .collect();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        // One full resolution, as a lock: each package's `pulledBy` names who pulled it in.
+        let full_lock = root.path().join(format!("{example}-full.lock"));
+        ok(&run(deb_lock(root.path())
+            .arg("resolve")
+            .args(&names)
+            .arg("-o")
+            .arg(&full_lock)));
+        let full: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&full_lock).unwrap()).unwrap();
+        let full = full["packages"].as_object().unwrap();
+        let all: BTreeSet<String> = full.keys().cloned().collect();
+        let kept = names_of(&resolved(&names, &flags));
+        assert!(kept.is_subset(&all), "{example}");
+        for name in all.difference(&kept) {
+            let mut chain = vec![name.clone()];
+            while let Some(parent) = full
+                .get(chain.last().unwrap())
+                .and_then(|p| p["pulledBy"].as_str())
+                .filter(|p| !chain.iter().any(|c| c == p))
+            {
+                chain.push(parent.to_string());
+            }
+            assert!(
+                chain.iter().any(|c| exclude.contains(c)),
+                "{example}: {name} left out, but not pulled in by an excluded package: {chain:?}"
+            );
+        }
+        // The committed lock was resolved from these names and exclusions.
+        let lock: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("runtime.lock")).unwrap())
+                .unwrap();
+        let locked: BTreeSet<String> = lock["packages"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            locked, kept,
+            "{example}: runtime.lock is not the resolution of its names"
+        );
+        assert_eq!(lock["request"], serde_json::json!(runtime), "{example}");
+        let mut sorted = exclude.clone();
+        sorted.sort();
+        assert_eq!(lock["exclude"], serde_json::json!(sorted), "{example}");
+    }
+}
+
 /// Resolve bash into a lock in `dir`.
 fn bash_lock(dir: &Path) -> PathBuf {
     let lock = dir.join("bash.lock");
