@@ -359,19 +359,23 @@ pub fn check_canonical(path: &str) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// A path info for `/nix/store/BASE` with no references, for tests of what picks inputs.
+#[cfg(test)]
+pub(crate) fn test_info(base: &str) -> PathInfo {
+    serde_json::from_value(serde_json::json!({
+        "narHash": "sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky",
+        "narSize": 1,
+        "path": format!("/nix/store/{base}"),
+        "references": [],
+    }))
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn info(base: &str) -> PathInfo {
-        serde_json::from_value(serde_json::json!({
-            "narHash": "sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky",
-            "narSize": 1,
-            "path": format!("/nix/store/{base}"),
-            "references": [],
-        }))
-        .unwrap()
-    }
+    use super::test_info as info;
 
     #[test]
     fn references_pick_by_name_or_name_and_version() {

@@ -261,16 +261,7 @@ pub fn install(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn info(base: &str) -> PathInfo {
-        serde_json::from_value(serde_json::json!({
-            "narHash": "sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky",
-            "narSize": 1,
-            "path": format!("/nix/store/{base}"),
-            "references": [],
-        }))
-        .unwrap()
-    }
+    use crate::manifest::test_info as info;
 
     #[test]
     fn operands_are_references_or_absolute_paths() {
