@@ -1,8 +1,11 @@
 //! strata's domain library: Nix-compatible store paths and NAR, a content-addressed store
 //! with a logical store dir and a physical root, and the manifests the tools exchange.
 //!
-//! The modules follow the pipeline: [`nix`] formats → [`store`] (add, query, verify) →
-//! [`layering`] (closure → image layers).
+//! The modules follow the pipeline: [`nix`] formats → [`store`] (add, query, verify) and
+//! what adds to it — [`deb`] (Debian packages, resolved and locked), [`wrapper`] (launchers),
+//! [`rootfs`] (users, CA bundle, `/usr/bin/env`) — with [`manifest`] naming store paths the
+//! way every tool takes them → [`layering`] (closure → image layers) → [`image`] (the image
+//! archive) → [`registry`] (pushing it). [`pipeline`] overlaps reading, hashing and writing.
 
 pub mod deb;
 pub mod image;
