@@ -182,7 +182,7 @@ const HELPER_OUTPUT_LIMIT: u64 = 64 << 10;
 
 /// Run `docker-credential-NAME get` with `server` on its stdin, as the Docker CLI does, and
 /// read its JSON answer (`Username`, `Secret`). "credentials not found" is `None`; any other
-/// failure, a hang past [`HELPER_TIMEOUT`], or an identity token (`Username` `<token>`) is an
+/// failure, a hang past a minute, or an identity token (`Username` `<token>`) is an
 /// error. The secret never appears in a message.
 pub fn run_credential_helper(
     name: &str,

@@ -3,9 +3,9 @@
 //! client, and the push itself (blob `HEAD` first, cross-repository mounts, monolithic or
 //! chunked uploads, the manifest last).
 //!
-//! Modules: [`reference`] `REGISTRY/REPO:TAG`, [`source`] the image (tar or OCI layout
-//! directory), [`auth`] credentials and challenges, [`client`] HTTP with auth, [`push`] the
-//! algorithm and its report.
+//! Modules: [`reference`](mod@reference) `REGISTRY/REPO:TAG`, [`source`] the image (tar or
+//! OCI layout directory), [`auth`] credentials and challenges, [`client`] HTTP with auth,
+//! [`push`](mod@push) the algorithm and its report.
 
 pub mod auth;
 pub mod client;
