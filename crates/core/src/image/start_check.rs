@@ -4,9 +4,9 @@
 //!
 //! - [`check_config_paths`]: store paths named in `Cmd`, `Entrypoint` or `Env` are in the
 //!   layers (nixpkgs puts them in the closure);
-//! - the start check (`StartCheck`): the entrypoint (`Entrypoint` + `Cmd[0]`, a bare name looked up in
-//!   `PATH`) is, in the image's root filesystem (the image root, resolved as the kernel would), an executable regular file; a
-//!   script's `#!` interpreter is there (and for `env`, the program it runs); an ELF's loader
+//! - the start check (`StartCheck`): the entrypoint (`Entrypoint` + `Cmd[0]`, a bare name
+//!   looked up in `PATH`) is, in the image's root filesystem (symlinks resolved inside it),
+//!   an executable regular file; a script's `#!` interpreter is there (and for `env`, the program it runs); an ELF's loader
 //!   is there and its libraries resolve as the loader would find them (`DT_RPATH`,
 //!   `LD_LIBRARY_PATH`, `DT_RUNPATH` with `$ORIGIN`, `/etc/ld.so.conf`, the default and
 //!   multiarch directories), recursively and bounded.
