@@ -56,18 +56,9 @@ pub fn tie_key(path: &str) -> String {
     }
 }
 
-/// The absolute path as a string, built without the formatting machinery.
+/// The absolute path as a string.
 pub(crate) fn path_string(path: &AbsStorePath) -> String {
-    let (dir, hash, name) = (
-        path.store_dir.as_str(),
-        path.path.hash_part(),
-        path.path.name(),
-    );
-    let mut text = String::with_capacity(dir.len() + hash.len() + name.len() + 2);
-    for part in [dir, "/", hash, "-", name] {
-        text.push_str(part);
-    }
-    text
+    path.to_path_string()
 }
 
 /// All paths, most popular first; equal popularity in increasing [`tie_key`] order.

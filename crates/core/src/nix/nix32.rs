@@ -64,7 +64,7 @@ fn char_value(c: u8) -> Option<u8> {
 
 /// Whether `c` can appear in a nix32 string (and so in a store path hash part).
 pub fn is_nix32_char(c: u8) -> bool {
-    matches!(c, b'0'..=b'9' | b'a'..=b'd' | b'f'..=b'n' | b'p'..=b's' | b'v'..=b'z')
+    VALUES[usize::from(c)] != 0xff
 }
 
 /// Decode a nix32 string into the bytes it encodes.

@@ -73,7 +73,9 @@ impl PathInfo {
 /// whitespace-separated objects/arrays (what piping several tools together produces). Errors
 /// name the line and column.
 pub fn parse_path_infos(text: &str) -> Result<Vec<PathInfo>, serde_json::Error> {
-    let _interned = InternPaths::start();
+    // A path-info object takes a few hundred bytes (at least 150): room for the paths of a
+    // typical graph without growing the table.
+    let _interned = InternPaths::start(text.len() / 256);
     let mut out = Vec::new();
     for item in serde_json::Deserializer::from_str(text).into_iter::<OneOrMany>() {
         match item? {
