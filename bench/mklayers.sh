@@ -2,13 +2,13 @@
 # Benchmark of mklayers: generates closure graphs shaped like real ones (a libc hub, a core of
 # shared libraries, packages in ecosystems of 200 that mostly depend within their ecosystem,
 # 10% with one dependency into one of ten library ecosystems, self-references, log-normal NAR
-# sizes), then measures wall time and peak RSS of
+# sizes), then measures wall time (median and min–max of RUNS runs, default 5) and peak RSS of
 #   - strata vs nixpkgs' closure-graph.py (popularity) and auto-layer.py on 3000 paths,
 #   - strata alone on 100 000 paths (targets: < 1 s, < 200 MB),
 #   - strata alone on a "dense" 100 000-path variant whose cross-ecosystem links go anywhere,
 #     so that closures grow with the graph (a stress case: exact popularity and closure sizes
 #     are sums over reachable sets, which cost more as those sets grow).
-# Usage: bench/mklayers.sh            (builds the release binary itself)
+# Usage: [RUNS=5] [MKLAYERS=binary] bench/mklayers.sh   (builds the release binary itself)
 # Needs python3 and GNU time (/usr/bin/time; `apt-get install -y time`).
 set -euo pipefail
 
@@ -20,8 +20,13 @@ runs=${RUNS:-5}
 [ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing (apt-get install -y time)" >&2; exit 1; }
 [ -d "$shared" ] || { echo "bench: $shared missing" >&2; exit 1; }
 
-cargo build --release --quiet --bin mklayers --manifest-path "$root/Cargo.toml"
-mklayers=$target/release/mklayers
+# MKLAYERS=/path/to/mklayers measures that binary instead (e.g. one built from another commit).
+if [ -n "${MKLAYERS:-}" ]; then
+    mklayers=$MKLAYERS
+else
+    cargo build --release --quiet --bin mklayers --manifest-path "$root/Cargo.toml"
+    mklayers=$target/release/mklayers
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -90,42 +95,60 @@ for n, dense in ((3000, False), (100000, False), (100000, True)):
 EOF
 : > "$work/ignore"
 
-# measure RUNS COMMAND... → "wall_s cpu_s peak_mb": the fastest wall time of RUNS runs, the CPU
-# time (user + sys) of that run, the largest peak RSS of all runs. CPU time is the steadier
-# figure when the machine is busy with other work.
-measure() {
-    local n=$1 best="" cpu="" peak=0 start end kb user sys
+# Every measured command gets a name; `sample NAME COMMAND...` runs it once and appends its
+# wall time in seconds to $work/NAME.wall (taken with bash's $EPOCHREALTIME around the bare
+# command: no timer process is started inside the measured interval), its output left in
+# $work/out. `peak NAME COMMAND...` runs it once more under GNU time for its peak RSS.
+sample() {
+    local name=$1 start end
     shift
-    for _ in $(seq "$n"); do
-        start=$(date +%s%N)
-        /usr/bin/time -f "%U %S %M" -o "$work/rss" "$@" > "$work/out"
-        end=$(date +%s%N)
-        read -r user sys kb < <(tail -n 1 "$work/rss")
-        [ "$kb" -gt "$peak" ] && peak=$kb
-        if [ -z "$best" ] || [ $((end - start)) -lt "$best" ]; then
-            best=$((end - start))
-            cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')
-        fi
-    done
-    awk -v ns="$best" -v cpu="$cpu" -v kb="$peak" \
-        'BEGIN { printf "%.4f %.2f %.1f\n", ns / 1e9, cpu, kb / 1024 }'
+    start=$EPOCHREALTIME
+    "$@" > "$work/out"
+    end=$EPOCHREALTIME
+    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.6f\n", b - a }' >> "$work/$name.wall"
+}
+peak() {
+    local name=$1
+    shift
+    /usr/bin/time -f "%M" -o "$work/rss" "$@" > /dev/null
+    awk '{ printf "%.1f\n", $1 / 1024 }' "$work/rss" > "$work/$name.peak"
+}
+# stats NAME → "median min max" of its wall times.
+stats() {
+    sort -g "$work/$1.wall" | awk '{ t[NR] = $1 } END {
+        m = NR % 2 ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
+        printf "%.4f %.4f %.4f\n", m, t[1], t[NR] }'
 }
 
 g3=$work/graph-3000.json
 g100=$work/graph-100000.json
-read -r sp_t sp_c sp_m < <(measure "$runs" "$mklayers" --max-layers 100 "$g3")
+gd=$work/graph-100000-dense.json
+# The 3000-path comparisons, interleaved: strata and the reference script take turns, so that
+# both see the same machine load and cache state, the same number of times.
+for _ in $(seq "$runs"); do
+    sample sp "$mklayers" --max-layers 100 "$g3"
+    sample cg python3 "$shared/closure-graph.py" "$work/attrs-3000.json" graph
+    cp "$work/out" "$work/python-order"
+    sample sa "$mklayers" --algorithm auto --max-layers 100 "$g3"
+    cp "$work/out" "$work/strata-auto"
+    PYTHONHASHSEED=0 sample al python3 "$shared/auto-layer.py" "$g3" "$work/ignore" 99
+    cp "$work/out" "$work/python-auto"
+done
+for _ in $(seq "$runs"); do
+    sample bp "$mklayers" --max-layers 100 "$g100"
+    sample ba "$mklayers" --algorithm auto --max-layers 100 "$g100"
+    sample dp "$mklayers" --max-layers 100 "$gd"
+done
+peak sp "$mklayers" --max-layers 100 "$g3"
+peak cg python3 "$shared/closure-graph.py" "$work/attrs-3000.json" graph
+peak sa "$mklayers" --algorithm auto --max-layers 100 "$g3"
+PYTHONHASHSEED=0 peak al python3 "$shared/auto-layer.py" "$g3" "$work/ignore" 99
+peak bp "$mklayers" --max-layers 100 "$g100"
+peak ba "$mklayers" --algorithm auto --max-layers 100 "$g100"
+peak dp "$mklayers" --max-layers 100 "$gd"
 "$mklayers" --explain --max-layers 100000 "$g3" \
     | python3 -c 'import json,sys; print("\n".join(p["path"] for p in json.load(sys.stdin)["paths"]))' \
     > "$work/strata-order"
-read -r cg_t cg_c cg_m < <(measure 1 python3 "$shared/closure-graph.py" "$work/attrs-3000.json" graph)
-cp "$work/out" "$work/python-order"
-read -r sa_t sa_c sa_m < <(measure "$runs" "$mklayers" --algorithm auto --max-layers 100 "$g3")
-cp "$work/out" "$work/strata-auto"
-read -r al_t al_c al_m < <(PYTHONHASHSEED=0 measure 1 python3 "$shared/auto-layer.py" "$g3" "$work/ignore" 99)
-cp "$work/out" "$work/python-auto"
-read -r bp_t bp_c bp_m < <(measure "$runs" "$mklayers" --max-layers 100 "$g100")
-read -r ba_t ba_c ba_m < <(measure "$runs" "$mklayers" --algorithm auto --max-layers 100 "$g100")
-read -r dp_t dp_c dp_m < <(measure 1 "$mklayers" --max-layers 100 "$work/graph-100000-dense.json")
 
 same_order=$(cmp -s "$work/strata-order" "$work/python-order" && echo yes || echo NO)
 same_auto=$(python3 -c '
@@ -134,14 +157,25 @@ a, b = (json.load(open(f)) for f in sys.argv[1:])
 print("yes" if sorted(map(sorted, a)) == sorted(map(sorted, b)) else "NO")' "$work/strata-auto" "$work/python-auto")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0fx", a / b; else print "-" }'; }
-row() { printf '%-34s %9s %8s %8s %9s %9s %7s\n' "$@"; }
-row "case (max-layers 100)" "wall s" "cpu s" "peak MB" "wall x" "cpu x" "agrees"
-row "3000 paths, closure-graph.py" "$cg_t" "$cg_c" "$cg_m" "" "" ""
-row "3000 paths, mklayers popularity" "$sp_t" "$sp_c" "$sp_m" "$(ratio "$cg_t" "$sp_t")" "$(ratio "$cg_c" "$sp_c")" "$same_order"
-row "3000 paths, auto-layer.py" "$al_t" "$al_c" "$al_m" "" "" ""
-row "3000 paths, mklayers auto" "$sa_t" "$sa_c" "$sa_m" "$(ratio "$al_t" "$sa_t")" "$(ratio "$al_c" "$sa_c")" "$same_auto"
-row "100000 paths, mklayers popularity" "$bp_t" "$bp_c" "$bp_m" "" "" ""
-row "100000 paths, mklayers auto" "$ba_t" "$ba_c" "$ba_m" "" "" ""
-row "100000 dense, mklayers popularity" "$dp_t" "$dp_c" "$dp_m" "" "" ""
-echo "(mklayers: fastest of $runs runs, dense: 1 run; python: 1 run; closure-graph.py only orders,"
-echo " mklayers also cuts layers; load average now: $(cut -d' ' -f1-3 /proc/loadavg), on $(nproc) cores)"
+row() { printf '%-34s %9s %9s %9s %8s %8s %7s\n' "$@"; }
+line() {
+    local name=$1 label=$2 versus=${3:-} agrees=${4:-} median min max
+    read -r median min max < <(stats "$name")
+    local times=""
+    if [ -n "$versus" ]; then
+        times=$(ratio "$(stats "$versus" | cut -d' ' -f1)" "$median")
+    fi
+    row "$label" "$median" "$min" "$max" "$(cat "$work/$name.peak")" "$times" "$agrees"
+}
+row "case (max-layers 100)" "median s" "min s" "max s" "peak MB" "x median" "agrees"
+line cg "3000 paths, closure-graph.py"
+line sp "3000 paths, mklayers popularity" cg "$same_order"
+line al "3000 paths, auto-layer.py"
+line sa "3000 paths, mklayers auto" al "$same_auto"
+line bp "100000 paths, mklayers popularity"
+line ba "100000 paths, mklayers auto"
+line dp "100000 dense, mklayers popularity"
+echo "(wall time of the whole process, $runs runs of each, strata and the python scripts"
+echo " interleaved; x median: the script's median over mklayers' median; closure-graph.py only"
+echo " orders, mklayers also cuts layers; load average now: $(cut -d' ' -f1-3 /proc/loadavg),"
+echo " on $(nproc) cores)"

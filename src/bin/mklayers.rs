@@ -95,7 +95,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         let text = cli::read_text(&name)?;
         let infos = parse_path_info_documents(&text).map_err(|e| cli::json_failure(&name, &e))?;
         drop(text);
-        let graph = ClosureGraph::from_infos(infos)
+        // Layering sums the closure sizes it needs itself.
+        let graph = ClosureGraph::from_infos_keeping_sizes(infos)
             .map_err(|e| Failure::failed(format!("{}: {e}", cli::input_name(&name))))?;
         (cli::input_name(&name).to_string(), graph)
     } else {

@@ -56,24 +56,20 @@ pub fn tie_key(path: &str) -> String {
     }
 }
 
-/// The absolute path as a string, built without the formatting machinery.
+/// The absolute path as a string.
 pub(crate) fn path_string(path: &AbsStorePath) -> String {
-    let (dir, hash, name) = (
-        path.store_dir.as_str(),
-        path.path.hash_part(),
-        path.path.name(),
-    );
-    let mut text = String::with_capacity(dir.len() + hash.len() + name.len() + 2);
-    for part in [dir, "/", hash, "-", name] {
-        text.push_str(part);
-    }
-    text
+    path.to_path_string()
 }
 
 /// All paths, most popular first; equal popularity in increasing [`tie_key`] order.
 pub fn popularity_order(graph: &IndexedGraph<'_>, scores: &[BigUint]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..graph.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| scores[b as usize].cmp(&scores[a as usize]));
+    // Scores nearly always fit in a machine integer, which compares much faster.
+    let small: Option<Vec<u128>> = scores.iter().map(|s| u128::try_from(s).ok()).collect();
+    match &small {
+        Some(small) => order.sort_unstable_by_key(|&v| std::cmp::Reverse(small[v as usize])),
+        None => order.sort_unstable_by(|&a, &b| scores[b as usize].cmp(&scores[a as usize])),
+    }
     // Break ties by key, building keys only for the paths that tie.
     let mut start = 0;
     while start < order.len() {

@@ -38,6 +38,31 @@ impl ClosureGraph {
     pub fn from_infos(
         infos: impl IntoIterator<Item = PathInfo>,
     ) -> Result<ClosureGraph, ClosureError> {
+        let mut graph = Self::from_infos_keeping_sizes(infos)?;
+        graph.fill_closure_sizes();
+        Ok(graph)
+    }
+
+    /// Like [`from_infos`](Self::from_infos), with the same checks, but every `closureSize`
+    /// stays as read (or absent): for callers that never look at it, such as layering (which
+    /// sums what it needs itself), so that they do not pay for one more pass over the graph.
+    pub fn from_infos_keeping_sizes(
+        infos: impl IntoIterator<Item = PathInfo>,
+    ) -> Result<ClosureGraph, ClosureError> {
+        let infos: Vec<PathInfo> = infos.into_iter().collect();
+        // Graphs usually come sorted by path (Nix writes them so): then the map is built in
+        // bulk rather than searched path by path.
+        let nodes = if infos.windows(2).all(|w| w[0].path < w[1].path) {
+            infos.into_iter().map(|i| (i.path.clone(), i)).collect()
+        } else {
+            Self::keyed(infos)?
+        };
+        let adjacency = Adjacency::build(&nodes.values().collect::<Vec<_>>())?;
+        Ok(ClosureGraph { nodes, adjacency })
+    }
+
+    /// The infos by path; the first path that appears twice is an error.
+    fn keyed(infos: Vec<PathInfo>) -> Result<BTreeMap<AbsStorePath, PathInfo>, ClosureError> {
         let mut nodes = BTreeMap::new();
         for info in infos {
             match nodes.entry(info.path.clone()) {
@@ -49,12 +74,7 @@ impl ClosureGraph {
                 }
             }
         }
-        let mut graph = ClosureGraph {
-            nodes,
-            adjacency: Adjacency::default(),
-        };
-        graph.fill_closure_sizes()?;
-        Ok(graph)
+        Ok(nodes)
     }
 
     /// The graph with paths numbered in path order, for whole-graph algorithms.
@@ -117,25 +137,20 @@ impl ClosureGraph {
             .collect()
     }
 
-    /// Check completeness and acyclicity, number the edges, and set every `closureSize`.
-    fn fill_closure_sizes(&mut self) -> Result<(), ClosureError> {
-        let (sizes, adjacency) = {
-            let graph = IndexedGraph::new(self.nodes.values().collect())?;
-            let nar_sizes: Vec<u128> = self
-                .nodes
-                .values()
-                .map(|i| u128::from(i.nar_size))
-                .collect();
-            let sizes = graph
-                .reach_sums(&nar_sizes, Reach::Closure)
-                .expect("sums of u64 sizes fit in u128");
-            (sizes, graph.into_adjacency())
-        };
+    /// Set every `closureSize`.
+    fn fill_closure_sizes(&mut self) {
+        let nar_sizes: Vec<u128> = self
+            .nodes
+            .values()
+            .map(|i| u128::from(i.nar_size))
+            .collect();
+        let sizes = self
+            .indexed()
+            .reach_sums(&nar_sizes, Reach::Closure)
+            .expect("sums of u64 sizes fit in u128");
         for (info, size) in self.nodes.values_mut().zip(sizes) {
             info.closure_size = Some(u64::try_from(size).unwrap_or(u64::MAX));
         }
-        self.adjacency = adjacency;
-        Ok(())
     }
 
     /// Every path reachable from `path`, itself included.

@@ -77,7 +77,7 @@ pub struct Adjacency {
 /// Hashes a store path's hash part, which is already uniformly distributed: folds it 8 bytes
 /// at a time with a multiply (FxHash's mix), much cheaper than SipHash.
 #[derive(Debug, Default, Clone, Copy)]
-struct HashPartHasher(u64);
+pub(crate) struct HashPartHasher(u64);
 
 impl Hasher for HashPartHasher {
     fn finish(&self) -> u64 {

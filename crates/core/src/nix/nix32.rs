@@ -46,13 +46,25 @@ pub fn encode(input: &[u8]) -> String {
     out
 }
 
+/// Each byte's digit value, or 0xff for bytes outside the alphabet: one load per character
+/// instead of a search of the alphabet.
+const VALUES: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut digit = 0;
+    while digit < ALPHABET.len() {
+        table[ALPHABET[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    table
+};
+
 fn char_value(c: u8) -> Option<u8> {
-    ALPHABET.iter().position(|&a| a == c).map(|p| p as u8)
+    Some(VALUES[usize::from(c)]).filter(|&v| v != 0xff)
 }
 
 /// Whether `c` can appear in a nix32 string (and so in a store path hash part).
 pub fn is_nix32_char(c: u8) -> bool {
-    matches!(c, b'0'..=b'9' | b'a'..=b'd' | b'f'..=b'n' | b'p'..=b's' | b'v'..=b'z')
+    VALUES[usize::from(c)] != 0xff
 }
 
 /// Decode a nix32 string into the bytes it encodes.
@@ -63,19 +75,23 @@ pub fn decode(s: &str) -> Result<Vec<u8>, Nix32Error> {
     if encoded_len(bytes) != chars.len() {
         return Err(Nix32Error::InvalidLength(chars.len()));
     }
-    let mut out = vec![0u8; bytes];
-    for (n, &c) in chars.iter().rev().enumerate() {
+    // The last character holds the lowest 5 bits: collect bits from the end, a byte at a time.
+    let mut out = Vec::with_capacity(bytes);
+    let (mut bits, mut held) = (0u32, 0u32);
+    for &c in chars.iter().rev() {
         let digit = char_value(c).ok_or(Nix32Error::InvalidChar(char::from(c)))?;
-        let bit = n * 5;
-        let i = bit / 8;
-        let j = bit % 8;
-        out[i] |= digit << j;
-        let carry = u16::from(digit) >> (8 - j);
-        if i + 1 < bytes {
-            out[i + 1] |= carry as u8;
-        } else if carry != 0 {
-            return Err(Nix32Error::NonZeroPadding);
+        bits |= u32::from(digit) << held;
+        held += 5;
+        if held >= 8 && out.len() < bytes {
+            out.push(bits as u8);
+            bits >>= 8;
+            held -= 8;
         }
+    }
+    // 5 × len ≥ 8 × bytes, so every byte is out; fewer than 5 bits are left over, all from the
+    // first character: they must be zero.
+    if bits != 0 {
+        return Err(Nix32Error::NonZeroPadding);
     }
     Ok(out)
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::hash::{Hash, HashAlgo};
-use super::store_path::AbsStorePath;
+use super::store_path::{AbsStorePath, InternPaths};
 
 /// A NAR hash as path-info JSON writes it: `sha256:<nix32>` (SRI and hex accepted on input).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,14 +21,22 @@ impl Serialize for NarHash {
 
 impl<'de> Deserialize<'de> for NarHash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let hash = Hash::parse_typed(&text).map_err(serde::de::Error::custom)?;
-        if hash.algo() != HashAlgo::Sha256 {
-            return Err(serde::de::Error::custom(format!(
-                "narHash '{text}' is not SHA-256"
-            )));
+        // Parsed from the input's string, without copying it first.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NarHash;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<NarHash, E> {
+                let hash = Hash::parse_typed(text).map_err(E::custom)?;
+                if hash.algo() != HashAlgo::Sha256 {
+                    return Err(E::custom(format!("narHash '{text}' is not SHA-256")));
+                }
+                Ok(NarHash(hash))
+            }
         }
-        Ok(NarHash(hash))
+        d.deserialize_str(Visitor)
     }
 }
 
@@ -65,6 +73,9 @@ impl PathInfo {
 /// whitespace-separated objects/arrays (what piping several tools together produces). Errors
 /// name the line and column.
 pub fn parse_path_infos(text: &str) -> Result<Vec<PathInfo>, serde_json::Error> {
+    // A path-info object takes a few hundred bytes (at least 150): room for the paths of a
+    // typical graph without growing the table.
+    let _interned = InternPaths::start(text.len() / 256);
     let mut out = Vec::new();
     for item in serde_json::Deserializer::from_str(text).into_iter::<OneOrMany>() {
         match item? {

@@ -1,13 +1,16 @@
 //! Store paths: the store directory, `<hash>-<name>` base names with Nix's name rules, and the
 //! fingerprints (`source`, `text`, fixed-output) whose folded SHA-256 is the hash part.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::dag::HashPartHasher;
 use super::hash::{Hash, HashAlgo, fold};
 use super::nix32;
 
@@ -66,6 +69,16 @@ impl fmt::Display for StoreDir {
 
 impl StoreDir {
     pub fn new(dir: &str) -> Result<StoreDir, StorePathError> {
+        // Paths are parsed in bulk and nearly always share their store dir: reuse the last one
+        // (checked when it was made).
+        thread_local! {
+            static LAST: RefCell<Option<StoreDir>> = const { RefCell::new(None) };
+        }
+        if let Some(known) =
+            LAST.with_borrow(|last| last.as_ref().filter(|k| &*k.0 == dir).cloned())
+        {
+            return Ok(known);
+        }
         // Canonical, so that the physical store (the root joined with this) stays inside the
         // root: `/../../x` would not.
         if !dir
@@ -74,14 +87,7 @@ impl StoreDir {
         {
             return Err(StorePathError::BadStoreDir(dir.to_string()));
         }
-        // Paths are parsed in bulk and nearly always share their store dir: reuse the last one.
-        thread_local! {
-            static LAST: std::cell::RefCell<Option<StoreDir>> = const { std::cell::RefCell::new(None) };
-        }
-        Ok(LAST.with_borrow_mut(|last| match last {
-            Some(known) if &*known.0 == dir => known.clone(),
-            _ => last.insert(StoreDir(Arc::from(dir))).clone(),
-        }))
+        Ok(LAST.with_borrow_mut(|last| last.insert(StoreDir(Arc::from(dir))).clone()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -234,11 +240,12 @@ impl IngestionMethod {
 }
 
 /// A store path without its store directory: a 20-byte hash (as 32 nix32 chars) and a name,
-/// kept as the one string `<hash>-<name>` (one allocation; closures hold many of these).
+/// kept as the one shared string `<hash>-<name>` (one allocation; closures hold many of
+/// these, and a path's references share the string of the path they name).
 /// Ordered like Nix orders them: by base name, bytewise.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StorePath {
-    base: Box<str>,
+    base: Arc<str>,
 }
 
 impl fmt::Debug for StorePath {
@@ -270,7 +277,12 @@ pub fn check_name(name: &str, shown: &str) -> Result<(), StorePathError> {
     if name.len() > MAX_NAME_LEN {
         return Err(StorePathError::NameTooLong(shown.to_string()));
     }
-    if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
+    // Checked bytewise first: names are ASCII, and a non-ASCII byte is refused below.
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii() && is_name_char(char::from(b)))
+        && let Some(bad) = name.chars().find(|&c| !is_name_char(c))
+    {
         return Err(StorePathError::IllegalChar {
             path: shown.to_string(),
             ch: bad.to_string(),
@@ -289,6 +301,18 @@ fn is_name_char(c: char) -> bool {
 impl StorePath {
     /// Build from a hash part and a name, checking both.
     pub fn new(hash_part: &str, name: &str) -> Result<StorePath, StorePathError> {
+        Self::check(hash_part, name)?;
+        let mut base = String::with_capacity(HASH_PART_LEN + 1 + name.len());
+        base.push_str(hash_part);
+        base.push('-');
+        base.push_str(name);
+        Ok(StorePath {
+            base: Arc::from(base),
+        })
+    }
+
+    /// Check a hash part and a name.
+    fn check(hash_part: &str, name: &str) -> Result<(), StorePathError> {
         let shown = || format!("{hash_part}-{name}");
         if hash_part.len() != HASH_PART_LEN || !hash_part.bytes().all(nix32::is_nix32_char) {
             return Err(StorePathError::BadHashPart(shown()));
@@ -297,13 +321,7 @@ impl StorePath {
             // Name the whole base name in the message; checking costs no allocation.
             return Err(check_name(name, &shown()).err().unwrap_or(e));
         }
-        let mut base = String::with_capacity(HASH_PART_LEN + 1 + name.len());
-        base.push_str(hash_part);
-        base.push('-');
-        base.push_str(name);
-        Ok(StorePath {
-            base: base.into_boxed_str(),
-        })
+        Ok(())
     }
 
     /// Parse `<hash>-<name>`.
@@ -311,7 +329,11 @@ impl StorePath {
         if base.len() < HASH_PART_LEN + 2 || base.as_bytes()[HASH_PART_LEN] != b'-' {
             return Err(StorePathError::BadHashPart(base.to_string()));
         }
-        StorePath::new(&base[..HASH_PART_LEN], &base[HASH_PART_LEN + 1..])
+        Self::check(&base[..HASH_PART_LEN], &base[HASH_PART_LEN + 1..])?;
+        // Copied once, straight from the text.
+        Ok(StorePath {
+            base: Arc::from(base),
+        })
     }
 
     /// The path whose hash part is the folded SHA-256 of `fingerprint`.
@@ -321,7 +343,7 @@ impl StorePath {
         let base = format!("{hash_part}-{name}");
         check_name(name, &base)?;
         Ok(StorePath {
-            base: base.into_boxed_str(),
+            base: Arc::from(base),
         })
     }
 
@@ -369,6 +391,18 @@ impl AbsStorePath {
     }
 }
 
+impl AbsStorePath {
+    /// The absolute path as a string, built without the formatting machinery.
+    pub fn to_path_string(&self) -> String {
+        let (dir, base) = (self.store_dir.as_str(), self.path.as_base_name());
+        let mut text = String::with_capacity(dir.len() + 1 + base.len());
+        text.push_str(dir);
+        text.push('/');
+        text.push_str(base);
+        text
+    }
+}
+
 impl fmt::Display for AbsStorePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.store_dir, self.path)
@@ -403,7 +437,46 @@ impl PartialOrd for AbsStorePath {
 
 impl Serialize for AbsStorePath {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        // One string copied together costs less than formatting in pieces (layer lists write
+        // every path of the closure).
+        s.serialize_str(&self.to_path_string())
+    }
+}
+
+thread_local! {
+    /// The paths read so far while an [`InternPaths`] guard is alive on this thread.
+    static INTERNED: RefCell<Option<InternTable>> = const { RefCell::new(None) };
+}
+
+/// Paths by their text; the text starts with the store dir, then the uniformly distributed hash
+/// part, so the cheap hasher of the closure graph's tables does.
+type InternTable = HashMap<Box<str>, AbsStorePath, BuildHasherDefault<HashPartHasher>>;
+
+/// While alive, deserialising the same path string again on this thread gives a clone of the
+/// path read the first time (sharing its string) instead of parsing and allocating it anew: a
+/// closure graph names each path once as `path` and then again in every `references` list
+/// that holds it. Dropping the guard forgets the paths (nested guards keep the outer one's).
+#[derive(Debug)]
+pub struct InternPaths {
+    outermost: bool,
+}
+
+impl InternPaths {
+    /// Start interning, with room for `paths` paths before the table grows.
+    pub fn start(paths: usize) -> InternPaths {
+        let outermost = INTERNED.with_borrow_mut(|interned| {
+            let table = || InternTable::with_capacity_and_hasher(paths, Default::default());
+            interned.is_none() && interned.replace(table()).is_none()
+        });
+        InternPaths { outermost }
+    }
+}
+
+impl Drop for InternPaths {
+    fn drop(&mut self) {
+        if self.outermost {
+            INTERNED.with_borrow_mut(|interned| *interned = None);
+        }
     }
 }
 
@@ -418,7 +491,17 @@ impl<'de> Deserialize<'de> for AbsStorePath {
                 f.write_str("an absolute store path")
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<AbsStorePath, E> {
-                AbsStorePath::parse(text).map_err(E::custom)
+                INTERNED.with_borrow_mut(|interned| match interned {
+                    Some(known) => match known.get(text) {
+                        Some(path) => Ok(path.clone()),
+                        None => {
+                            let path = AbsStorePath::parse(text).map_err(E::custom)?;
+                            known.insert(text.into(), path.clone());
+                            Ok(path)
+                        }
+                    },
+                    None => AbsStorePath::parse(text).map_err(E::custom),
+                })
             }
         }
         d.deserialize_str(Visitor)
