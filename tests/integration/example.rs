@@ -67,19 +67,6 @@ fn path_of(manifest: &Path) -> String {
     json_lines(&text)[0]["path"].as_str().unwrap().to_string()
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker is required");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Ask the app for its quotes from inside the container (bash's /dev/tcp), until it answers.
 fn quotes(container: &str) -> String {
     let ask = "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /quotes HTTP/1.0\\r\\n\\r\\n' >&3 && while IFS= read -r l <&3 || [ -n \"$l\" ]; do printf \"%s\\n\" \"$l\"; done";
@@ -183,14 +170,7 @@ fn the_example_image_builds_reproducibly_layers_well_and_runs() {
     );
 
     // Docker: load, run with the configs mounted, and ask the app from inside.
-    let status = Command::new(format!(
-        "{}/scripts/services.sh",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .arg("docker")
-    .status()
-    .unwrap();
-    assert!(status.success(), "dockerd could not be started");
+    start_docker();
     let loaded = docker(&["load", "-i", tar_a.to_str().unwrap()]);
     assert!(loaded.contains("agatha-back:1.0"), "{loaded}");
     let name = format!("agatha-test-{}", std::process::id());

@@ -239,10 +239,7 @@ fn store_layers_are_byte_identical_to_nixpkgs() {
 /// `docker load` an image archive, then `docker run --network=none` the reference; returns what
 /// the container printed and what the load printed.
 fn docker_load_and_run(tar: &Path, reference: &str) -> (String, String) {
-    sh(&format!(
-        "{}/scripts/services.sh docker",
-        env!("CARGO_MANIFEST_DIR")
-    ));
+    start_docker();
     let load = Command::new("docker")
         .args(["load", "-i"])
         .arg(tar)

@@ -704,10 +704,7 @@ fn size_of(r: &Value, digests: &BTreeSet<String>) -> u64 {
 }
 
 fn docker_pull_run(reference: &str) -> String {
-    sh(&format!(
-        "{}/scripts/services.sh docker",
-        env!("CARGO_MANIFEST_DIR")
-    ));
+    start_docker();
     let pull = Command::new("docker")
         .args(["pull", reference])
         .output()

@@ -59,14 +59,7 @@ fn the_readme_pipeline_runs_as_written() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let status = Command::new(format!(
-        "{}/scripts/services.sh",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .arg("docker")
-    .status()
-    .unwrap();
-    assert!(status.success(), "dockerd could not be started");
+    start_docker();
 
     let bin = Path::new(env!("CARGO_BIN_EXE_store-add")).parent().unwrap();
     let path = format!(

@@ -142,30 +142,6 @@ fn build(root: &Path, debs: &Path, umask: &str) -> Built {
     }
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker is required");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn start_docker() {
-    let status = Command::new(format!(
-        "{}/scripts/services.sh",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .arg("docker")
-    .status()
-    .unwrap();
-    assert!(status.success(), "dockerd could not be started");
-}
-
 /// The runtime path whose name starts with `name-` and a digit.
 fn deb_path(built: &Built, name: &str) -> String {
     built

@@ -210,3 +210,25 @@ pub fn static_hello(work: &Path) -> PathBuf {
     ));
     work.join("hello")
 }
+
+/// Start dockerd (scripts/services.sh) unless it answers; a failure fails the test.
+pub fn start_docker() {
+    sh(&format!(
+        "{}/scripts/services.sh docker",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+}
+
+/// Run `docker ARGS…`; a failure fails the test. Returns what it printed.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker is required");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
