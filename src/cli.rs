@@ -46,6 +46,8 @@ impl StoreArgs {
     }
 
     pub fn open(&self) -> Result<Store, Failure> {
+        // A store dir that is not absolute and canonical is a usage error (exit 2).
+        self.store_dir()?;
         let mut config =
             StoreConfig::from_env_and_flags(Some(self.store_dir.clone()), self.store_root.clone())
                 .map_err(Failure::from)?;

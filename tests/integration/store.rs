@@ -524,7 +524,7 @@ fn store_dirs_that_climb_out_of_the_root_are_refused() {
         let out = run(tool("store-add", &root)
             .args(["--store-dir", dir])
             .arg(work.path().join("f")));
-        fails_with(&out, 1, &[dir, "canonical"]);
+        fails_with(&out, 2, &["--store-dir", dir, "canonical"]);
     }
     assert_eq!(tree_listing(work.path()), ["f"], "something was written");
 }
