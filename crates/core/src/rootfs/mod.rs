@@ -12,8 +12,9 @@ pub mod nss;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::manifest::{Inputs, check_canonical};
 use crate::nix::path_info::PathInfo;
-use crate::nix::store_path::{AbsStorePath, is_name_with_version};
+use crate::nix::store_path::AbsStorePath;
 use crate::store::{Store, StoreError};
 
 /// Why a rootfs tree cannot be made.
@@ -80,48 +81,21 @@ pub fn resolve(
         text: text.to_string(),
         reason,
     };
+    // `@NAME[/SUB]` as every tool resolves it (crate::manifest); a plain path must be
+    // canonical too, so it names what it spells.
     let logical = match text.strip_prefix('@') {
         Some(reference) => {
-            let (name, sub) = reference.split_at(reference.find('/').unwrap_or(reference.len()));
-            let exact: BTreeSet<&AbsStorePath> = inputs
-                .iter()
-                .filter(|i| i.path.path.name() == name)
-                .map(|i| &i.path)
-                .collect();
-            let found = if exact.is_empty() {
-                inputs
-                    .iter()
-                    .filter(|i| is_name_with_version(i.path.path.name(), name))
-                    .map(|i| &i.path)
-                    .collect()
-            } else {
-                exact
-            };
-            match found.len() {
-                1 => format!("{}{sub}", found.first().expect("one")),
-                0 => return Err(bad(format!("no --inputs path is named '{name}'"))),
-                _ => {
-                    let paths: Vec<String> = found.iter().map(ToString::to_string).collect();
-                    return Err(bad(format!(
-                        "'{name}' names several --inputs paths: {}",
-                        paths.join(", ")
-                    )));
-                }
-            }
+            Inputs::new(inputs.to_vec())
+                .resolve(reference)
+                .map_err(|e| bad(e.to_string()))?
+                .1
         }
-        None if text.starts_with('/') => text.to_string(),
+        None if text.starts_with('/') => {
+            check_canonical(text).map_err(|e| bad(e.to_string()))?;
+            text.to_string()
+        }
         None => return Err(bad("neither an absolute path nor @NAME".into())),
     };
-    let inner = logical.trim_start_matches('/');
-    if !inner.is_empty()
-        && inner
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return Err(bad(
-            "not a canonical path ('.', '..' and '//' are not allowed)".into(),
-        ));
-    }
     let store_path = store
         .store_dir()
         .parse_path_prefix(&logical)
