@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::fsutil::{self, PathLock};
+use super::fsutil::{self, PathLock, Scratch};
 use super::{Store, StoreError, db};
 use crate::nix::hash::{Hash, HashAlgo, Hasher};
 use crate::nix::nar::{self, NarVisitor, Restorer};
@@ -260,8 +260,8 @@ pub(super) fn add_path(
     };
     match (scratch, copy_to) {
         // The scratch area lives until the copy is installed (or the add fails).
-        (Some(_scratch), Some(copy)) => install(store, &copy, info),
-        _ if moving => install(store, src, info),
+        (Some(scratch), Some(copy)) => install(store, &copy, info, Some(&scratch)),
+        _ if moving => install(store, src, info, None),
         _ => Ok(info),
     }
 }
@@ -379,7 +379,14 @@ fn new_info(
 }
 
 /// Move a finished copy into place and register it, unless the path is already valid.
-fn install(store: &Store, copy: &Path, info: PathInfo) -> Result<PathInfo, StoreError> {
+/// `scratch`, if given, is the live scratch area the copy was made in: the registration is
+/// written there too, rather than in a second one.
+fn install(
+    store: &Store,
+    copy: &Path,
+    info: PathInfo,
+    scratch: Option<&Scratch>,
+) -> Result<PathInfo, StoreError> {
     let path = info.path.path.clone();
     let _lock = PathLock::acquire(&store.locks_dir(), path.hash_part())?;
     if let Some(existing) = store.query(&path)? {
@@ -396,10 +403,17 @@ fn install(store: &Store, copy: &Path, info: PathInfo) -> Result<PathInfo, Store
     let store_dir = store.physical_store_dir();
     fs::create_dir_all(&store_dir).map_err(StoreError::io(&store_dir))?;
     // Made before the rename, so a registration that cannot even start leaves nothing behind.
-    let registration_scratch = store.scratch(false)?;
+    let own_scratch;
+    let registration_scratch = match scratch {
+        Some(scratch) => scratch,
+        None => {
+            own_scratch = store.scratch(false)?;
+            &own_scratch
+        }
+    };
     fs::rename(copy, &target).map_err(StoreError::io(&target))?;
     let registered = fsutil::sync_dir(&store_dir)
-        .and_then(|()| db::write(&store.db_dir(), &registration_scratch, &info));
+        .and_then(|()| db::write(&store.db_dir(), registration_scratch, &info));
     if let Err(e) = registered {
         // A full disk or an I/O error: contents without a registration are not valid, and
         // would only take space. (If this removal fails too, the next add of the path or
@@ -439,5 +453,5 @@ pub(super) fn add_text(
     let scratch = store.scratch(false)?;
     let copy = scratch.path().join("out");
     fs::write(&copy, contents).map_err(StoreError::io(&copy))?;
-    install(store, &copy, info)
+    install(store, &copy, info, Some(&scratch))
 }
