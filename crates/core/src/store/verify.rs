@@ -113,7 +113,8 @@ fn unregistered(store: &Store, remove: bool) -> Result<Vec<VerifyProblem>, Store
     };
     let registered = |name: &str| -> Result<bool, StoreError> {
         Ok(match StorePath::from_base_name(name) {
-            Ok(path) => db::read(&store.db_dir(), &path)?.is_some(),
+            // Its registration exists (whether it still matches is checked above, once).
+            Ok(path) => fs::symlink_metadata(db::registration_path(&store.db_dir(), &path)).is_ok(),
             Err(_) => false,
         })
     };
