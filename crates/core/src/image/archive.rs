@@ -243,33 +243,6 @@ impl Sink {
         }
     }
 
-    /// A whole blob from a file (a cached layer), hashed while it is copied: `Ok(false)`, and
-    /// nothing written, if it cannot be opened or is not `size` bytes with the SHA-256
-    /// `digest`. Errors are the output's (or a read failing midway).
-    pub fn copy_blob(&mut self, from: &Path, digest: &str, size: u64) -> io::Result<bool> {
-        let Ok(mut src) = File::open(from) else {
-            return Ok(false);
-        };
-        self.begin_blob()?;
-        let mut w = Digester::new(self.blob_writer());
-        let copied = io::copy(&mut (&mut src).take(size + 1), &mut w);
-        let (got, n, _) = w.finish();
-        match copied {
-            Ok(_) if n == size && got == digest => {
-                self.end_blob(digest, size)?;
-                Ok(true)
-            }
-            Ok(_) => {
-                self.abort_blob()?;
-                Ok(false)
-            }
-            Err(e) => {
-                let _ = self.abort_blob();
-                Err(e)
-            }
-        }
-    }
-
     /// A small blob held in memory (a config or manifest); returns its hex digest.
     pub fn put_blob(&mut self, data: &[u8]) -> io::Result<String> {
         let digest = hex(&Sha256::digest(data));
@@ -310,6 +283,61 @@ impl Sink {
                 Ok(Some(t.file))
             }
             Sink::Dir(_) => Ok(None),
+        }
+    }
+}
+
+/// Where a sink writes a layer blob whose digest is known only at its end: the plan streams
+/// a layer into it ([`super::plan::ImagePlan::write_layer`]).
+pub trait BlobOut {
+    /// Start a blob whose digest is not known yet; write its bytes to [`BlobOut::blob_writer`].
+    fn begin_blob(&mut self) -> io::Result<()>;
+    /// Where the bytes of the blob being written go.
+    fn blob_writer(&mut self) -> &mut (dyn Write + Send);
+    /// Finish the blob begun last: `size` bytes were written, `digest` is their hex SHA-256.
+    fn end_blob(&mut self, digest: &str, size: u64) -> io::Result<()>;
+    /// Drop the blob begun last (its bytes were not what they should be).
+    fn abort_blob(&mut self) -> io::Result<()>;
+}
+
+impl BlobOut for Sink {
+    fn begin_blob(&mut self) -> io::Result<()> {
+        Sink::begin_blob(self)
+    }
+    fn blob_writer(&mut self) -> &mut (dyn Write + Send) {
+        Sink::blob_writer(self)
+    }
+    fn end_blob(&mut self, digest: &str, size: u64) -> io::Result<()> {
+        Sink::end_blob(self, digest, size)
+    }
+    fn abort_blob(&mut self) -> io::Result<()> {
+        Sink::abort_blob(self)
+    }
+}
+
+/// A whole blob from a file (a cached layer), hashed while it is copied: `Ok(false)`, and
+/// nothing written, if it cannot be opened or is not `size` bytes with the SHA-256 `digest`.
+/// Errors are the output's (or a read failing midway).
+pub fn copy_blob(out: &mut dyn BlobOut, from: &Path, digest: &str, size: u64) -> io::Result<bool> {
+    let Ok(mut src) = File::open(from) else {
+        return Ok(false);
+    };
+    out.begin_blob()?;
+    let mut w = Digester::new(out.blob_writer());
+    let copied = io::copy(&mut (&mut src).take(size + 1), &mut w);
+    let (got, n, _) = w.finish();
+    match copied {
+        Ok(_) if n == size && got == digest => {
+            out.end_blob(digest, size)?;
+            Ok(true)
+        }
+        Ok(_) => {
+            out.abort_blob()?;
+            Ok(false)
+        }
+        Err(e) => {
+            let _ = out.abort_blob();
+            Err(e)
         }
     }
 }

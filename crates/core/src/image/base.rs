@@ -14,7 +14,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::ImageError;
-use super::archive::{Digester, Sink, Tee};
+use super::archive::{BlobOut, Digester, Tee};
 use super::config::DockerManifest;
 use super::input::{MAX_BASE_CONFIG, MAX_BASE_MANIFEST, check_file, read_limited, show_size};
 use super::layer::Compression;
@@ -201,7 +201,7 @@ impl BaseImage {
     pub fn copy_layer(
         &self,
         layer: &BaseLayer,
-        sink: &mut Sink,
+        sink: &mut dyn BlobOut,
     ) -> Result<(String, Compression), ImageError> {
         let mut file = File::open(&self.path).map_err(ImageError::io(&self.path))?;
         let head = read_member(&mut file, layer.offset, layer.size.min(8))

@@ -7,7 +7,7 @@
 //! next one that opens the cache.
 //!
 //! A blob is not trusted because its record says so: its size is checked when it is looked
-//! up and its digest while it is copied into the output (see `Sink::copy_blob`); one that does
+//! up and its digest while it is copied into the output (see `archive::copy_blob`); one that does
 //! not match is rebuilt from the store and written again.
 //!
 //! Layout: `<key>.blob` (the blob as written to the image) and `<key>.json`
