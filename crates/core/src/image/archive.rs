@@ -243,6 +243,11 @@ impl Sink {
         }
     }
 
+    /// A whole blob from a file (a cached layer), checked while copied; see [`copy_blob`].
+    pub fn copy_blob(&mut self, from: &Path, digest: &str, size: u64) -> io::Result<bool> {
+        copy_blob(self, from, digest, size)
+    }
+
     /// A small blob held in memory (a config or manifest); returns its hex digest.
     pub fn put_blob(&mut self, data: &[u8]) -> io::Result<String> {
         let digest = hex(&Sha256::digest(data));

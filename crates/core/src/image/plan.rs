@@ -594,3 +594,116 @@ fn stream_entries(
         media_type: compression.media_type(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AddOptions, StoreConfig};
+
+    /// A blob output that keeps every blob in memory.
+    #[derive(Default)]
+    struct Memory {
+        blobs: Vec<(String, Vec<u8>)>,
+        current: Vec<u8>,
+    }
+
+    impl BlobOut for Memory {
+        fn begin_blob(&mut self) -> io::Result<()> {
+            self.current.clear();
+            Ok(())
+        }
+        fn blob_writer(&mut self) -> &mut (dyn Write + Send) {
+            &mut self.current
+        }
+        fn end_blob(&mut self, digest: &str, _size: u64) -> io::Result<()> {
+            let data = std::mem::take(&mut self.current);
+            self.blobs.push((digest.to_string(), data));
+            Ok(())
+        }
+        fn abort_blob(&mut self) -> io::Result<()> {
+            self.current.clear();
+            Ok(())
+        }
+    }
+
+    fn store(root: &Path) -> (Store, String) {
+        let config = StoreConfig {
+            store_dir: Default::default(),
+            root: root.to_path_buf(),
+            sync_contents: false,
+        };
+        let store = Store::open(config).unwrap();
+        let info = store
+            .add_text(
+                "hello",
+                b"hello\n",
+                &BTreeSet::new(),
+                &AddOptions::default(),
+            )
+            .unwrap();
+        (store, info.path.to_string())
+    }
+
+    fn spec(path: &str, cache: &Path) -> ImageSpec {
+        let mut spec = ImageSpec::new("app", vec![vec![path.to_string()]]);
+        spec.tag = Some("1".into());
+        spec.cache = Some(cache.to_path_buf());
+        spec
+    }
+
+    fn write_all(plan: &mut ImagePlan<'_>) -> Memory {
+        let mut out = Memory::default();
+        for i in 0..plan.layers.len() {
+            plan.write_layer(i, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_cached_layer_is_known_from_the_plan_and_copied_without_reading_the_store() {
+        let t = tempfile::tempdir().unwrap();
+        let (store, path) = store(&t.path().join("store"));
+        let spec = spec(&path, &t.path().join("cache"));
+
+        let mut first = ImagePlan::new(&store, &spec).unwrap();
+        assert!(first.layers.iter().all(|l| l.blob.is_none()));
+        assert!(
+            first.documents().is_err(),
+            "nothing is known before writing"
+        );
+        let out = write_all(&mut first);
+        assert!(first.store_bytes_read > 0);
+        let docs = first.documents().unwrap();
+
+        let mut second = ImagePlan::new(&store, &spec).unwrap();
+        // The store layer's facts come from the cache before anything is written.
+        assert_eq!(second.layers[0].blob, first.layers[0].blob);
+        assert!(second.layers[1].blob.is_none());
+        let again = write_all(&mut second);
+        assert_eq!(second.store_bytes_read, 0);
+        assert!(second.layers[0].from_cache);
+        assert_eq!(again.blobs, out.blobs);
+        assert_eq!(second.documents().unwrap().manifest, docs.manifest);
+    }
+
+    #[test]
+    fn a_cache_entry_that_does_not_hash_to_its_digest_is_rebuilt_from_the_store() {
+        let t = tempfile::tempdir().unwrap();
+        let (store, path) = store(&t.path().join("store"));
+        let spec = spec(&path, &t.path().join("cache"));
+        let mut first = ImagePlan::new(&store, &spec).unwrap();
+        let out = write_all(&mut first);
+        let blob = match &ImagePlan::new(&store, &spec).unwrap().layers[0].origin {
+            LayerOrigin::Store { cached, .. } => cached.clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let mut bytes = fs::read(&blob).unwrap();
+        bytes[0] ^= 1;
+        fs::write(&blob, bytes).unwrap();
+        let mut second = ImagePlan::new(&store, &spec).unwrap();
+        let again = write_all(&mut second);
+        assert!(!second.layers[0].from_cache);
+        assert!(second.store_bytes_read > 0);
+        assert_eq!(again.blobs, out.blobs);
+    }
+}
