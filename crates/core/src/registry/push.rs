@@ -119,15 +119,8 @@ pub struct PushReport {
     pub uploaded_bytes: u64,
 }
 
-/// Push the image at `image` (a tar or an OCI layout directory from mkimage) to `dest`.
-/// `on_blob` is told about each blob when it is done.
-pub fn push(
-    image: &Path,
-    dest: &Reference,
-    opts: &PushOptions,
-    on_blob: &dyn Fn(&BlobReport),
-) -> Result<PushReport, RegistryError> {
-    let tls = uses_tls(opts.transport, dest);
+/// The options a push cannot start with.
+fn check_options(opts: &PushOptions) -> Result<(), RegistryError> {
     if opts.chunk_size == Some(0) {
         return Err(RegistryError::Invalid(
             "the chunk size must be at least 1 byte".into(),
@@ -138,6 +131,43 @@ pub fn push(
             "the timeout must be more than 0 seconds".into(),
         ));
     }
+    Ok(())
+}
+
+/// A client for `dest` with the scopes the push needs, after checking that it speaks the
+/// registry API.
+fn connect(dest: &Reference, opts: &PushOptions) -> Result<Client, RegistryError> {
+    let repo = &dest.repository;
+    let mut scopes = vec![format!("repository:{repo}:pull,push")];
+    if let Some(from) = &opts.mount_from {
+        scopes.push(format!("repository:{from}:pull"));
+    }
+    let client_opts = ClientOptions {
+        tls: uses_tls(opts.transport, dest),
+        plain_http: opts.transport == Transport::PlainHttp,
+        timeout: opts.timeout,
+    };
+    let client = Client::new(dest, client_opts, scopes, opts.credentials.clone())?;
+    let ping = client.send("GET", &client.url("/v2/"), &[], &Body::Empty)?;
+    if ping.status != 200 {
+        return Err(RegistryError::Registry(format!(
+            "{}: GET /v2/ answered {}: not an OCI registry API",
+            dest.registry,
+            error_text(&ping)
+        )));
+    }
+    Ok(client)
+}
+
+/// Push the image at `image` (a tar or an OCI layout directory from mkimage) to `dest`.
+/// `on_blob` is told about each blob when it is done.
+pub fn push(
+    image: &Path,
+    dest: &Reference,
+    opts: &PushOptions,
+    on_blob: &dyn Fn(&BlobReport),
+) -> Result<PushReport, RegistryError> {
+    check_options(opts)?;
     let src = source::open(image)?;
     let tag = dest
         .tag
@@ -151,30 +181,10 @@ pub fn push(
         None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
     }
     .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
-
-    let repo = &dest.repository;
-    let mut scopes = vec![format!("repository:{repo}:pull,push")];
-    if let Some(from) = &opts.mount_from {
-        scopes.push(format!("repository:{from}:pull"));
-    }
-    let client_opts = ClientOptions {
-        tls,
-        plain_http: opts.transport == Transport::PlainHttp,
-        timeout: opts.timeout,
-    };
-    let client = Client::new(dest, client_opts, scopes, opts.credentials.clone())?;
-    let ping = client.send("GET", &client.url("/v2/"), &[], &Body::Empty)?;
-    if ping.status != 200 {
-        return Err(RegistryError::Registry(format!(
-            "{}: GET /v2/ answered {}: not an OCI registry API",
-            dest.registry,
-            error_text(&ping)
-        )));
-    }
-
+    let client = connect(dest, opts)?;
     let pusher = Pusher {
         client: &client,
-        repo,
+        repo: &dest.repository,
         opts,
     };
     let mut reports = Vec::new();
@@ -191,13 +201,11 @@ pub fn push(
     let report = pusher.blob("config", &src.config)?;
     on_blob(&report);
     reports.push(report);
-
     let manifest = if opts.compression != Compression::None {
         rewrite_layers(&src.manifest, &reports)?
     } else {
         src.manifest.clone()
     };
-
     let digest = pusher.manifest(&manifest, &src.manifest_media_type, &tag)?;
     Ok(PushReport {
         reference: dest.display_with(&tag),
