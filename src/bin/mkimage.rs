@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use strata::cli::{self, Failure, StoreArgs};
 use strata_core::image::check::{format_time, parse_layers, parse_time};
 use strata_core::image::config::{ContainerConfig, Empty};
@@ -130,11 +130,11 @@ struct Args {
     #[arg(long)]
     architecture: Option<String>,
     /// Layer compression (pinned levels: gzip 6, zstd 3).
-    #[arg(long, value_enum, default_value_t = Compress::None)]
-    compress: Compress,
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    compress: Compression,
     /// Output layout.
-    #[arg(long, value_enum, default_value_t = FormatArg::DockerOci)]
-    format: FormatArg,
+    #[arg(long, value_enum, default_value_t = Format::DockerOci)]
+    format: Format,
     /// Write the image here (atomically) instead of stdout (`-`); a directory for oci-dir.
     /// A tar is never written to a terminal.
     #[arg(short, long, value_name = "FILE")]
@@ -155,25 +155,6 @@ struct Args {
     verbose: bool,
     #[command(flatten)]
     store: StoreArgs,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Compress {
-    None,
-    Gzip,
-    Zstd,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum FormatArg {
-    /// One tar that is both a docker-archive and an OCI layout.
-    DockerOci,
-    /// docker-archive (`manifest.json`) only.
-    Docker,
-    /// OCI layout tar (`oci-archive`) only.
-    Oci,
-    /// OCI layout directory (`-o DIR`).
-    OciDir,
 }
 
 fn key_value(text: &str, flag: &str) -> Result<(String, String), Failure> {
@@ -299,10 +280,10 @@ fn time_or_epoch(flag: &Option<String>) -> Result<String, Failure> {
 fn output_of(args: &Args) -> Result<Output, Failure> {
     let dash = args.output.as_deref() == Some(std::path::Path::new("-"));
     let output = match (&args.output, args.format) {
-        (Some(_), FormatArg::OciDir) if dash => {
+        (Some(_), Format::OciDir) if dash => {
             return Err(Failure::usage("--format oci-dir needs -o DIR"));
         }
-        (Some(dir), FormatArg::OciDir) => Output::Dir(dir.clone()),
+        (Some(dir), Format::OciDir) => Output::Dir(dir.clone()),
         (Some(_), _) if dash => Output::Stdout,
         (Some(file), _) => Output::File(file.clone()),
         (None, _) => Output::Stdout,
@@ -378,17 +359,8 @@ fn body(args: &Args) -> Result<(), Failure> {
         spec.architecture = arch.clone();
     }
     spec.from = args.from.clone();
-    spec.compression = match args.compress {
-        Compress::None => Compression::None,
-        Compress::Gzip => Compression::Gzip,
-        Compress::Zstd => Compression::Zstd,
-    };
-    spec.format = match args.format {
-        FormatArg::DockerOci => Format::DockerOci,
-        FormatArg::Docker => Format::Docker,
-        FormatArg::Oci => Format::Oci,
-        FormatArg::OciDir => Format::OciDir,
-    };
+    spec.compression = args.compress;
+    spec.format = args.format;
     spec.cache = args.cache.clone();
     spec.progress = true;
     spec.start_check = !args.no_start_check;

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde::Serialize;
 use strata::cli::{self, Failure, StoreArgs};
 use strata_core::layering::{self, Algorithm, LayerBudget, LayeringError, LayeringRequest};
@@ -24,14 +24,6 @@ Input: the exportReferencesGraph array ({closureSize?, narHash, narSize, path, r
 objects), a stream of such objects or arrays, {\"KEY\": [graph]}, or nix path-info's map from
 path to info. Output: [[\"/nix/store/…\", …], …], one inner list per store layer.";
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum AlgorithmArg {
-    /// nixpkgs' popularity contest: most referenced paths first, one layer each
-    Popularity,
-    /// nixpkgs' size-aware auto-layer: largest paths get their own layers
-    Auto,
-}
-
 /// Split a closure into container image layers, as nixpkgs' dockerTools does.
 #[derive(Debug, Parser)]
 #[command(name = "mklayers", version, after_help = EXAMPLES)]
@@ -46,8 +38,8 @@ struct Cli {
     #[command(flatten)]
     inputs: cli::InputsArg,
     /// Layering algorithm
-    #[arg(short, long, value_enum, default_value_t = AlgorithmArg::Popularity)]
-    algorithm: AlgorithmArg,
+    #[arg(short, long, value_enum, default_value_t = Algorithm::Popularity)]
+    algorithm: Algorithm,
     /// Layers the whole image may have; one is kept for the customisation layer
     #[arg(short, long, default_value_t = 100)]
     max_layers: usize,
@@ -81,10 +73,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         .map(|p| AbsStorePath::parse(p).map_err(|e| Failure::usage(format!("--exclude {p}: {e}"))))
         .collect::<Result<_, _>>()?;
     let request = LayeringRequest {
-        algorithm: match cli.algorithm {
-            AlgorithmArg::Popularity => Algorithm::Popularity,
-            AlgorithmArg::Auto => Algorithm::Auto,
-        },
+        algorithm: cli.algorithm,
         budget,
         exclude,
         explain: cli.explain,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use strata::cli::{self, Failure, Progress};
 use strata_core::image::Compression;
 use strata_core::registry::auth::{Credentials, find_credentials};
@@ -53,8 +53,8 @@ struct Args {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     chunk_size: Option<u64>,
     /// Compress uncompressed layers before upload (pinned levels: gzip 6, zstd 3).
-    #[arg(long, value_enum, default_value_t = Compress::None)]
-    compress: Compress,
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    compress: Compression,
     /// With --compress: remember what each layer compresses to in DIR, so an unchanged layer
     /// the registry has is skipped without compressing it again.
     #[arg(long, env = "STRATA_PUSH_CACHE", value_name = "DIR")]
@@ -81,13 +81,6 @@ struct Args {
     /// Print one line per blob on stderr even when it is not a terminal.
     #[arg(short, long)]
     verbose: bool,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Compress {
-    None,
-    Gzip,
-    Zstd,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -162,11 +155,7 @@ fn main() -> ExitCode {
             transport,
             mount_from: args.mount_from.clone(),
             chunk_size: args.chunk_size,
-            compression: match args.compress {
-                Compress::None => Compression::None,
-                Compress::Gzip => Compression::Gzip,
-                Compress::Zstd => Compression::Zstd,
-            },
+            compression: args.compress,
             credentials,
             progress: progress.counter(),
             temp_dir: None,

@@ -4,8 +4,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use strata::cli::{self, Failure, StoreArgs};
+use strata_core::manifest::ClosureFormat;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -75,18 +76,6 @@ enum Command {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ClosureFormat {
-    /// The `exportReferencesGraph` JSON array (path infos with closureSize, sorted by path).
-    Graph,
-    /// nixpkgs closureInfo `registration` (nix-store --load-db input).
-    Registration,
-    /// nixpkgs closureInfo `store-paths`: one path a line.
-    StorePaths,
-    /// nixpkgs closureInfo `total-nar-size`.
-    TotalNarSize,
-}
-
 fn main() -> ExitCode {
     cli::main("store-query", |args: Args| query(&args))
 }
@@ -109,12 +98,7 @@ fn query(args: &Args) -> Result<(), Failure> {
         } => {
             let roots = cli::store_paths(&store, paths, inputs)?;
             let graph = store.closure(&roots)?;
-            let text = match format {
-                ClosureFormat::Graph => graph.to_export_json() + "\n",
-                ClosureFormat::Registration => graph.registration(),
-                ClosureFormat::StorePaths => graph.store_paths(),
-                ClosureFormat::TotalNarSize => graph.total_nar_size(),
-            };
+            let text = format.render(&graph);
             write_stdout(&text)
         }
         Command::List => {

@@ -14,8 +14,35 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 
+use crate::nix::closure::ClosureGraph;
 use crate::nix::path_info::{PathInfo, parse_path_infos};
 use crate::nix::store_path::{AbsStorePath, StoreDir, is_name_with_version};
+
+/// How a closure is printed (`store-query closure --format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum ClosureFormat {
+    /// The `exportReferencesGraph` JSON array (path infos with closureSize, sorted by path).
+    Graph,
+    /// nixpkgs closureInfo `registration` (nix-store --load-db input).
+    Registration,
+    /// nixpkgs closureInfo `store-paths`: one path a line.
+    StorePaths,
+    /// nixpkgs closureInfo `total-nar-size`.
+    TotalNarSize,
+}
+
+impl ClosureFormat {
+    /// `graph` in this format.
+    pub fn render(self, graph: &ClosureGraph) -> String {
+        match self {
+            ClosureFormat::Graph => graph.to_export_json() + "\n",
+            ClosureFormat::Registration => graph.registration(),
+            ClosureFormat::StorePaths => graph.store_paths(),
+            ClosureFormat::TotalNarSize => graph.total_nar_size(),
+        }
+    }
+}
 
 /// Most bytes of one manifest (a closure of tens of thousands of paths fits easily).
 pub const MAX_MANIFEST: u64 = 64 << 20;

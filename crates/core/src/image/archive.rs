@@ -82,14 +82,25 @@ impl<A: Write, B: Write> Write for Tee<A, B> {
 
 /// What the output holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Format {
     /// docker-archive and OCI layout in one tar (the default).
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "One tar that is both a docker-archive and an OCI layout")
+    )]
     DockerOci,
     /// docker-archive only (`manifest.json`).
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "docker-archive (`manifest.json`) only")
+    )]
     Docker,
     /// OCI image layout as a tar (`oci-archive`).
+    #[cfg_attr(feature = "clap", value(help = "OCI layout tar (`oci-archive`) only"))]
     Oci,
     /// OCI image layout as a directory.
+    #[cfg_attr(feature = "clap", value(help = "OCI layout directory (`-o DIR`)"))]
     OciDir,
 }
 

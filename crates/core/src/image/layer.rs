@@ -22,6 +22,7 @@ pub const GZIP_LEVEL: u32 = 6;
 
 /// How layer blobs are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Compression {
     None,
     Gzip,

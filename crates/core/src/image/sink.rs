@@ -57,10 +57,6 @@ pub struct LayoutSink {
     format: Format,
 }
 
-fn stream(e: io::Error) -> ImageError {
-    ImageError::Stream(e.to_string())
-}
-
 impl LayoutSink {
     /// Open `output` for `format` (tar entries dated `mtime`); nothing is in place until
     /// [`ImageSink::finish`].
@@ -114,6 +110,7 @@ impl ImageSink for LayoutSink {
     }
 
     fn finish(mut self, plan: &ImagePlan<'_>, docs: &ImageDocuments) -> Result<(), ImageError> {
+        let stream = |e: io::Error| ImageError::Stream(e.to_string());
         self.out.put_blob(&docs.config).map_err(stream)?;
         if self.format.has_oci() {
             self.out.put_blob(&docs.manifest).map_err(stream)?;

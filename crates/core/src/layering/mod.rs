@@ -31,11 +31,20 @@ pub enum LayeringError {
 
 /// Which layering to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Algorithm {
     /// nixpkgs' popularity contest with `limit_layers` (the `dockerTools` default).
     #[default]
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "nixpkgs' popularity contest: most referenced paths first, one layer each")
+    )]
     Popularity,
     /// nixpkgs' size-aware `auto-layer`.
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "nixpkgs' size-aware auto-layer: largest paths get their own layers")
+    )]
     Auto,
 }
 
