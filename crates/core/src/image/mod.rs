@@ -8,9 +8,10 @@
 //! pipeline, [`contents`] the customisation layer, [`config`] the JSON documents, [`archive`]
 //! the output layouts, [`cache`] the layer cache; [`plan`] computes what the image is (after
 //! the pre-flight checks of [`check`] and [`start_check`], which reads the image's files
-//! through `rootfs` and `elf`), and a [`sink`] writes it; `build` joins the two. Hostile input is kept out by `beneath` (trees read without following
-//! symlinks), [`input`] (bounded reads), `output` (what `-o` may replace) and `temp`
-//! (temporary files and processes that never outlive a build, see [`interrupted`]).
+//! through `rootfs` and `elf`), and a [`sink`] writes it; `build` joins the two. Hostile
+//! input is kept out by `beneath` (trees read without following symlinks), [`input`]
+//! (bounded reads), `output` (what `-o` may replace) and `temp` (temporary files and
+//! processes that never outlive a build, see [`interrupted`]).
 
 pub mod archive;
 mod base;

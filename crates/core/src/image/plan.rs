@@ -1,11 +1,11 @@
 //! The image plan: what an image is, computed once and handed to a sink (see [`super::sink`])
 //! that decides where it goes. The plan is made in named phases, each a plain function:
 //!
-//! 1. [`check_inputs`]: name, tag, store layers (valid, each path in one layer, a whole
+//! 1. `check_inputs`: name, tag, store layers (valid, each path in one layer, a whole
 //!    closure), `--contents`, the base image, the layer limit, the config's paths, the cache.
-//! 2. [`customise`]: the customisation root (contents joined, extra commands run, permission
+//! 2. `customise`: the customisation root (contents joined, extra commands run, permission
 //!    rules applied) and the start check — before any output is opened.
-//! 3. [`plan_layers`]: one [`PlannedLayer`] per layer, saying where its bytes come from. A
+//! 3. `plan_layers`: one [`PlannedLayer`] per layer, saying where its bytes come from. A
 //!    store layer the cache holds gets its digests and sizes from the cache record, without
 //!    the store being read; other layers learn theirs when a sink first asks for their bytes
 //!    ([`ImagePlan::write_layer`]).
