@@ -706,4 +706,47 @@ mod tests {
         assert!(second.store_bytes_read > 0);
         assert_eq!(again.blobs, out.blobs);
     }
+
+    /// A sink that takes only the layers it cannot know in advance, as a registry sink
+    /// would for blobs the registry already has.
+    struct SkipKnown {
+        out: Memory,
+    }
+
+    impl super::super::sink::ImageSink for SkipKnown {
+        fn layer(&mut self, plan: &mut ImagePlan<'_>, i: usize) -> Result<(), ImageError> {
+            if plan.layers[i].blob.is_some() {
+                return Ok(());
+            }
+            plan.write_layer(i, &mut self.out).map(|_| ())
+        }
+        fn finish(self, _: &ImagePlan<'_>, _: &ImageDocuments) -> Result<(), ImageError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_sink_may_skip_a_layer_the_plan_knows_and_the_documents_are_the_same() {
+        let t = tempfile::tempdir().unwrap();
+        let (store, path) = store(&t.path().join("store"));
+        let spec = spec(&path, &t.path().join("cache"));
+        let mut first = ImagePlan::new(&store, &spec).unwrap();
+        write_all(&mut first);
+        let docs = first.documents().unwrap();
+
+        let mut plan = ImagePlan::new(&store, &spec).unwrap();
+        let sink = SkipKnown {
+            out: Memory::default(),
+        };
+        let mut seen = Vec::new();
+        let again = super::super::sink::emit(&mut plan, sink, &mut |i| seen.push(i)).unwrap();
+        assert_eq!(seen, [0, 1]);
+        assert_eq!(plan.store_bytes_read, 0);
+        assert!(
+            !plan.layers[0].from_cache,
+            "the cache entry was not even copied"
+        );
+        assert_eq!(again.manifest, docs.manifest);
+        assert_eq!(again.config_digest, docs.config_digest);
+    }
 }
