@@ -246,6 +246,7 @@ fn inputs_hash(
         "created": spec.created,
         "owner": [spec.owner.uid.to_string(), spec.owner.gid.to_string(), spec.owner.uname.clone(), spec.owner.gname.clone(), spec.owner.mtime.to_string()],
         "architecture": spec.architecture,
+        "variant": spec.variant,
         "os": spec.os,
         "compression": spec.compression.name(),
         "base": base.map(|b| hex(&Sha256::digest(&b.config_bytes))),
@@ -487,6 +488,7 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
             kind: "layers".into(),
             diff_ids: reports.iter().map(|r| r.diff_id.clone()).collect(),
         },
+        variant: spec.variant.clone(),
     };
     let config_bytes = config::to_bytes(&image_config);
     let config_digest = sink.put_blob(&config_bytes).map_err(stream)?;
