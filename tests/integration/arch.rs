@@ -15,9 +15,10 @@ fn deb_lock(store_root: &Path) -> Command {
     cmd
 }
 
-/// The downloaded `.deb`s, kept between runs (the same cache as the deb-lock tests).
+/// The downloaded `.deb`s, kept between runs. Not the deb-lock tests' cache: some of those
+/// take every `.deb` in theirs as the amd64 closure of bash.
 fn cache() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-lock-cache")
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("arch-debs")
 }
 
 fn require_arm64_lists() {
