@@ -237,3 +237,60 @@ fn an_amd64_library_in_an_arm64_image_is_refused() {
     );
     assert!(!tar.exists(), "an output was written");
 }
+
+/// The config of a docker-archive.
+fn config_of(tar: &Path) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    sh(&format!(
+        "tar -xf {} -C {}",
+        tar.display(),
+        dir.path().display()
+    ));
+    let manifest = read_json(&dir.path().join("manifest.json"));
+    read_json(&dir.path().join(manifest[0]["Config"].as_str().unwrap()))
+}
+
+#[test]
+fn the_platform_is_the_architecture_and_its_variant() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    let layers = work.path().join("layers.json");
+    std::fs::write(&layers, "[]").unwrap();
+    let image = |extra: &[&str], out: &Path| {
+        run(tool("mkimage", &root)
+            .arg(&layers)
+            .args(["--name", "platform", "--tag", "1"])
+            .args(extra)
+            .arg("-o")
+            .arg(out))
+    };
+    let cases: [(&[&str], &str, Option<&str>); 4] = [
+        (&["--architecture", "arm64"], "arm64", Some("v8")),
+        (
+            &["--architecture", "arm64", "--variant", "v9"],
+            "arm64",
+            Some("v9"),
+        ),
+        (&["--architecture", "arm"], "arm", Some("v7")),
+        (&["--architecture", "amd64"], "amd64", None),
+    ];
+    for (i, (flags, arch, variant)) in cases.into_iter().enumerate() {
+        let tar = work.path().join(format!("{i}.tar"));
+        ok(&image(flags, &tar));
+        let config = config_of(&tar);
+        assert_eq!(config["architecture"], arch, "{flags:?}");
+        assert_eq!(config["variant"].as_str(), variant, "{flags:?}");
+    }
+    let tar = work.path().join("bad.tar");
+    fails_with(
+        &image(&["--architecture", "aarch64"], &tar),
+        2,
+        &["--architecture 'aarch64'", "arm64"],
+    );
+    fails_with(
+        &image(&["--architecture", "arm64", "--variant", "v8/x"], &tar),
+        2,
+        &["--variant 'v8/x'"],
+    );
+    assert!(!tar.exists());
+}
