@@ -245,8 +245,8 @@ fn inputs_hash(
         "config": spec.config,
         "created": spec.created,
         "owner": [spec.owner.uid.to_string(), spec.owner.gid.to_string(), spec.owner.uname.clone(), spec.owner.gname.clone(), spec.owner.mtime.to_string()],
-        "architecture": spec.architecture,
-        "variant": spec.variant,
+        // `arm64/v8`; a platform without a variant keeps the tags it always had.
+        "architecture": spec.variant.as_ref().map_or(spec.architecture.clone(), |v| format!("{}/{v}", spec.architecture)),
         "os": spec.os,
         "compression": spec.compression.name(),
         "base": base.map(|b| hex(&Sha256::digest(&b.config_bytes))),

@@ -176,17 +176,6 @@ pub fn default_variant(architecture: &str) -> Option<&'static str> {
     }
 }
 
-/// The image architecture of a Debian architecture name (`armhf` → `arm`, `i386` → `386`,
-/// `ppc64el` → `ppc64le`); the others are spelled alike.
-pub fn image_architecture(debian: &str) -> &str {
-    match debian {
-        "armhf" => "arm",
-        "i386" => "386",
-        "ppc64el" => "ppc64le",
-        other => other,
-    }
-}
-
 /// Seconds since the epoch as RFC 3339 in UTC (`1970-01-01T00:00:01Z`). Times outside the
 /// years 0000–9999 (which [`parse_time`] never returns) are clamped to its bounds.
 pub fn format_time(epoch: i64) -> String {
