@@ -2,6 +2,7 @@
 # Start the container services the image tests talk to, unless they already answer:
 #   scripts/services.sh docker        # dockerd --iptables=false --bridge=none, on containerd
 #   scripts/services.sh containerd    # containerd on /run/containerd/containerd.sock
+#   scripts/services.sh binfmt        # qemu-aarch64 registered with binfmt_misc (arm64 images)
 # Idempotent and safe when several tests call it at once (one lock file). Exits non-zero, with
 # one line on stderr (and the end of the daemon's log), when a service cannot be started: tests
 # then fail, never skip.
@@ -11,7 +12,7 @@
 # containerd and waits on it until it gives up, so stale files are removed before a start, under
 # the lock, and only when nothing answers on them.
 set -euo pipefail
-service=${1:?usage: services.sh docker|containerd}
+service=${1:?usage: services.sh docker|containerd|binfmt}
 mkdir -p /run/strata
 exec 9>/run/strata/services.lock
 # The daemons started below must not inherit the lock (9>&-), or it is never released.
@@ -55,8 +56,25 @@ start_docker() {
   wait_for docker $! docker version
 }
 
+# The kernel runs aarch64 ELF files through qemu-user-static. Registered from the package's own
+# binfmt.d file; its F flag makes the kernel open the interpreter now, so containers (which do
+# not have it in their root) can use it too.
+start_binfmt() {
+  local misc=/proc/sys/fs/binfmt_misc conf=/usr/lib/binfmt.d/qemu-aarch64.conf
+  [ "$(uname -m)" = aarch64 ] && return 0
+  [ -f "$conf" ] || { echo "services: $conf is missing (install qemu-user-static: scripts/setup.sh)" >&2; exit 1; }
+  if [ ! -e "$misc/register" ]; then
+    mount -t binfmt_misc binfmt_misc "$misc" \
+      || { echo "services: cannot mount binfmt_misc on $misc" >&2; exit 1; }
+  fi
+  [ -e "$misc/qemu-aarch64" ] && return 0
+  cat "$conf" > "$misc/register" \
+    || { echo "services: cannot register $conf with binfmt_misc" >&2; exit 1; }
+}
+
 case $service in
   docker) start_docker ;;
   containerd) start_containerd ;;
-  *) echo "services: unknown service '$service' (docker or containerd)" >&2; exit 2 ;;
+  binfmt) start_binfmt ;;
+  *) echo "services: unknown service '$service' (docker, containerd or binfmt)" >&2; exit 2 ;;
 esac

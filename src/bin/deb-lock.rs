@@ -16,6 +16,9 @@ Examples:
   # Resolve from apt's lists (as apt-get install --no-install-recommends on an empty system):
   deb-lock resolve openjdk-17-jre-headless bash -o runtime.lock
 
+  # The same closure for arm64 (after `dpkg --add-architecture arm64 && apt-get update`):
+  deb-lock resolve openjdk-17-jre-headless bash --architecture arm64 -o runtime.arm64.lock
+
   # Which package pulled libssl3 in, and through which dependency:
   deb-lock resolve python3 --why libssl3
 
@@ -60,8 +63,9 @@ enum Cmd {
         /// Print the chain of dependencies that pulled PKG in, instead of the list.
         #[arg(long, value_name = "PKG")]
         why: Option<String>,
-        /// Debian architecture to resolve for.
-        #[arg(long, default_value = native_architecture())]
+        /// Debian architecture to resolve for (amd64, arm64, …): apt's lists of it are read,
+        /// `all` packages included; the lock records it.
+        #[arg(long = "architecture", alias = "arch", value_name = "ARCH", default_value = native_architecture())]
         arch: String,
         /// Write the lock here (a new file, or one with the same contents; `update` changes
         /// an existing lock).

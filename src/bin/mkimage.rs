@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use strata::cli::{self, Failure, StoreArgs};
-use strata_core::image::check::{format_time, parse_layers, parse_time};
+use strata_core::image::check::{self, format_time, parse_layers, parse_time};
 use strata_core::image::config::{ContainerConfig, Empty};
 use strata_core::image::input::{MAX_CONFIG_JSON, MAX_LAYERS_JSON, read_input};
 use strata_core::image::{
@@ -126,9 +126,13 @@ struct Args {
     /// A docker-archive base image: its layers go first, its Env is merged.
     #[arg(long, value_name = "ARCHIVE")]
     from: Option<PathBuf>,
-    /// Image architecture (default: this machine's).
+    /// Image architecture, as Docker and OCI name it: amd64, arm64, 386, arm, ppc64le, s390x,
+    /// riscv64 (default: this machine's). ELF files of another architecture are refused.
     #[arg(long)]
     architecture: Option<String>,
+    /// The platform's CPU variant (default: v8 for arm64, v7 for arm, none otherwise).
+    #[arg(long, value_name = "VARIANT")]
+    variant: Option<String>,
     /// Layer compression (pinned levels: gzip 6, zstd 3).
     #[arg(long, value_enum, default_value_t = Compression::None)]
     compress: Compression,
@@ -259,6 +263,30 @@ fn on_signals_clean_up() -> Result<(), Failure> {
 }
 
 /// `--created` / `--mtime`, else `SOURCE_DATE_EPOCH` (as `@SECONDS`), else nixpkgs' date.
+/// The image's architecture and variant from `--architecture` and `--variant`.
+fn platform(args: &Args) -> Result<(String, Option<String>), Failure> {
+    let arch = args
+        .architecture
+        .as_deref()
+        .unwrap_or(check::host_architecture());
+    if !check::ARCHITECTURES.contains(&arch) {
+        return Err(Failure::usage(format!(
+            "--architecture '{arch}' is not one of {}",
+            check::ARCHITECTURES.join(", ")
+        )));
+    }
+    let variant = match &args.variant {
+        Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            return Err(Failure::usage(format!(
+                "--variant '{v}' must be letters and digits (v8)"
+            )));
+        }
+        Some(v) => Some(v.clone()),
+        None => check::default_variant(arch).map(str::to_string),
+    };
+    Ok((arch.to_string(), variant))
+}
+
 fn time_or_epoch(flag: &Option<String>) -> Result<String, Failure> {
     if let Some(t) = flag {
         return Ok(t.clone());
@@ -355,9 +383,7 @@ fn body(args: &Args) -> Result<(), Failure> {
     spec.owner.uname = args.uname.clone();
     spec.owner.gname = args.gname.clone();
     spec.owner.mtime = mtime;
-    if let Some(arch) = &args.architecture {
-        spec.architecture = arch.clone();
-    }
+    (spec.architecture, spec.variant) = platform(args)?;
     spec.from = args.from.clone();
     spec.compression = args.compress;
     spec.format = args.format;

@@ -235,3 +235,70 @@ fn the_example_image_builds_reproducibly_layers_well_and_runs() {
         .unwrap();
     assert!(listed.success(), "podman lists the image");
 }
+
+#[test]
+fn the_example_builds_for_arm64_and_answers_under_emulation() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("arm64");
+    let src = example_dir();
+    make("image ARCH=arm64", &out, &src, "");
+    let tar = out.join("agatha-back.tar");
+    let dir = tempfile::tempdir().unwrap();
+    sh(&format!(
+        "tar -xf {} -C {}",
+        tar.display(),
+        dir.path().display()
+    ));
+    let manifest = read_json(&dir.path().join("manifest.json"));
+    let config = read_json(&dir.path().join(manifest[0]["Config"].as_str().unwrap()));
+    assert_eq!(
+        (&config["architecture"], &config["variant"]),
+        (&serde_json::json!("arm64"), &serde_json::json!("v8"))
+    );
+    // Every runtime package is an arm64 (or all) one, from the arm64 lock.
+    let runtime = std::fs::read_to_string(out.join("runtime.json")).unwrap();
+    let lock = read_json(&src.join("runtime.arm64.lock"));
+    assert_eq!(lock["architecture"], "arm64");
+    assert_eq!(
+        json_lines(&runtime).len(),
+        lock["packages"].as_object().unwrap().len()
+    );
+
+    start_docker();
+    sh(&format!(
+        "{}/scripts/services.sh binfmt",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let loaded = docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(loaded.contains("agatha-back:1.0-arm64"), "{loaded}");
+    let name = format!("agatha-arm64-test-{}", std::process::id());
+    let home = src.join("home");
+    let container = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network=none",
+        "--platform",
+        "linux/arm64",
+        "-v",
+        &format!(
+            "{}:/home/flyway.conf:ro",
+            home.join("flyway.conf").display()
+        ),
+        "-v",
+        &format!(
+            "{}:/home/agatha.properties:ro",
+            home.join("agatha.properties").display()
+        ),
+        "agatha-back:1.0-arm64",
+    ]);
+    let answer = quotes(&name);
+    let hosttype = docker(&["exec", &name, "/bin/bash", "-c", "echo $HOSTTYPE"]);
+    docker(&["rm", "-f", container.trim()]);
+    assert!(
+        answer.contains("Hercule Poirot: It is the brain") && answer.contains("Miss Marple:"),
+        "{answer}"
+    );
+    assert_eq!(hosttype.trim(), "aarch64");
+}

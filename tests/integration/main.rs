@@ -2,6 +2,7 @@
 //! real consumers (docker, podman, skopeo, umoci + runc, containerd). One binary, one module
 //! per area.
 
+mod arch;
 mod compose;
 mod deb;
 mod deb_resolve;

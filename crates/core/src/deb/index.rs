@@ -31,8 +31,11 @@ pub enum IndexError {
         package: String,
         source: VersionError,
     },
-    #[error("{dir}: no package indexes (*_Packages*) there; run `apt-get update` or give --index")]
-    NoLists { dir: PathBuf },
+    #[error(
+        "{dir}: no package indexes for {architecture} (*_Packages*) there; run `apt-get update` \
+         (after `dpkg --add-architecture {architecture}` for a foreign one) or give --index"
+    )]
+    NoLists { dir: PathBuf, architecture: String },
 }
 
 /// One alternative of a dependency: `libc6 (>= 2.34)`, `python3:any`.
@@ -133,9 +136,11 @@ pub fn native_architecture() -> &'static str {
     }
 }
 
-/// The package indexes apt downloaded into `dir` (`*_Packages`, `.gz`, `.xz`, `.lz4`), sorted
-/// by name.
-pub fn apt_lists(dir: &Path) -> Result<Vec<PathBuf>, IndexError> {
+/// The package indexes apt downloaded into `dir` (`*_Packages`, `.gz`, `.xz`, `.lz4`) for
+/// `architecture`, sorted by name: a list of a repository component is for one architecture
+/// (`…_main_binary-arm64_Packages`), and holds the `all` packages too; a list of a flat
+/// repository (no `binary-ARCH` in its name) may hold any and is read for every architecture.
+pub fn apt_lists(dir: &Path, architecture: &str) -> Result<Vec<PathBuf>, IndexError> {
     let entries = fs::read_dir(dir).map_err(|source| IndexError::Io {
         path: dir.to_path_buf(),
         source,
@@ -145,15 +150,21 @@ pub fn apt_lists(dir: &Path) -> Result<Vec<PathBuf>, IndexError> {
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            ["", ".gz", ".xz", ".lz4"]
+            let is_index = ["", ".gz", ".xz", ".lz4"]
                 .iter()
-                .any(|ext| name.ends_with(&format!("_Packages{ext}")))
+                .any(|ext| name.ends_with(&format!("_Packages{ext}")));
+            let for_arch = match name.rsplit_once("_binary-") {
+                Some((_, rest)) => rest.split('_').next() == Some(architecture),
+                None => true,
+            };
+            is_index && for_arch
         })
         .collect();
     out.sort();
     if out.is_empty() {
         return Err(IndexError::NoLists {
             dir: dir.to_path_buf(),
+            architecture: architecture.to_string(),
         });
     }
     Ok(out)
@@ -339,7 +350,7 @@ Package: b\nVersion: 1\nArchitecture: all\nPre-Depends: a\nDepends: c | d\n";
         assert_eq!(index.packages["a"].len(), 2);
         assert_eq!(index.candidate("b").unwrap().depends.len(), 2);
         assert_eq!(index.providers["v"], [("a".to_string(), "1.0".to_string())]);
-        assert_eq!(apt_lists(dir.path()).unwrap(), [path]);
+        assert_eq!(apt_lists(dir.path(), "amd64").unwrap(), [path]);
     }
 
     #[test]
@@ -363,7 +374,7 @@ Package: b\nVersion: 1\nArchitecture: all\nPre-Depends: a\nDepends: c | d\n";
         for (name, data) in &files {
             fs::write(dir.path().join(name), data).unwrap();
         }
-        let lists = apt_lists(dir.path()).unwrap();
+        let lists = apt_lists(dir.path(), "amd64").unwrap();
         assert_eq!(lists.len(), 4);
         for path in &lists {
             assert_eq!(read_index_text(path).unwrap(), text, "{}", path.display());
@@ -373,9 +384,31 @@ Package: b\nVersion: 1\nArchitecture: all\nPre-Depends: a\nDepends: c | d\n";
         fs::write(&bad, b"\x04\x22\x4d\x18garbage").unwrap();
         let err = read_index_text(&bad).unwrap_err().to_string();
         assert!(err.contains("b_Packages.lz4"), "{err}");
+        // Lists of a component are read for their own architecture only.
+        for arch in ["amd64", "arm64"] {
+            let name = format!("host_debian_dists_bookworm_main_binary-{arch}_Packages.lz4");
+            fs::copy(dir.path().join("l_Packages.lz4"), dir.path().join(name)).unwrap();
+        }
+        let names = |arch: &str| -> Vec<String> {
+            apt_lists(dir.path(), arch)
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .filter(|n| n.contains("binary-"))
+                .collect()
+        };
+        assert_eq!(
+            names("arm64"),
+            ["host_debian_dists_bookworm_main_binary-arm64_Packages.lz4"]
+        );
+        assert_eq!(
+            names("amd64"),
+            ["host_debian_dists_bookworm_main_binary-amd64_Packages.lz4"]
+        );
+        assert!(names("riscv64").is_empty());
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
-            apt_lists(empty.path()),
+            apt_lists(empty.path(), "amd64"),
             Err(IndexError::NoLists { .. })
         ));
     }

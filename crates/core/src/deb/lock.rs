@@ -546,7 +546,7 @@ pub enum LockingError {
 /// Read the indexes, resolve the names and make the lock.
 pub fn resolve_lock(request: &LockRequest, why: Option<&str>) -> Result<Locked, LockingError> {
     let files = if request.indexes.is_empty() {
-        super::index::apt_lists(Path::new(super::index::APT_LISTS))?
+        super::index::apt_lists(Path::new(super::index::APT_LISTS), &request.architecture)?
     } else {
         request.indexes.clone()
     };

@@ -224,7 +224,9 @@ pub struct DebReport {
 
 /// Add packages together: each becomes a store path whose references are the store paths of
 /// the packages it depends on, among those given here and those in `known` (path infos of
-/// packages added before). `strict` turns unsatisfied dependencies into an error.
+/// packages added before). `strict` turns unsatisfied dependencies into an error. The packages
+/// may be of any one architecture (`Architecture: all` goes with any); a set mixing two is
+/// refused before anything is added.
 pub fn add_debs(
     store: &Store,
     debs: &[PathBuf],
@@ -232,18 +234,65 @@ pub fn add_debs(
     options: &AddOptions,
     strict: bool,
 ) -> Result<DebReport, DebError> {
-    let mut controls = Vec::new();
-    let mut by_package: BTreeMap<String, usize> = BTreeMap::new();
+    let controls = read_controls(debs)?;
+    let mut report = DebReport::default();
+    let links = link(&controls, known, &mut report.unsatisfied);
+    if strict && !report.unsatisfied.is_empty() {
+        return Err(DebError::Unsatisfied(describe_unsatisfied(
+            &report.unsatisfied,
+        )));
+    }
+    let added = add_in_order(store, debs, &controls, links, options, &mut report)?;
+    report.infos = added;
+    Ok(report)
+}
+
+/// The control data of every package, refusing a package given twice and a set of packages
+/// of two architectures.
+fn read_controls(debs: &[PathBuf]) -> Result<Vec<Control>, DebError> {
+    let mut controls: Vec<Control> = Vec::new();
+    let mut names = BTreeSet::new();
+    // The first package of a real architecture: (its file, the architecture).
+    let mut architecture: Option<(&Path, String)> = None;
     for deb in debs {
         let c = read_deb(deb, None)?;
-        if by_package
-            .insert(c.package.clone(), controls.len())
-            .is_some()
-        {
+        if !names.insert(c.package.clone()) {
             return Err(DebError::Duplicate(c.package));
+        }
+        match (&architecture, c.architecture.as_deref()) {
+            (_, None | Some("all")) => {}
+            (None, Some(arch)) => architecture = Some((deb, arch.to_string())),
+            (Some((first, want)), Some(arch)) if arch != want => {
+                return Err(DebError::Format {
+                    path: deb.clone(),
+                    reason: format!(
+                        "package {} is for {arch}, but {} is for {want}; packages added \
+                         together must be of one architecture (or all)",
+                        c.package,
+                        first.display()
+                    ),
+                });
+            }
+            (Some(_), Some(_)) => {}
         }
         controls.push(c);
     }
+    Ok(controls)
+}
+
+/// How the packages depend on each other: for each, the given packages it depends on
+/// (indexes) and the store paths of earlier packages (`known`) it depends on. Clauses that
+/// nothing satisfies go to `unsatisfied`.
+struct Links {
+    deps: Vec<BTreeSet<usize>>,
+    known_refs: Vec<BTreeSet<StorePath>>,
+}
+
+fn link(
+    controls: &[Control],
+    known: &[PathInfo],
+    unsatisfied: &mut BTreeMap<String, Vec<String>>,
+) -> Links {
     // Which given package satisfies each clause (by name, then by Provides).
     let mut providers: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, c) in controls.iter().enumerate() {
@@ -251,12 +300,13 @@ pub fn add_debs(
             providers.entry(p.as_str()).or_insert(i);
         }
     }
-    for (name, &i) in &by_package {
-        providers.insert(name.as_str(), i);
+    for (i, c) in controls.iter().enumerate() {
+        providers.insert(c.package.as_str(), i);
     }
-    let mut report = DebReport::default();
-    let mut deps: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); controls.len()];
-    let mut known_refs: Vec<BTreeSet<StorePath>> = vec![BTreeSet::new(); controls.len()];
+    let mut links = Links {
+        deps: vec![BTreeSet::new(); controls.len()],
+        known_refs: vec![BTreeSet::new(); controls.len()],
+    };
     for (i, c) in controls.iter().enumerate() {
         for clause in &c.depends {
             let given = clause
@@ -264,7 +314,7 @@ pub fn add_debs(
                 .find_map(|a| providers.get(a.package.as_str()).copied());
             if let Some(j) = given {
                 if j != i {
-                    deps[i].insert(j);
+                    links.deps[i].insert(j);
                 }
                 continue;
             }
@@ -275,12 +325,11 @@ pub fn add_debs(
             });
             match earlier {
                 Some(k) => {
-                    known_refs[i].insert(k.path.path.clone());
+                    links.known_refs[i].insert(k.path.path.clone());
                 }
                 None => {
                     let text: Vec<&str> = clause.iter().map(|a| a.package.as_str()).collect();
-                    report
-                        .unsatisfied
+                    unsatisfied
                         .entry(c.package.clone())
                         .or_default()
                         .push(text.join(" | "));
@@ -288,67 +337,80 @@ pub fn add_debs(
             }
         }
     }
-    if strict && !report.unsatisfied.is_empty() {
-        return Err(DebError::Unsatisfied(describe_unsatisfied(
-            &report.unsatisfied,
-        )));
-    }
-    // Add dependencies first; in a cycle, the package with the smallest name goes first and
-    // its dependencies on the rest of the cycle are dropped.
+    links
+}
+
+/// Add the packages, dependencies first; in a cycle, the package with the smallest name goes
+/// first and its dependencies on the rest of the cycle are dropped (and recorded in
+/// `report.cycles_broken`). The path infos come back in the order the packages were given.
+fn add_in_order(
+    store: &Store,
+    debs: &[PathBuf],
+    controls: &[Control],
+    links: Links,
+    options: &AddOptions,
+    report: &mut DebReport,
+) -> Result<Vec<PathInfo>, DebError> {
+    let Links {
+        mut deps,
+        known_refs,
+    } = links;
     let mut added: BTreeMap<usize, PathInfo> = BTreeMap::new();
     while added.len() < controls.len() {
         let ready = (0..controls.len())
             .filter(|i| !added.contains_key(i))
             .filter(|i| deps[*i].iter().all(|d| added.contains_key(d)))
             .min_by(|a, b| controls[*a].package.cmp(&controls[*b].package));
-        let next = match ready {
-            Some(i) => i,
-            None => {
-                // Everything left waits on a cycle: take the smallest-named package on one and
-                // drop its dependencies that lead back to it.
-                let mut stuck: Vec<usize> = (0..controls.len())
-                    .filter(|i| !added.contains_key(i))
-                    .collect();
-                stuck.sort_by(|a, b| controls[*a].package.cmp(&controls[*b].package));
-                let on_cycle = |i: usize, deps: &[BTreeSet<usize>]| -> Vec<usize> {
-                    deps[i]
-                        .iter()
-                        .copied()
-                        .filter(|&d| !added.contains_key(&d) && reaches(deps, d, i))
-                        .collect()
-                };
-                let (i, back) = stuck
-                    .iter()
-                    .map(|&i| (i, on_cycle(i, &deps)))
-                    .find(|(_, back)| !back.is_empty())
-                    .unwrap_or_else(|| {
-                        // Cannot happen (a finite chain of waits closes a cycle), but never loop.
-                        let first = stuck[0];
-                        (
-                            first,
-                            deps[first]
-                                .iter()
-                                .copied()
-                                .filter(|d| !added.contains_key(d))
-                                .collect(),
-                        )
-                    });
-                for d in back {
-                    deps[i].remove(&d);
-                    report
-                        .cycles_broken
-                        .push((controls[i].package.clone(), controls[d].package.clone()));
-                }
-                continue;
+        let Some(next) = ready else {
+            let (i, back) = cycle_to_break(controls, &deps, &added);
+            for d in back {
+                deps[i].remove(&d);
+                report
+                    .cycles_broken
+                    .push((controls[i].package.clone(), controls[d].package.clone()));
             }
+            continue;
         };
         let mut references = known_refs[next].clone();
         references.extend(deps[next].iter().map(|d| added[d].path.path.clone()));
         let info = add_one(store, &debs[next], &controls[next], references, options)?;
         added.insert(next, info);
     }
-    report.infos = (0..controls.len()).map(|i| added[&i].clone()).collect();
-    Ok(report)
+    Ok((0..controls.len()).map(|i| added[&i].clone()).collect())
+}
+
+/// Everything not yet added waits on a cycle: the smallest-named package on one, and its
+/// dependencies that lead back to it.
+fn cycle_to_break(
+    controls: &[Control],
+    deps: &[BTreeSet<usize>],
+    added: &BTreeMap<usize, PathInfo>,
+) -> (usize, Vec<usize>) {
+    let mut stuck: Vec<usize> = (0..controls.len())
+        .filter(|i| !added.contains_key(i))
+        .collect();
+    stuck.sort_by(|a, b| controls[*a].package.cmp(&controls[*b].package));
+    let on_cycle = |i: usize| -> Vec<usize> {
+        deps[i]
+            .iter()
+            .copied()
+            .filter(|&d| !added.contains_key(&d) && reaches(deps, d, i))
+            .collect()
+    };
+    stuck
+        .iter()
+        .map(|&i| (i, on_cycle(i)))
+        .find(|(_, back)| !back.is_empty())
+        .unwrap_or_else(|| {
+            // Cannot happen (a finite chain of waits closes a cycle), but never loop.
+            let first = stuck[0];
+            let rest = deps[first]
+                .iter()
+                .copied()
+                .filter(|d| !added.contains_key(d))
+                .collect();
+            (first, rest)
+        })
 }
 
 /// Whether `to` can be reached from `from` along dependencies.

@@ -146,6 +146,36 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
+/// The image architectures (Docker/OCI names) strata knows the machine of; see
+/// [`architecture_machine`].
+pub const ARCHITECTURES: [&str; 7] = [
+    "amd64", "arm64", "386", "arm", "ppc64le", "s390x", "riscv64",
+];
+
+/// `e_machine` and the Debian multiarch triplet of an image architecture.
+pub fn architecture_machine(architecture: &str) -> Option<(u16, &'static str)> {
+    Some(match architecture {
+        "amd64" => (62, "x86_64-linux-gnu"),
+        "arm64" => (183, "aarch64-linux-gnu"),
+        "386" => (3, "i386-linux-gnu"),
+        "arm" => (40, "arm-linux-gnueabihf"),
+        "ppc64le" => (21, "powerpc64le-linux-gnu"),
+        "s390x" => (22, "s390x-linux-gnu"),
+        "riscv64" => (243, "riscv64-linux-gnu"),
+        _ => return None,
+    })
+}
+
+/// The variant an architecture's platform is written with when none is asked for, as
+/// containerd normalises platforms: `arm64` is `arm64/v8`, and Debian's `armhf` is `arm/v7`.
+pub fn default_variant(architecture: &str) -> Option<&'static str> {
+    match architecture {
+        "arm64" => Some("v8"),
+        "arm" => Some("v7"),
+        _ => None,
+    }
+}
+
 /// Seconds since the epoch as RFC 3339 in UTC (`1970-01-01T00:00:01Z`). Times outside the
 /// years 0000–9999 (which [`parse_time`] never returns) are clamped to its bounds.
 pub fn format_time(epoch: i64) -> String {

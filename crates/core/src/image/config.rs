@@ -131,6 +131,9 @@ pub struct ImageConfig {
     pub history: Vec<History>,
     pub os: String,
     pub rootfs: RootFs,
+    /// The CPU variant (`v8` for arm64), for platforms that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 /// A content descriptor.

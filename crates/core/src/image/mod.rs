@@ -107,6 +107,8 @@ pub struct ImageSpec {
     /// same mtime unless `perms` say otherwise).
     pub owner: Owner,
     pub architecture: String,
+    /// The CPU variant of the platform (`v8` for arm64); see [`check::default_variant`].
+    pub variant: Option<String>,
     pub os: String,
     /// A docker-archive whose layers go first and whose `Env` is merged.
     pub from: Option<PathBuf>,
@@ -137,6 +139,7 @@ impl ImageSpec {
             created: "1970-01-01T00:00:01Z".to_string(),
             owner: Owner::default(),
             architecture: check::host_architecture().to_string(),
+            variant: check::default_variant(check::host_architecture()).map(str::to_string),
             os: "linux".to_string(),
             from: None,
             compression: Compression::None,

@@ -159,7 +159,8 @@ fn inputs_hash(
         "config": spec.config,
         "created": spec.created,
         "owner": [spec.owner.uid.to_string(), spec.owner.gid.to_string(), spec.owner.uname.clone(), spec.owner.gname.clone(), spec.owner.mtime.to_string()],
-        "architecture": spec.architecture,
+        // `arm64/v8`; a platform without a variant keeps the tags it always had.
+        "architecture": spec.variant.as_ref().map_or(spec.architecture.clone(), |v| format!("{}/{v}", spec.architecture)),
         "os": spec.os,
         "compression": spec.compression.name(),
         "base": base.map(|b| hex(&Sha256::digest(&b.config_bytes))),
@@ -225,6 +226,7 @@ pub struct ImagePlan<'a> {
     custom: (Temp, Vec<Entry>),
     created: String,
     architecture: String,
+    variant: Option<String>,
     os: String,
 }
 
@@ -429,6 +431,7 @@ impl<'a> ImagePlan<'a> {
             custom,
             created: spec.created.clone(),
             architecture: spec.architecture.clone(),
+            variant: spec.variant.clone(),
             os: spec.os.clone(),
         })
     }
@@ -543,6 +546,7 @@ impl<'a> ImagePlan<'a> {
                 kind: "layers".into(),
                 diff_ids: blobs.iter().map(|b| b.diff_id.clone()).collect(),
             },
+            variant: self.variant.clone(),
         };
         let config = config::to_bytes(&image_config);
         let config_digest = hex(&Sha256::digest(&config));

@@ -11,6 +11,11 @@
 //!   `LD_LIBRARY_PATH`, `DT_RUNPATH` with `$ORIGIN`, `/etc/ld.so.conf`, the default and
 //!   multiarch directories), recursively and bounded.
 //!
+//! - the machine check (`StartCheck::foreign_elf`): every ELF file in the layers' store paths
+//!   is for the image's architecture, so that an amd64 library in an arm64 image (a closure
+//!   mixed from two architectures' packages) does not build into an image that fails at run
+//!   time, or worse, runs a different program than the one meant.
+//!
 //! A failure is one line naming the missing file, who needs it, and when the store has one,
 //! the store path that provides it.
 
@@ -18,6 +23,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use super::ImageError;
 use super::beneath::{open_dir_below, open_entry, open_root};
+use super::check::{ARCHITECTURES, architecture_machine};
 use super::config::ContainerConfig;
 use super::elf::{self, ElfInfo};
 use super::rootfs::{Found, ImageFs, read_head};
@@ -87,28 +93,39 @@ fn env_value<'a>(config: &'a ContainerConfig, name: &str) -> Option<&'a str> {
         .find_map(|e| e.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// `e_machine` and the Debian multiarch triplet of an image architecture.
-fn machine_of(architecture: &str) -> Option<(u16, &'static str)> {
-    Some(match architecture {
-        "amd64" => (62, "x86_64-linux-gnu"),
-        "arm64" => (183, "aarch64-linux-gnu"),
-        "386" => (3, "i386-linux-gnu"),
-        "arm" => (40, "arm-linux-gnueabihf"),
-        "ppc64le" => (21, "powerpc64le-linux-gnu"),
-        "s390x" => (22, "s390x-linux-gnu"),
-        "riscv64" => (243, "riscv64-linux-gnu"),
-        _ => return None,
-    })
+fn triplet_of(machine: u16) -> Option<&'static str> {
+    ARCHITECTURES
+        .into_iter()
+        .filter_map(architecture_machine)
+        .find(|(m, _)| *m == machine)
+        .map(|(_, t)| t)
 }
 
-fn triplet_of(machine: u16) -> Option<&'static str> {
-    [
-        "amd64", "arm64", "386", "arm", "ppc64le", "s390x", "riscv64",
-    ]
-    .into_iter()
-    .filter_map(machine_of)
-    .find(|(m, _)| *m == machine)
-    .map(|(_, t)| t)
+/// `e_machine` of a file that starts like an ELF file (`None`: not ELF, or too short).
+fn elf_machine(path: &std::path::Path) -> Result<Option<u16>, ImageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(ImageError::io(path))?;
+    let head = read_head(&file, 20).map_err(ImageError::io(path))?;
+    if !elf::is_elf(&head) || head.len() < 20 {
+        return Ok(None);
+    }
+    let bytes = [head[18], head[19]];
+    Ok(Some(match head[5] {
+        2 => u16::from_be_bytes(bytes),
+        _ => u16::from_le_bytes(bytes),
+    }))
+}
+
+/// An ELF machine for messages: the image architecture it is, or its number.
+fn machine_name(machine: u16) -> String {
+    ARCHITECTURES
+        .into_iter()
+        .find(|a| architecture_machine(a).is_some_and(|(m, _)| m == machine))
+        .map_or_else(|| format!("machine {machine}"), str::to_string)
 }
 
 /// `dir/name`, with `.` and `..` taken out lexically (for messages and store look-ups).
@@ -151,6 +168,7 @@ struct Object {
 impl StartCheck<'_> {
     /// Check that the image's entrypoint can start; nothing to start is fine (a base image).
     pub(crate) fn run(&self) -> Result<(), ImageError> {
+        self.foreign_elf()?;
         let argv: Vec<&String> = self
             .config
             .entrypoint
@@ -163,6 +181,46 @@ impl StartCheck<'_> {
         };
         let path = self.command(first, "the entrypoint")?;
         self.program(&path, "the entrypoint", 0)
+    }
+
+    /// The first ELF file (in store path, then file name order) in the layers' store paths
+    /// whose `e_machine` is not the image's. Files are opened without following symlinks;
+    /// only their first 20 bytes are read.
+    fn foreign_elf(&self) -> Result<(), ImageError> {
+        let Some((want, _)) = architecture_machine(self.architecture) else {
+            return Ok(());
+        };
+        let physical = self.store.physical_store_dir();
+        let store_dir = self.store.store_dir().as_str();
+        for base in self.layers {
+            let top = physical.join(base);
+            let walk = walkdir::WalkDir::new(&top)
+                .follow_links(false)
+                .sort_by_file_name();
+            for entry in walk {
+                let entry = entry.map_err(|e| {
+                    let path = e.path().unwrap_or(&top).to_path_buf();
+                    ImageError::io(&path)(e.into())
+                })?;
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let Some(machine) = elf_machine(entry.path())? else {
+                    continue;
+                };
+                if machine != want {
+                    let rel = entry.path().strip_prefix(&physical).unwrap_or(entry.path());
+                    return Err(ImageError::Invalid(format!(
+                        "{store_dir}/{} is an ELF file for {}, not for the image's architecture {} \
+                         (--no-start-check builds it anyway)",
+                        rel.display(),
+                        machine_name(machine),
+                        self.architecture
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn path_dirs(&self) -> Vec<&str> {
@@ -278,12 +336,14 @@ impl StartCheck<'_> {
 
     /// An ELF program: right machine, loader present, libraries found (recursively).
     fn elf(&self, exe: &Object, role: &str) -> Result<(), ImageError> {
-        if let Some((want, _)) = machine_of(self.architecture)
+        if let Some((want, _)) = architecture_machine(self.architecture)
             && exe.info.machine != want
         {
             return Err(self.cannot_start(&format!(
-                "{} ({role}) is an ELF for machine {}, not for {}",
-                exe.path, exe.info.machine, self.architecture
+                "{} ({role}) is an ELF file for {}, not for {}",
+                exe.path,
+                machine_name(exe.info.machine),
+                self.architecture
             )));
         }
         let Some(interp) = exe.info.interp.clone() else {
