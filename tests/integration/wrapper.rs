@@ -1173,7 +1173,7 @@ fn store_end_to_end() {
         "{script}"
     );
     assert!(
-        !script.contains(&self_placeholder("demo-app-1.0")),
+        !script.contains(self_placeholder("demo-app-1.0").as_str()),
         "{script}"
     );
     assert!(

@@ -5,17 +5,18 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::fsutil::{self, PathLock, Scratch};
 use super::{Store, StoreError, db};
+use crate::nix::content_address::ContentAddress;
 use crate::nix::hash::{Hash, HashAlgo, Hasher};
 use crate::nix::nar::{self, NarVisitor, Restorer};
 use crate::nix::path_info::{NarHash, PathInfo};
 use crate::nix::refscan::{HashModulo, RefScanner, Rewriter};
-use crate::nix::store_path::{IngestionMethod, StorePath, check_name};
+use crate::nix::store_path::{HashPart, IngestionMethod, StorePath, check_name};
 
 /// What kind of content-addressed path to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,7 @@ pub enum AddMethod {
     /// content-addressed outputs.
     WithReferences {
         candidates: BTreeSet<StorePath>,
-        self_hash_part: Option<String>,
+        self_hash_part: Option<HashPart>,
     },
 }
 
@@ -110,159 +111,233 @@ pub(super) fn add_path(
 ) -> Result<PathInfo, StoreError> {
     let meta = fs::symlink_metadata(src).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => StoreError::Missing(src.to_path_buf()),
-        _ => StoreError::Io {
-            path: src.to_path_buf(),
-            source: e,
-        },
+        _ => StoreError::io(src)(e),
     })?;
     check_name(name, name)?;
-    let rewrites = matches!(
-        method,
-        AddMethod::WithReferences {
-            self_hash_part: Some(_),
-            ..
-        }
-    );
-    let moving = options.move_source && !options.dry_run && !rewrites;
-    // A dry run copies nothing, so needs no scratch area (and writes nothing); nor does a move.
-    let scratch = if options.dry_run || moving {
-        None
-    } else {
-        Some(store.scratch(false)?)
+    let target = Target::prepare(store, method, options)?;
+    let ingest = Ingest {
+        store,
+        src,
+        name,
+        copy_to: target.copy.as_deref(),
+        options,
     };
-    if moving {
-        store.check_writable()?;
-    }
-    let copy_to = scratch.as_ref().map(|s| s.path().join("out"));
-
-    let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
-    let dir = store.store_dir();
     let info = match method {
-        AddMethod::Source | AddMethod::Declared { .. } => {
-            let empty = BTreeSet::new();
-            let references = match method {
-                AddMethod::Declared { references } => references,
-                _ => &empty,
-            };
-            if !options.dry_run {
-                for r in references {
-                    store.query_valid(r)?;
-                }
-            }
-            let size = dump_copying(
-                src,
-                &mut [&mut nar_hasher],
-                copy_to.as_deref(),
-                None,
-                options.progress.as_ref(),
-            )?;
-            let nar_hash = nar_hasher.finish();
-            let path = dir.make_fixed_output_path(
-                name,
-                IngestionMethod::Recursive,
-                &nar_hash,
-                references,
-                false,
-            )?;
-            let ca = format!("fixed:r:sha256:{}", nar_hash.to_nix32());
-            new_info(store, &path, &nar_hash, size, references, Some(ca))
-        }
-        AddMethod::Fixed { ingestion, algo } => {
-            let mut content_hash = Hasher::new(*algo);
-            let size;
-            match ingestion {
-                IngestionMethod::Flat => {
-                    if !meta.is_file() {
-                        return Err(StoreError::NotAFile(src.to_path_buf()));
-                    }
-                    let mut flat = Some(Hasher::new(*algo));
-                    size = dump_copying(
-                        src,
-                        &mut [&mut nar_hasher],
-                        copy_to.as_deref(),
-                        Some(&mut flat),
-                        options.progress.as_ref(),
-                    )?;
-                    content_hash = flat.take().unwrap_or(content_hash);
-                }
-                IngestionMethod::Recursive => {
-                    size = dump_copying(
-                        src,
-                        &mut [&mut nar_hasher, &mut content_hash],
-                        copy_to.as_deref(),
-                        None,
-                        options.progress.as_ref(),
-                    )?;
-                }
-            }
-            let content_hash = content_hash.finish();
-            let nar_hash = nar_hasher.finish();
-            let path = dir.make_fixed_output_path(name, *ingestion, &content_hash, [], false)?;
-            let ca = format!(
-                "fixed:{}{}:{}",
-                ingestion.prefix(),
-                algo,
-                content_hash.to_nix32()
-            );
-            new_info(store, &path, &nar_hash, size, &BTreeSet::new(), Some(ca))
-        }
+        AddMethod::Source => ingest.source(&BTreeSet::new())?,
+        AddMethod::Declared { references } => ingest.source(references)?,
+        AddMethod::Fixed { ingestion, algo } => ingest.fixed(&meta, *ingestion, *algo)?,
         AddMethod::WithReferences {
             candidates,
             self_hash_part,
-        } => {
-            let mut scanner = RefScanner::new(candidates.iter().map(StorePath::hash_part));
-            let mut modulo = HashModulo::new(self_hash_part.as_deref().unwrap_or(&"0".repeat(32)));
-            // With a placeholder, the copy is made in a second pass that rewrites it.
-            let first_copy = if self_hash_part.is_some() {
-                None
-            } else {
-                copy_to.as_deref()
-            };
-            let size = dump_copying(
-                src,
-                &mut [&mut nar_hasher, &mut scanner, &mut modulo],
-                first_copy,
-                None,
-                options.progress.as_ref(),
-            )?;
-            let (modulo_hash, self_count) = modulo.finish().map_err(StoreError::io(src))?;
-            let found = scanner.into_found();
-            let refs: BTreeSet<StorePath> = candidates
-                .iter()
-                .filter(|c| found.contains(c.hash_part()))
-                .cloned()
-                .collect();
-            // A registered path's closure must be complete: what it refers to must be valid.
-            if !options.dry_run {
-                for r in &refs {
-                    store.query_valid(r)?;
-                }
-            }
-            let has_self = self_hash_part.is_some() && self_count > 0;
-            let path = dir.make_fixed_output_path(
-                name,
-                IngestionMethod::Recursive,
-                &modulo_hash,
-                &refs,
-                has_self,
-            )?;
-            let mut nar_hash = nar_hasher.finish();
-            if let Some(placeholder) = self_hash_part {
-                nar_hash = copy_rewriting(src, placeholder, path.hash_part(), copy_to.as_deref())?;
-            }
-            let mut references: BTreeSet<StorePath> = refs;
-            if has_self {
-                references.insert(path.clone());
-            }
-            let ca = format!("fixed:r:sha256:{}", modulo_hash.to_nix32());
-            new_info(store, &path, &nar_hash, size, &references, Some(ca))
-        }
+        } => ingest.scanned(candidates, self_hash_part.as_ref())?,
     };
-    match (scratch, copy_to) {
-        // The scratch area lives until the copy is installed (or the add fails).
-        (Some(scratch), Some(copy)) => install(store, &copy, info, Some(&scratch)),
-        _ if moving => install(store, src, info, None),
-        _ => Ok(info),
+    target.install(store, src, info)
+}
+
+/// Where an add's copy goes: a fresh scratch area, the source itself (moved), or nowhere (a
+/// dry run).
+struct Target {
+    /// Lives until the copy is installed (or the add fails).
+    scratch: Option<Scratch>,
+    copy: Option<PathBuf>,
+    moving: bool,
+}
+
+impl Target {
+    fn prepare(
+        store: &Store,
+        method: &AddMethod,
+        options: &AddOptions,
+    ) -> Result<Target, StoreError> {
+        let rewrites = matches!(
+            method,
+            AddMethod::WithReferences {
+                self_hash_part: Some(_),
+                ..
+            }
+        );
+        let moving = options.move_source && !options.dry_run && !rewrites;
+        // A dry run copies nothing, so needs no scratch area (and writes nothing); nor does a
+        // move.
+        let scratch = if options.dry_run || moving {
+            None
+        } else {
+            Some(store.scratch(false)?)
+        };
+        if moving {
+            store.check_writable()?;
+        }
+        let copy = scratch.as_ref().map(|s| s.path().join("out"));
+        Ok(Target {
+            scratch,
+            copy,
+            moving,
+        })
+    }
+
+    /// Install the copy (or the moved source) under the path's lock, or just return the info
+    /// of a dry run.
+    fn install(self, store: &Store, src: &Path, info: PathInfo) -> Result<PathInfo, StoreError> {
+        match (&self.scratch, &self.copy) {
+            (Some(scratch), Some(copy)) => install(store, copy, info, Some(scratch)),
+            _ if self.moving => install(store, src, info, None),
+            _ => Ok(info),
+        }
+    }
+}
+
+/// One source being read: walked, hashed, scanned and (unless a dry run) copied.
+struct Ingest<'a> {
+    store: &'a Store,
+    src: &'a Path,
+    name: &'a str,
+    copy_to: Option<&'a Path>,
+    options: &'a AddOptions,
+}
+
+impl Ingest<'_> {
+    fn dump(
+        &self,
+        sinks: &mut [&mut (dyn Write + Send)],
+        copy_to: Option<&Path>,
+        flat: Option<&mut Option<Hasher>>,
+    ) -> Result<u64, StoreError> {
+        dump_copying(
+            self.src,
+            sinks,
+            copy_to,
+            flat,
+            self.options.progress.as_ref(),
+        )
+    }
+
+    /// A registered path's closure must be complete: what it refers to must be valid.
+    fn check_valid(&self, references: &BTreeSet<StorePath>) -> Result<(), StoreError> {
+        if !self.options.dry_run {
+            for r in references {
+                self.store.query_valid(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A `source` path: its NAR's SHA-256, with the references the caller declared.
+    fn source(&self, references: &BTreeSet<StorePath>) -> Result<PathInfo, StoreError> {
+        self.check_valid(references)?;
+        let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
+        let size = self.dump(&mut [&mut nar_hasher], self.copy_to, None)?;
+        let nar_hash = nar_hasher.finish();
+        let path = self.store.store_dir().make_fixed_output_path(
+            self.name,
+            IngestionMethod::Recursive,
+            &nar_hash,
+            references,
+            false,
+        )?;
+        let ca = ContentAddress::source(nar_hash.clone());
+        Ok(new_info(self.store, &path, &nar_hash, size, references, ca))
+    }
+
+    /// A fixed-output path: the file's (flat) or NAR's (recursive) hash with `algo`.
+    fn fixed(
+        &self,
+        meta: &fs::Metadata,
+        ingestion: IngestionMethod,
+        algo: HashAlgo,
+    ) -> Result<PathInfo, StoreError> {
+        let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
+        let (size, content_hash) = match ingestion {
+            IngestionMethod::Flat => {
+                if !meta.is_file() {
+                    return Err(StoreError::NotAFile(self.src.to_path_buf()));
+                }
+                let mut flat = Some(Hasher::new(algo));
+                let size = self.dump(&mut [&mut nar_hasher], self.copy_to, Some(&mut flat))?;
+                (size, flat.take().unwrap_or_else(|| Hasher::new(algo)))
+            }
+            IngestionMethod::Recursive => {
+                let mut content_hash = Hasher::new(algo);
+                let size = self.dump(
+                    &mut [&mut nar_hasher, &mut content_hash],
+                    self.copy_to,
+                    None,
+                )?;
+                (size, content_hash)
+            }
+        };
+        let hash = content_hash.finish();
+        let nar_hash = nar_hasher.finish();
+        let path = self.store.store_dir().make_fixed_output_path(
+            self.name,
+            ingestion,
+            &hash,
+            [],
+            false,
+        )?;
+        let ca = ContentAddress::Fixed { ingestion, hash };
+        Ok(new_info(
+            self.store,
+            &path,
+            &nar_hash,
+            size,
+            &BTreeSet::new(),
+            ca,
+        ))
+    }
+
+    /// A `source` path whose references are the `candidates` its NAR mentions, plus itself if
+    /// it mentions `self_hash_part` (which the copy gets rewritten to its real hash part).
+    fn scanned(
+        &self,
+        candidates: &BTreeSet<StorePath>,
+        self_hash_part: Option<&HashPart>,
+    ) -> Result<PathInfo, StoreError> {
+        let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
+        let mut scanner = RefScanner::new(candidates.iter().map(StorePath::hash_part));
+        let zero = HashPart::zero();
+        let mut modulo = HashModulo::new(self_hash_part.unwrap_or(&zero).as_str());
+        // With a placeholder, the copy is made in a second pass that rewrites it.
+        let first_copy = self.copy_to.filter(|_| self_hash_part.is_none());
+        let sinks: &mut [&mut (dyn Write + Send)] =
+            &mut [&mut nar_hasher, &mut scanner, &mut modulo];
+        let size = self.dump(sinks, first_copy, None)?;
+        let (modulo_hash, self_count) = modulo.finish().map_err(StoreError::io(self.src))?;
+        let found = scanner.into_found();
+        let mut references: BTreeSet<StorePath> = candidates
+            .iter()
+            .filter(|c| found.contains(c.hash_part()))
+            .cloned()
+            .collect();
+        self.check_valid(&references)?;
+        let has_self = self_hash_part.is_some() && self_count > 0;
+        let path = self.store.store_dir().make_fixed_output_path(
+            self.name,
+            IngestionMethod::Recursive,
+            &modulo_hash,
+            &references,
+            has_self,
+        )?;
+        let mut nar_hash = nar_hasher.finish();
+        if let Some(placeholder) = self_hash_part {
+            nar_hash = copy_rewriting(
+                self.src,
+                placeholder.as_str(),
+                path.hash_part(),
+                self.copy_to,
+            )?;
+        }
+        if has_self {
+            references.insert(path.clone());
+        }
+        let ca = ContentAddress::source(modulo_hash);
+        Ok(new_info(
+            self.store,
+            &path,
+            &nar_hash,
+            size,
+            &references,
+            ca,
+        ))
     }
 }
 
@@ -366,10 +441,10 @@ fn new_info(
     nar_hash: &Hash,
     nar_size: u64,
     references: &BTreeSet<StorePath>,
-    ca: Option<String>,
+    ca: ContentAddress,
 ) -> PathInfo {
     PathInfo {
-        ca,
+        ca: Some(ca),
         closure_size: None,
         nar_hash: NarHash(nar_hash.clone()),
         nar_size,
@@ -438,15 +513,8 @@ pub(super) fn add_text(
         .make_text_path(name, &content_hash, references)?;
     let nar = nar::text_nar(contents);
     let nar_hash = Hash::of(HashAlgo::Sha256, &nar);
-    let ca = format!("text:sha256:{}", content_hash.to_nix32());
-    let info = new_info(
-        store,
-        &path,
-        &nar_hash,
-        nar.len() as u64,
-        references,
-        Some(ca),
-    );
+    let ca = ContentAddress::Text(content_hash);
+    let info = new_info(store, &path, &nar_hash, nar.len() as u64, references, ca);
     if options.dry_run {
         return Ok(info);
     }
