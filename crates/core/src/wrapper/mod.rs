@@ -5,6 +5,7 @@
 
 pub mod flags;
 pub mod java;
+pub mod make;
 pub mod operands;
 pub mod quote;
 pub mod script;
