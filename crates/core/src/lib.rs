@@ -18,4 +18,6 @@ pub mod pipeline;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod wrapper;

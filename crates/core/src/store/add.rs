@@ -523,3 +523,241 @@ pub(super) fn add_text(
     fs::write(&copy, contents).map_err(StoreError::io(&copy))?;
     install(store, &copy, info, Some(&scratch))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nix::store_path::StoreDir;
+    use crate::store::StoreConfig;
+
+    fn store_in(dir: &Path, store_dir: &str) -> Store {
+        Store::open(StoreConfig {
+            sync_contents: false,
+            store_dir: StoreDir::new(store_dir).unwrap(),
+            root: dir.join("root"),
+        })
+        .unwrap()
+    }
+
+    /// The vectors Nix made, of the kinds `add_path` and `add_text` make.
+    fn vectors(kinds: &[&str]) -> Vec<serde_json::Value> {
+        let doc = crate::testing::shared_json("vectors/vectors.json");
+        let all = doc["vectors"].as_array().unwrap().clone();
+        let picked: Vec<_> = all
+            .into_iter()
+            .filter(|v| kinds.contains(&v["kind"].as_str().unwrap()))
+            .collect();
+        assert!(!picked.is_empty(), "no vectors of kinds {kinds:?}");
+        picked
+    }
+
+    /// Run a vector's recipe in a fresh directory, as the vectors were made.
+    fn make_input(vector: &serde_json::Value, dir: &Path) -> PathBuf {
+        let recipe = vector["recipe"].as_str().unwrap();
+        let status = std::process::Command::new("bash")
+            .arg("-ec")
+            .arg(format!("umask 022\n{recipe}"))
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "recipe of {}", vector["name"]);
+        dir.join(vector["input"].as_str().unwrap())
+    }
+
+    fn method_of(kind: &str) -> AddMethod {
+        match kind {
+            "source" => AddMethod::Source,
+            "fixed-flat-sha256" => AddMethod::Fixed {
+                ingestion: IngestionMethod::Flat,
+                algo: HashAlgo::Sha256,
+            },
+            "fixed-recursive-sha1" => AddMethod::Fixed {
+                ingestion: IngestionMethod::Recursive,
+                algo: HashAlgo::Sha1,
+            },
+            other => panic!("no add method for {other}"),
+        }
+    }
+
+    fn assert_matches_vector(info: &PathInfo, vector: &serde_json::Value) {
+        let name = &vector["name"];
+        assert_eq!(
+            info.path.to_string(),
+            vector["expected_store_path"].as_str().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            info.nar_hash.0.to_nix32(),
+            vector["expected_nar_sha256_base32"].as_str().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            info.nar_size,
+            vector["expected_nar_size"].as_u64().unwrap(),
+            "{name}"
+        );
+        let ca = info.ca.as_ref().map(ToString::to_string);
+        assert_eq!(ca.as_deref(), vector["expected_ca"].as_str(), "{name}");
+    }
+
+    #[test]
+    fn paths_hashes_and_content_addresses_match_nix() {
+        for vector in vectors(&["source", "fixed-flat-sha256", "fixed-recursive-sha1"]) {
+            let t = tempfile::tempdir().unwrap();
+            let src = make_input(&vector, t.path());
+            let expected = vector["expected_store_path"].as_str().unwrap();
+            let store_dir = &expected[..expected.rfind('/').unwrap()];
+            let store = store_in(t.path(), store_dir);
+            let method = method_of(vector["kind"].as_str().unwrap());
+            let name = src.file_name().unwrap().to_str().unwrap().to_string();
+            let info = store
+                .add(&src, &name, &method, &AddOptions::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", vector["name"]));
+            assert_matches_vector(&info, &vector);
+            // Installed and registered: the store answers for it, and its files are there.
+            assert_eq!(store.query(&info.path.path).unwrap(), Some(info.clone()));
+            assert!(
+                fs::symlink_metadata(store.physical_path(&info.path.path)).is_ok(),
+                "{}",
+                vector["name"]
+            );
+        }
+    }
+
+    #[test]
+    fn text_paths_match_nix() {
+        for vector in vectors(&["text"]) {
+            if !vector["expected_references"].as_array().unwrap().is_empty() {
+                continue;
+            }
+            let t = tempfile::tempdir().unwrap();
+            let store = store_in(t.path(), "/nix/store");
+            let expected = vector["expected_store_path"].as_str().unwrap();
+            let name = &expected[expected.find('-').unwrap() + 1..];
+            let contents = vector["contents"].as_str().unwrap().as_bytes();
+            let info = store
+                .add_text(name, contents, &BTreeSet::new(), &AddOptions::default())
+                .unwrap();
+            assert_matches_vector(&info, &vector);
+            let physical = store.physical_path(&info.path.path);
+            assert_eq!(fs::read(physical).unwrap(), contents);
+        }
+    }
+
+    #[test]
+    fn a_dry_run_computes_the_same_info_and_writes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let store = store_in(t.path(), "/nix/store");
+        let src = t.path().join("hello.txt");
+        fs::write(&src, "hello\n").unwrap();
+        let dry = AddOptions {
+            dry_run: true,
+            ..AddOptions::default()
+        };
+        let planned = store
+            .add(&src, "hello.txt", &AddMethod::Source, &dry)
+            .unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert!(!store.physical_path(&planned.path.path).exists());
+        let added = store
+            .add(
+                &src,
+                "hello.txt",
+                &AddMethod::Source,
+                &AddOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(planned, added);
+        // Adding it again finds the valid path and changes nothing.
+        let again = store
+            .add(
+                &src,
+                "hello.txt",
+                &AddMethod::Source,
+                &AddOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(again, added);
+        assert_eq!(store.list().unwrap(), vec![added.path.path.clone()]);
+    }
+
+    #[test]
+    fn progress_counts_every_nar_byte() {
+        let t = tempfile::tempdir().unwrap();
+        let store = store_in(t.path(), "/nix/store");
+        let src = t.path().join("data");
+        fs::write(&src, vec![7u8; 100_000]).unwrap();
+        let counter = Arc::new(AtomicU64::new(0));
+        let options = AddOptions {
+            progress: Some(counter.clone()),
+            ..AddOptions::default()
+        };
+        let info = store
+            .add(&src, "data", &AddMethod::Source, &options)
+            .unwrap();
+        assert_eq!(counter.load(Ordering::Relaxed), info.nar_size);
+    }
+
+    #[test]
+    fn bad_sources_and_names_are_refused_before_anything_is_written() {
+        let t = tempfile::tempdir().unwrap();
+        let store = store_in(t.path(), "/nix/store");
+        let missing = t.path().join("missing");
+        let err = store
+            .add(&missing, "x", &AddMethod::Source, &AddOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Missing(_)), "{err}");
+        let dir = t.path().join("tree");
+        fs::create_dir(&dir).unwrap();
+        let flat = AddMethod::Fixed {
+            ingestion: IngestionMethod::Flat,
+            algo: HashAlgo::Sha256,
+        };
+        let err = store
+            .add(&dir, "tree", &flat, &AddOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotAFile(_)), "{err}");
+        for bad in ["", "..", "a/b", "héllo"] {
+            assert!(
+                store
+                    .add(&dir, bad, &AddMethod::Source, &AddOptions::default())
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_placeholder_for_the_own_path_is_rewritten_and_makes_a_self_reference() {
+        let t = tempfile::tempdir().unwrap();
+        let store = store_in(t.path(), "/nix/store");
+        let placeholder = HashPart::parse(&"1".repeat(32)).unwrap();
+        let src = t.path().join("out");
+        fs::create_dir(&src).unwrap();
+        fs::write(
+            src.join("self"),
+            format!("/nix/store/{placeholder}-gen/self\n"),
+        )
+        .unwrap();
+        let method = AddMethod::WithReferences {
+            candidates: BTreeSet::new(),
+            self_hash_part: Some(placeholder.clone()),
+        };
+        let info = store
+            .add(&src, "gen", &method, &AddOptions::default())
+            .unwrap();
+        assert!(info.has_self_reference());
+        let written =
+            fs::read_to_string(store.physical_path(&info.path.path).join("self")).unwrap();
+        assert_eq!(written, format!("{}/self\n", info.path));
+        // Without a mention, the same placeholder makes no self-reference.
+        let plain = t.path().join("plain");
+        fs::create_dir(&plain).unwrap();
+        fs::write(plain.join("f"), "nothing\n").unwrap();
+        let info = store
+            .add(&plain, "gen", &method, &AddOptions::default())
+            .unwrap();
+        assert!(!info.has_self_reference());
+    }
+}
