@@ -678,7 +678,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(again, added);
-        assert_eq!(store.list().unwrap(), vec![added.path.path.clone()]);
+        assert_eq!(store.list().unwrap(), vec![added.path.path]);
     }
 
     #[test]
@@ -742,7 +742,7 @@ mod tests {
         .unwrap();
         let method = AddMethod::WithReferences {
             candidates: BTreeSet::new(),
-            self_hash_part: Some(placeholder.clone()),
+            self_hash_part: Some(placeholder),
         };
         let info = store
             .add(&src, "gen", &method, &AddOptions::default())
