@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+
+use crate::support::Ran;
 use strata_core::wrapper::{
     JavaApp, JavaMain, JavaWrapper, PlainWrapper, Wrapper, parse_flags, self_placeholder,
 };
@@ -579,13 +581,11 @@ fn mkwrapper(args: &[&str], cwd: &Path) -> Output {
 }
 
 fn one_line_error(out: &Output, code: i32, contains: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.ends_with('\n'), "{stderr:?}");
-    assert!(stderr.starts_with("mkwrapper: "), "{stderr}");
-    assert!(stderr.contains(contains), "{stderr} lacks {contains}");
-    assert!(out.stdout.is_empty());
+    Ran { out: out.clone() }
+        .failed(code)
+        .stderr_has("mkwrapper: ")
+        .stderr_has(contains);
+    assert!(out.stderr.starts_with(b"mkwrapper: "));
 }
 
 #[test]
