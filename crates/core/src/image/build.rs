@@ -66,6 +66,8 @@ pub struct BuildReport {
     pub manifest_digest: String,
     /// Bytes of store files read (cache hits read none).
     pub store_bytes_read: u64,
+    /// What `--extra-commands` printed (stdout and stderr), for the caller to show.
+    pub extra_commands_output: Vec<u8>,
 }
 
 /// What a build made, in one line on stderr or as `--json`: the image, its config digest
@@ -336,8 +338,9 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
     fs::create_dir(&root).map_err(ImageError::io(&root))?;
     symlink_join(&custom.contents, &root, custom.ignore_collisions)?;
     let mut file_owner = None;
+    let mut extra_commands_output = Vec::new();
     if let Some(script) = &custom.extra_commands {
-        run_extra_commands(script, &root, spec.owner.mtime)?;
+        extra_commands_output = run_extra_commands(script, &root, spec.owner.mtime)?;
         if rustix::process::geteuid().is_root() {
             file_owner = Some(NOBODY);
         }
@@ -558,5 +561,6 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
         config_digest: format!("sha256:{config_digest}"),
         manifest_digest: format!("sha256:{manifest_digest}"),
         store_bytes_read,
+        extra_commands_output,
     })
 }
