@@ -399,3 +399,42 @@ impl Drop for Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_core::manifest::ManifestError;
+
+    fn question_mark(e: ManifestError) -> Result<(), Failure> {
+        Err(e)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_question_mark_keeps_a_usage_error_a_usage_error() {
+        let usage = question_mark(ManifestError::StdinTwice).unwrap_err();
+        assert!(
+            matches!(usage, Failure::Usage(ref m) if m.contains("stdin")),
+            "{usage:?}"
+        );
+        let failure = question_mark(ManifestError::TooLarge {
+            input: "m.json".into(),
+            limit: 1,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(failure, Failure::Failed(ref m) if m.starts_with("m.json")),
+            "{failure:?}"
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                manifest_failure(ManifestError::StdinTwice).prefixed("--inputs")
+            ),
+            format!(
+                "{:?}",
+                Failure::usage("--inputs: stdin ('-') can be read only once per invocation")
+            )
+        );
+    }
+}

@@ -91,3 +91,29 @@ impl Exit for crate::wrapper::operands::InstallError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::ManifestError;
+    use crate::wrapper::flags::FlagError;
+
+    #[test]
+    fn usage_errors_say_so_and_failures_do_not() {
+        let usage = ManifestError::NoInput {
+            name: "bash".into(),
+            known: "none".into(),
+        };
+        assert!(Exit::is_usage(&usage));
+        assert_eq!(Exit::exit_code(&usage), USAGE);
+        let failure = ManifestError::Invalid {
+            input: "m.json".into(),
+            message: "bad".into(),
+        };
+        assert!(!Exit::is_usage(&failure));
+        assert_eq!(Exit::exit_code(&failure), FAILURE);
+        assert_eq!(Exit::exit_code(&FlagError::Unknown("--nope".into())), USAGE);
+        let io = std::io::Error::other("disk on fire");
+        assert_eq!(io.exit_code(), FAILURE);
+    }
+}
