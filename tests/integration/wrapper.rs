@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::support::Ran;
+use crate::support::{Ran, Run};
 use strata_core::wrapper::{
     JavaApp, JavaMain, JavaWrapper, PlainWrapper, Wrapper, parse_flags, self_placeholder,
 };
@@ -570,14 +570,10 @@ fn java_mode_is_pid_1_and_handles_sigterm() {
 // ---------------------------------------------------------------- the CLI
 
 fn mkwrapper(args: &[&str], cwd: &Path) -> Output {
-    Command::new(MKWRAPPER)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("STRATA_STORE_ROOT")
-        .env_remove("STRATA_STORE_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let mut cmd = Command::new(MKWRAPPER);
+    cmd.env_remove("STRATA_STORE_ROOT")
+        .env_remove("STRATA_STORE_DIR");
+    Run::command(cmd).args(args).current_dir(cwd).output().out
 }
 
 fn one_line_error(out: &Output, code: i32, contains: &str) {
