@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use std::collections::BTreeSet;
 
+use strata_core::exit::Exit;
 use strata_core::manifest::{ManifestError, resolve_path_args};
 use strata_core::nix::path_info::{PathInfo, parse_path_infos};
 use strata_core::nix::store_path::{StoreDir, StorePath};
@@ -117,9 +118,14 @@ pub fn about(input: impl Display, e: impl Display) -> Failure {
     }
 }
 
-impl<E: std::error::Error> From<E> for Failure {
+/// A library error keeps its exit code: `?` turns a usage error into a usage failure.
+impl<E: std::error::Error + Exit> From<E> for Failure {
     fn from(e: E) -> Failure {
-        Failure::Failed(e.to_string())
+        if e.is_usage() {
+            Failure::Usage(e.to_string())
+        } else {
+            Failure::Failed(e.to_string())
+        }
     }
 }
 
@@ -236,14 +242,7 @@ pub fn store_paths(
 /// A manifest or reference error: the command line is at fault for a bad reference (exit 2),
 /// the input for a bad manifest (exit 1).
 pub fn manifest_failure(e: ManifestError) -> Failure {
-    match e {
-        ManifestError::NoInput { .. }
-        | ManifestError::Ambiguous { .. }
-        | ManifestError::NotCanonical { .. }
-        | ManifestError::NotOne { .. }
-        | ManifestError::StdinTwice => Failure::usage(e),
-        _ => Failure::failed(e),
-    }
+    Failure::from(e)
 }
 
 /// Path infos as JSON lines (compact, keys in Nix's order).
@@ -398,5 +397,44 @@ impl Drop for Progress {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_core::manifest::ManifestError;
+
+    fn question_mark(e: ManifestError) -> Result<(), Failure> {
+        Err(e)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_question_mark_keeps_a_usage_error_a_usage_error() {
+        let usage = question_mark(ManifestError::StdinTwice).unwrap_err();
+        assert!(
+            matches!(usage, Failure::Usage(ref m) if m.contains("stdin")),
+            "{usage:?}"
+        );
+        let failure = question_mark(ManifestError::TooLarge {
+            input: "m.json".into(),
+            limit: 1,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(failure, Failure::Failed(ref m) if m.starts_with("m.json")),
+            "{failure:?}"
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                manifest_failure(ManifestError::StdinTwice).prefixed("--inputs")
+            ),
+            format!(
+                "{:?}",
+                Failure::usage("--inputs: stdin ('-') can be read only once per invocation")
+            )
+        );
     }
 }

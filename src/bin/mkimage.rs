@@ -392,6 +392,8 @@ fn body(args: &Args) -> Result<(), Failure> {
     spec.start_check = !args.no_start_check;
     let store = args.store.open()?;
     let report = build(&store, &spec, &output)?;
+    // What --extra-commands printed, passed on as it ran.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), &report.extra_commands_output);
     if args.verbose {
         for (i, l) in report.layers.iter().enumerate() {
             let what = match &l.source {

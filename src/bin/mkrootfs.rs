@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use strata::cli::{self, Failure, StoreArgs};
 use strata_core::nix::path_info::PathInfo;
-use strata_core::rootfs::{self, RootfsError};
+use strata_core::rootfs;
 
 const AFTER_HELP: &str = "\
 Each subcommand adds one generated store path (same inputs, same path) and prints its
@@ -78,14 +78,6 @@ fn main() -> ExitCode {
     cli::main("mkrootfs", |args: Cli| make(&args))
 }
 
-fn fail(e: RootfsError) -> Failure {
-    if e.is_usage() {
-        Failure::usage(e)
-    } else {
-        Failure::failed(e)
-    }
-}
-
 fn read_inputs(files: &[String]) -> Result<Vec<PathInfo>, Failure> {
     let mut out = Vec::new();
     for file in files {
@@ -101,26 +93,25 @@ fn make(args: &Cli) -> Result<(), Failure> {
             let users = users
                 .iter()
                 .map(|u| rootfs::nss::parse_user(u))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(fail)?;
-            rootfs::nss::render(&users).map_err(fail)?;
-            rootfs::nss::add(&args.store.open()?, &users).map_err(fail)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rootfs::nss::render(&users)?;
+            rootfs::nss::add(&args.store.open()?, &users)?
         }
         What::CaBundle { inputs, package } => {
             let inputs = read_inputs(inputs)?;
             let store = args.store.open()?;
-            let op = rootfs::resolve(&store, &inputs, "ca-bundle", package).map_err(fail)?;
+            let op = rootfs::resolve(&store, &inputs, "ca-bundle", package)?;
             let path = op.store_path.filter(|p| p.to_string() == op.logical);
             let Some(path) = path else {
                 return Err(Failure::usage(format!(
                     "ca-bundle: '{package}' is not a store path (a ca-certificates package)"
                 )));
             };
-            rootfs::ca::add(&store, &path).map_err(fail)?
+            rootfs::ca::add(&store, &path)?
         }
         What::UsrBinEnv { inputs, target } => {
             let inputs = read_inputs(inputs)?;
-            rootfs::env::add(&args.store.open()?, &inputs, target).map_err(fail)?
+            rootfs::env::add(&args.store.open()?, &inputs, target)?
         }
     };
     if args.print_path {

@@ -1,19 +1,15 @@
 //! `mkwrapper`: generate a makeWrapper-style bash wrapper (plain, or a Java application's
 //! layout) and add it to the store as a content-addressed path, printing its path-info JSON.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use strata::cli::{self, Failure, StoreArgs};
-use strata_core::manifest::Inputs;
-use strata_core::nix::store_path::AbsStorePath;
+use strata_core::nix::store_path::StoreDir;
+use strata_core::store::Store;
 use strata_core::wrapper::flags::misplaced_flag;
-use strata_core::wrapper::operands::{InstallError, OperandError, Resolver, install};
-use strata_core::wrapper::{
-    JavaApp, JavaMain, JavaWrapper, PlainWrapper, Wrapper, WrapperError, parse_flags,
-};
+use strata_core::wrapper::make::{JavaLayout, Layout, Made, Request, StoreAccess, make};
 
 const ABOUT: &str = "Generate a makeWrapper-style bash wrapper and add it to the store.";
 
@@ -184,156 +180,56 @@ fn main() -> ExitCode {
 }
 
 fn mkwrapper(cli: &Cli) -> Result<(), Failure> {
-    let common = match &cli.mode {
-        Mode::Wrap(a) => &a.common,
-        Mode::Java(a) => &a.common,
-    };
-    // Everything the command line alone can refuse is refused first.
-    let mut flags = parse_flags(&common.flags).map_err(Failure::usage)?;
-    let store_dir = cli.store.store_dir()?;
-    let mut inputs = Inputs::default();
-    for file in &common.inputs {
-        inputs
-            .load(file, &store_dir)
-            .map_err(|e| cli::manifest_failure(e).prefixed("--inputs"))?;
-    }
-    // An operand may be a manifest file holding the one path meant.
-    let mut operand = |what: &str, text: &str| -> Result<String, Failure> {
-        Ok(inputs
-            .load_operand(text, &store_dir)
-            .map_err(|e| cli::manifest_failure(e).prefixed(what))?
-            .unwrap_or_else(|| text.to_string()))
-    };
-    let bash_arg = operand("--bash", &common.bash)?;
-    let (original_arg, jre_arg, classpath_args) = match &cli.mode {
-        Mode::Wrap(a) => (operand("ORIGINAL", &a.original)?, String::new(), Vec::new()),
-        Mode::Java(a) => {
-            let classpath = a
-                .classpath
-                .iter()
-                .map(|c| operand("--classpath", c))
-                .collect::<Result<Vec<_>, _>>()?;
-            (String::new(), operand("--jre", &a.jre)?, classpath)
-        }
-    };
-    // The store's files are read (under its root) also when a plain tree is written.
-    let root = cli.store.open()?;
-    let store = common.tree.is_none().then_some(&root);
-    let ctx = Resolver {
-        inputs: &inputs,
-        store,
-        root: Some(&root),
-    };
-    for flag in &mut flags {
-        flag.expand_values(&mut |v| ctx.expand_value(v))
-            .map_err(operand_failure)?;
-    }
-
-    let bash = ctx.resolve("--bash", &bash_arg).map_err(operand_failure)?;
-    let shell = format!("{}/bin/bash", bash.logical);
-    ctx.require_store_path("--bash", &bash)
-        .map_err(operand_failure)?;
-    ctx.require_executable("--bash", &shell)
-        .map_err(operand_failure)?;
-
-    let (wrapper, mut used) = match &cli.mode {
-        Mode::Wrap(a) => {
-            let original = ctx
-                .resolve("ORIGINAL", &original_arg)
-                .map_err(operand_failure)?;
-            ctx.require_store_path("ORIGINAL", &original)
-                .map_err(operand_failure)?;
-            ctx.require_executable("ORIGINAL", &original.logical)
-                .map_err(operand_failure)?;
-            let wrapper = Wrapper::Plain(PlainWrapper {
-                shell,
-                program: original.logical.clone(),
+    let (common, layout) = match &cli.mode {
+        Mode::Wrap(a) => (
+            &a.common,
+            Layout::Plain {
+                original: a.original.clone(),
                 name: a.name.clone(),
-                flags,
-            });
-            (wrapper, vec![bash, original])
-        }
-        Mode::Java(a) => {
-            let jre = ctx.resolve("--jre", &jre_arg).map_err(operand_failure)?;
-            ctx.require_store_path("--jre", &jre)
-                .map_err(operand_failure)?;
-            let java = format!("{}/bin/java", jre.logical);
-            ctx.require_jre("--jre", &jre.logical, &a.jre)
-                .map_err(operand_failure)?;
-            let jar = ctx.resolve_file("--jar", &a.jar).map_err(operand_failure)?;
-            let mut used = vec![bash, jre];
-            let main = match &a.main_class {
-                None => JavaMain::Jar,
-                Some(class) => {
-                    let mut classpath = Vec::new();
-                    for entry in &classpath_args {
-                        let entry = ctx.resolve("--classpath", entry).map_err(operand_failure)?;
-                        classpath.push(entry.logical.clone());
-                        used.push(entry);
-                    }
-                    JavaMain::Class {
-                        class: class.clone(),
-                        classpath,
-                    }
-                }
-            };
-            let wrapper = Wrapper::Java(JavaWrapper {
-                shell,
-                app: JavaApp {
-                    name: a.name.clone(),
-                    version: a.app_version.clone(),
-                    java,
-                    main,
-                    jvm_flags: a.jvm_flag.clone(),
-                },
-                jar: ctx.physical(&jar),
-                // A jar already in the store is referenced, not copied.
-                jar_in_store: store
-                    .and(jar.store_path.as_ref())
-                    .map(|_| jar.logical.clone()),
-                flags,
-            });
-            used.push(jar);
-            (wrapper, used)
-        }
+            },
+        ),
+        Mode::Java(a) => (
+            &a.common,
+            Layout::Java(JavaLayout {
+                jre: a.jre.clone(),
+                jar: a.jar.clone(),
+                name: a.name.clone(),
+                version: a.app_version.clone(),
+                main_class: a.main_class.clone(),
+                classpath: a.classpath.clone(),
+                jvm_flags: a.jvm_flag.clone(),
+            }),
+        ),
     };
+    let request = Request {
+        layout,
+        bash: common.bash.clone(),
+        inputs: common.inputs.clone(),
+        flags: common.flags.clone(),
+        tree: common.tree.clone(),
+        dry_run: common.dry_run,
+    };
+    match make(&request, &Access(&cli.store))? {
+        Made::Script(script) => print(&script),
+        Made::Tree => Ok(()),
+        Made::Installed(installed) if common.print_path => {
+            print(&format!("{}\n", installed.info.path))
+        }
+        Made::Installed(installed) if common.dry_run => print(&installed.script),
+        Made::Installed(installed) => cli::print_path_infos([&installed.info]),
+    }
+}
 
-    let mut read = |file: &str| strata_core::wrapper::read_contents_file(&ctx.physical_of(file));
-    match (&common.tree, store) {
-        (Some(dir), _) => {
-            let out = std::path::absolute(dir)
-                .map_err(|e| Failure::failed(format!("{}: {e}", dir.display())))?;
-            let out_text = out
-                .to_str()
-                .ok_or_else(|| Failure::usage("--tree: the directory name is not UTF-8"))?;
-            if common.dry_run {
-                let script = wrapper
-                    .script(out_text, &mut read)
-                    .map_err(wrapper_failure)?;
-                return print(&script);
-            }
-            wrapper
-                .generate(out_text, &out, &mut read)
-                .map_err(wrapper_failure)
-        }
-        (None, Some(store)) => {
-            let mut candidates: BTreeSet<AbsStorePath> =
-                inputs.infos().iter().map(|i| i.path.clone()).collect();
-            candidates.extend(used.drain(..).filter_map(|r| r.store_path));
-            let installed = install(store, &wrapper, &candidates, &mut read, common.dry_run)
-                .map_err(|e| match e {
-                    InstallError::Wrapper(e) => wrapper_failure(e),
-                    InstallError::Store(e) => Failure::failed(e),
-                })?;
-            if common.print_path {
-                print(&format!("{}\n", installed.info.path))
-            } else if common.dry_run {
-                print(&installed.script)
-            } else {
-                cli::print_path_infos([&installed.info])
-            }
-        }
-        (None, None) => Err(Failure::failed("no store")),
+/// The store flags, opened when the library asks.
+struct Access<'a>(&'a StoreArgs);
+
+impl StoreAccess for Access<'_> {
+    type Error = Failure;
+    fn store_dir(&self) -> Result<StoreDir, Failure> {
+        self.0.store_dir()
+    }
+    fn open(&self) -> Result<Store, Failure> {
+        self.0.open()
     }
 }
 
@@ -343,20 +239,4 @@ fn print(text: &str) -> Result<(), Failure> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| Failure::failed(format!("stdout: {e}")))
-}
-
-fn wrapper_failure(e: WrapperError) -> Failure {
-    if e.is_usage() {
-        Failure::usage(e)
-    } else {
-        Failure::failed(e)
-    }
-}
-
-fn operand_failure(e: OperandError) -> Failure {
-    if e.is_usage() {
-        Failure::usage(e)
-    } else {
-        Failure::failed(e)
-    }
 }

@@ -10,7 +10,7 @@ use clap::Parser;
 use strata::cli::{self, Failure, StoreArgs};
 use strata_core::nix::hash::HashAlgo;
 use strata_core::nix::path_info::PathInfo;
-use strata_core::nix::store_path::{IngestionMethod, StorePath};
+use strata_core::nix::store_path::{HashPart, IngestionMethod, StorePath};
 use strata_core::store::{AddMethod, AddOptions, Store};
 
 const EXAMPLES: &str = "\
@@ -184,14 +184,14 @@ fn method(args: &Args, store: &Store) -> Result<AddMethod, Failure> {
     Ok(AddMethod::Source)
 }
 
-fn self_hash_part(store: &Store, text: &str) -> Result<String, Failure> {
-    if text.len() == 32 && text.bytes().all(strata_core::nix::nix32::is_nix32_char) {
-        return Ok(text.to_string());
+fn self_hash_part(store: &Store, text: &str) -> Result<HashPart, Failure> {
+    if let Ok(part) = HashPart::parse(text) {
+        return Ok(part);
     }
     let path = store
         .parse_user_path(text)
         .map_err(|e| Failure::usage(format!("--self: {e}")))?;
-    Ok(path.hash_part().to_string())
+    Ok(HashPart::of(&path))
 }
 
 fn add_texts(

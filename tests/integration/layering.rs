@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{SplitMix64, json_lines, ok, run, run_with_input, shared, tool};
+use crate::support::{Run, SplitMix64, json_lines, ok, run, run_with_input, shared, tool};
 
 use strata_core::layering::popularity::limit_layers;
 use strata_core::layering::popularity_ranking;
@@ -292,18 +292,11 @@ fn differential_case(dir: &Path, seed: u64) {
 /// Run with `input` on stdin and check the failure shape: the exit code, nothing on stdout,
 /// exactly one line on stderr; returns that line.
 fn fails(args: &[&str], input: &str, code: i32) -> String {
-    let out = mklayers(args, Some(input));
-    let stderr = String::from_utf8(out.stderr).expect("utf-8 stderr");
-    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(
-        stderr.ends_with('\n') && stderr.matches('\n').count() == 1,
-        "not one line: {stderr:?}"
-    );
+    let stderr = Run::command(Command::new(MKLAYERS))
+        .args(args)
+        .stdin(input)
+        .fails(code)
+        .stderr();
     assert!(stderr.starts_with("mklayers: "), "{stderr}");
     stderr.trim_end().to_string()
 }

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::push::Registry;
 use crate::support::*;
 
 /// The shell block of a README section.

@@ -263,12 +263,15 @@ fn self_reference_rewrite_matches_nix() {
     strata_core::nix::nar::restore(rewritten.as_bytes(), &tree).unwrap();
     let cands = work.path().join("cands");
     std::fs::write(&cands, new_dep).unwrap();
-    let out = ok(&run(tool("store-add", root.path())
+    let out = Run::tool("store-add", root.path())
         .arg("--references")
         .arg(&cands)
         .arg("--self")
         .arg(v["old_path"].as_str().unwrap())
-        .arg(&tree)));
+        .arg(&tree)
+        .succeeds()
+        .stdout_has("\"ca\":\"fixed:r:sha256:")
+        .stdout();
     let info = &json_lines(&out)[0];
     assert_eq!(info["path"], v["expected_store_path"]);
     assert_eq!(info["references"], v["expected_references"]);
@@ -618,8 +621,13 @@ fn verify_reports_a_modified_path() {
         .join(info["path"].as_str().unwrap().trim_start_matches('/'));
     std::fs::set_permissions(&physical, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&physical, "tampered\n").unwrap();
-    let out = run(tool("store-query", root.path()).arg("verify"));
-    fails_with(&out, 1, &[info["path"].as_str().unwrap(), "modified"]);
+    Run::tool("store-query", root.path())
+        .arg("verify")
+        .env("STRATA_STORE_DIR", "/nix/store")
+        .current_dir(work.path())
+        .fails(1)
+        .stderr_has(info["path"].as_str().unwrap())
+        .stderr_has("modified");
 }
 
 #[test]

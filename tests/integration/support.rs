@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod registry;
+pub use registry::Registry;
+
 /// A file or folder of the shared reference data; a missing one fails the test.
 pub fn shared(rel: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,6 +43,137 @@ pub fn tool(name: &str, store_root: &Path) -> Command {
     cmd
 }
 
+/// A command to run and check, fluently:
+/// `Run::tool("mklayers", root).args(["-"]).stdin(text).fails(2).stderr_has("--max-layers")`.
+pub struct Run {
+    cmd: Command,
+    input: Vec<u8>,
+}
+
+impl Run {
+    /// One of strata's tools, as [`tool`] makes it.
+    pub fn tool(name: &str, store_root: &Path) -> Run {
+        Run::command(tool(name, store_root))
+    }
+
+    /// Any command (a tool set up by the caller, or an external program).
+    pub fn command(cmd: Command) -> Run {
+        Run {
+            cmd,
+            input: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Run {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Run {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Run {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: &Path) -> Run {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    /// What stdin holds (empty by default).
+    pub fn stdin(mut self, input: impl AsRef<[u8]>) -> Run {
+        self.input = input.as_ref().to_vec();
+        self
+    }
+
+    /// Run to completion, whatever the outcome.
+    pub fn output(mut self) -> Ran {
+        Ran {
+            out: run_with_input(&mut self.cmd, &self.input),
+        }
+    }
+
+    /// Run, and assert it succeeded.
+    pub fn succeeds(self) -> Ran {
+        let ran = self.output();
+        assert!(
+            ran.out.status.success(),
+            "command failed ({:?}): {}",
+            ran.out.status,
+            ran.stderr()
+        );
+        ran
+    }
+
+    /// Run, and assert the failure contract: exit `code`, nothing on stdout, exactly one line
+    /// on stderr.
+    pub fn fails(self, code: i32) -> Ran {
+        self.output().failed(code)
+    }
+}
+
+impl Ran {
+    /// Assert the failure contract (see [`Run::fails`]).
+    pub fn failed(self, code: i32) -> Ran {
+        let ran = self;
+        let stderr = ran.stderr();
+        assert_eq!(
+            ran.out.status.code(),
+            Some(code),
+            "exit code; stderr: {stderr}"
+        );
+        assert!(
+            ran.out.stdout.is_empty(),
+            "stdout on failure: {}",
+            String::from_utf8_lossy(&ran.out.stdout)
+        );
+        assert!(
+            stderr.ends_with('\n') && stderr.matches('\n').count() == 1,
+            "stderr must be one line: {stderr:?}"
+        );
+        ran
+    }
+}
+
+/// A finished command, to assert on.
+pub struct Ran {
+    pub out: Output,
+}
+
+impl Ran {
+    /// Stdout as text.
+    pub fn stdout(&self) -> String {
+        String::from_utf8(self.out.stdout.clone()).expect("stdout is UTF-8")
+    }
+
+    /// Stderr as text (lossy).
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+
+    pub fn stdout_has(self, needle: &str) -> Ran {
+        let stdout = self.stdout();
+        assert!(
+            stdout.contains(needle),
+            "stdout {stdout:?} lacks {needle:?}"
+        );
+        self
+    }
+
+    pub fn stderr_has(self, needle: &str) -> Ran {
+        let stderr = self.stderr();
+        assert!(
+            stderr.contains(needle),
+            "stderr {stderr:?} lacks {needle:?}"
+        );
+        self
+    }
+}
+
 /// Run to completion with stdin from `input`.
 pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
     use std::io::Write;
@@ -48,13 +182,13 @@ pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tool");
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
     let mut stdin = child.stdin.take().expect("stdin");
     let data = input.to_vec();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&data);
     });
-    let out = child.wait_with_output().expect("wait for tool");
+    let out = child.wait_with_output().expect("wait for the command");
     let _ = writer.join();
     out
 }
@@ -77,20 +211,9 @@ pub fn ok(out: &Output) -> String {
 /// Assert the failure contract: the exit code, nothing on stdout, exactly one line on stderr
 /// that contains every one of `needles`.
 pub fn fails_with(out: &Output, code: i32, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "stdout on failure: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "stderr must be one line: {stderr:?}"
-    );
+    let mut ran = Ran { out: out.clone() }.failed(code);
     for n in needles {
-        assert!(stderr.contains(n), "stderr {stderr:?} lacks {n:?}");
+        ran = ran.stderr_has(n);
     }
 }
 

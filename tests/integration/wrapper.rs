@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+
+use crate::support::{Ran, Run};
 use strata_core::wrapper::{
     JavaApp, JavaMain, JavaWrapper, PlainWrapper, Wrapper, parse_flags, self_placeholder,
 };
@@ -568,24 +570,18 @@ fn java_mode_is_pid_1_and_handles_sigterm() {
 // ---------------------------------------------------------------- the CLI
 
 fn mkwrapper(args: &[&str], cwd: &Path) -> Output {
-    Command::new(MKWRAPPER)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("STRATA_STORE_ROOT")
-        .env_remove("STRATA_STORE_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let mut cmd = Command::new(MKWRAPPER);
+    cmd.env_remove("STRATA_STORE_ROOT")
+        .env_remove("STRATA_STORE_DIR");
+    Run::command(cmd).args(args).current_dir(cwd).output().out
 }
 
 fn one_line_error(out: &Output, code: i32, contains: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.ends_with('\n'), "{stderr:?}");
-    assert!(stderr.starts_with("mkwrapper: "), "{stderr}");
-    assert!(stderr.contains(contains), "{stderr} lacks {contains}");
-    assert!(out.stdout.is_empty());
+    Ran { out: out.clone() }
+        .failed(code)
+        .stderr_has("mkwrapper: ")
+        .stderr_has(contains);
+    assert!(out.stderr.starts_with(b"mkwrapper: "));
 }
 
 #[test]
@@ -1173,7 +1169,7 @@ fn store_end_to_end() {
         "{script}"
     );
     assert!(
-        !script.contains(&self_placeholder("demo-app-1.0")),
+        !script.contains(self_placeholder("demo-app-1.0").as_str()),
         "{script}"
     );
     assert!(

@@ -5,9 +5,11 @@
 //! what adds to it — [`deb`] (Debian packages, resolved and locked), [`wrapper`] (launchers),
 //! [`rootfs`] (users, CA bundle, `/usr/bin/env`) — with [`manifest`] naming store paths the
 //! way every tool takes them → [`layering`] (closure → image layers) → [`image`] (the image
-//! archive) → [`registry`] (pushing it). [`pipeline`] overlaps reading, hashing and writing.
+//! archive) → [`registry`] (pushing it). [`pipeline`] overlaps reading, hashing and writing;
+//! [`exit`] says which errors are usage errors.
 
 pub mod deb;
+pub mod exit;
 pub mod image;
 pub mod layering;
 pub mod manifest;
@@ -16,4 +18,6 @@ pub mod pipeline;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod wrapper;

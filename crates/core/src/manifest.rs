@@ -78,6 +78,21 @@ pub enum ManifestError {
     StdinTwice,
 }
 
+impl ManifestError {
+    /// Whether the command line is at fault (a bad reference, stdin named twice: exit 2)
+    /// rather than a manifest it names (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ManifestError::NoInput { .. }
+                | ManifestError::Ambiguous { .. }
+                | ManifestError::NotCanonical { .. }
+                | ManifestError::NotOne { .. }
+                | ManifestError::StdinTwice
+        )
+    }
+}
+
 /// How an input is named in messages: its path, or `stdin` for `-`.
 fn shown(name: &str) -> String {
     if name == "-" {

@@ -45,6 +45,8 @@ pub struct BuildReport {
     pub manifest_digest: String,
     /// Bytes of store files read (cache hits read none).
     pub store_bytes_read: u64,
+    /// What `--extra-commands` printed (stdout and stderr), for the caller to show.
+    pub extra_commands_output: Vec<u8>,
 }
 
 /// What a build made, in one line on stderr or as `--json`: the image, its config digest
@@ -165,6 +167,7 @@ fn report(plan: &ImagePlan<'_>, docs: &ImageDocuments) -> BuildReport {
         config_digest: format!("sha256:{}", docs.config_digest),
         manifest_digest: format!("sha256:{}", docs.manifest_digest),
         store_bytes_read: plan.store_bytes_read,
+        extra_commands_output: plan.extra_commands_output.clone(),
     }
 }
 

@@ -208,8 +208,9 @@ const OUTPUT_TAIL: u64 = 64 * 1024;
 /// supplementary groups, the root chowned to it first) when that is root. It runs in a
 /// process group of its own (and, as root, a PID namespace of its own); when the script ends
 /// every process it started is killed. Its output goes to a file (no pipe a leftover process
-/// could hold open), then to stderr; if it fails, the error carries its last line.
-pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<(), ImageError> {
+/// could hold open) and is returned for the caller to show; if it fails, the error carries
+/// its last line.
+pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<Vec<u8>, ImageError> {
     use std::os::unix::process::CommandExt;
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
     let as_root = rustix::process::geteuid().is_root();
@@ -264,8 +265,12 @@ pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<(), I
         )));
     }
     log.seek(SeekFrom::Start(0)).map_err(stream)?;
-    io::copy(&mut (&mut log).take(len), &mut io::stderr().lock()).map_err(stream)?;
-    Ok(())
+    let mut output = Vec::new();
+    (&mut log)
+        .take(len)
+        .read_to_end(&mut output)
+        .map_err(stream)?;
+    Ok(output)
 }
 
 /// Spawn `cmd` (which makes its own process group), wait for it, then SIGKILL its process

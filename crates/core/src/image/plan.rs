@@ -224,6 +224,8 @@ pub struct ImagePlan<'a> {
     cache: Option<LayerCache>,
     /// The customisation scratch directory (removed with the plan) and the layer's entries.
     custom: (Temp, Vec<Entry>),
+    /// What `--extra-commands` printed (stdout and stderr), for the caller to show.
+    pub extra_commands_output: Vec<u8>,
     created: String,
     architecture: String,
     variant: Option<String>,
@@ -315,7 +317,7 @@ pub(crate) fn customise(
     store: &Store,
     spec: &ImageSpec,
     checked: &Checked,
-) -> Result<(Temp, Vec<Entry>), ImageError> {
+) -> Result<Customised, ImageError> {
     let tmpdir = std::env::temp_dir();
     reclaim(&tmpdir, SCRATCH_PREFIX);
     let scratch = Temp::dir(&tmpdir, SCRATCH_PREFIX).map_err(ImageError::io(&tmpdir))?;
@@ -326,8 +328,9 @@ pub(crate) fn customise(
     fs::create_dir(&root).map_err(ImageError::io(&root))?;
     symlink_join(&checked.contents, &root, spec.ignore_collisions)?;
     let mut file_owner = None;
+    let mut output = Vec::new();
     if let Some(script) = &spec.extra_commands {
-        run_extra_commands(script, &root, spec.owner.mtime)?;
+        output = run_extra_commands(script, &root, spec.owner.mtime)?;
         if rustix::process::geteuid().is_root() {
             file_owner = Some(NOBODY);
         }
@@ -347,7 +350,19 @@ pub(crate) fn customise(
         }
         .run()?;
     }
-    Ok((scratch, entries))
+    Ok(Customised {
+        scratch,
+        entries,
+        output,
+    })
+}
+
+/// What phase 2 made: the scratch directory holding the customisation root, the layer's
+/// entries, and what `--extra-commands` printed.
+pub(crate) struct Customised {
+    scratch: Temp,
+    entries: Vec<Entry>,
+    output: Vec<u8>,
 }
 
 /// Phase 3: the layers, lowest first — base layers, store layers (a cache hit's blob facts
@@ -415,7 +430,11 @@ impl<'a> ImagePlan<'a> {
     /// Nothing is read from the store but path metadata; no output is opened.
     pub fn new(store: &'a Store, spec: &ImageSpec) -> Result<ImagePlan<'a>, ImageError> {
         let mut checked = check_inputs(store, spec)?;
-        let custom = customise(store, spec, &checked)?;
+        let Customised {
+            scratch,
+            entries,
+            output,
+        } = customise(store, spec, &checked)?;
         let layers = plan_layers(store, spec, &mut checked);
         Ok(ImagePlan {
             name: spec.name.clone(),
@@ -428,7 +447,8 @@ impl<'a> ImagePlan<'a> {
             owner: spec.owner.clone(),
             base: checked.base,
             cache: checked.cache,
-            custom,
+            custom: (scratch, entries),
+            extra_commands_output: output,
             created: spec.created.clone(),
             architecture: spec.architecture.clone(),
             variant: spec.variant.clone(),

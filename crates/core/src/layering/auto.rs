@@ -79,8 +79,15 @@ impl LayerSets {
 /// Split `graph` into at most `layer_limit` layers (at least 1), ordered as described in the
 /// module documentation; equal closure sizes are ordered by their sorted path lists.
 pub fn auto_layers(graph: &IndexedGraph<'_>, layer_limit: usize) -> Vec<AutoLayer> {
+    let (sets, assigned) = assign_sets(graph, layer_limit.max(1));
+    layers_of(graph, &sets, &assigned)
+}
+
+/// Give every path the set of paths that use it (its "users"), taking the largest paths first
+/// as users, until one more would make more than `layer_limit` distinct sets. Returns the sets
+/// and each path's set number.
+fn assign_sets(graph: &IndexedGraph<'_>, layer_limit: usize) -> (LayerSets, Vec<u32>) {
     let n = graph.len();
-    let layer_limit = layer_limit.max(1);
     let mut sets = LayerSets::default();
     let empty = sets.number(Vec::new());
     let mut assigned = vec![empty; n];
@@ -133,7 +140,12 @@ pub fn auto_layers(graph: &IndexedGraph<'_>, layer_limit: usize) -> Vec<AutoLaye
             break;
         }
     }
+    (sets, assigned)
+}
 
+/// The layers: the paths of each set, ordered by closure size, then by their paths.
+fn layers_of(graph: &IndexedGraph<'_>, sets: &LayerSets, assigned: &[u32]) -> Vec<AutoLayer> {
+    let n = graph.len();
     let names: Vec<String> = (0..n).map(|v| path_string(&graph.info(v).path)).collect();
     let by_key = |a: &u32, b: &u32| {
         name_hash_key(&names[*a as usize]).cmp(&name_hash_key(&names[*b as usize]))

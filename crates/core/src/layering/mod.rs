@@ -12,6 +12,7 @@ use num_bigint::BigUint;
 use serde::{Serialize, Serializer};
 
 use crate::nix::closure::ClosureGraph;
+use crate::nix::dag::IndexedGraph;
 use crate::nix::store_path::AbsStorePath;
 
 /// Errors of the layering step.
@@ -187,23 +188,46 @@ pub fn layer<'g>(
             .unzip(),
     };
 
-    let path_of = |v: u32| &indexed.info(v as usize).path;
-    // Closure sizes of the graph that was layered (it may have lost paths).
-    let closure_sizes = if request.explain {
-        let sizes: Vec<u128> = (0..indexed.len())
-            .map(|v| u128::from(indexed.info(v).nar_size))
-            .collect();
-        indexed
-            .reach_sums(&sizes, crate::nix::dag::Reach::Closure)
-            .expect("sums of u64 sizes fit in u128")
+    let (layer_info, paths) = if request.explain {
+        explain(indexed, &groups, used_by, &scores)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
+    let path_of = |v: u32| &indexed.info(v as usize).path;
+    let layers = groups
+        .into_iter()
+        .map(|g| g.into_iter().map(path_of).collect())
+        .collect();
+    Ok(Layering {
+        algorithm: request.algorithm.name(),
+        max_layers: request.budget.max_layers,
+        base_layers: request.budget.base_layers,
+        store_layers,
+        layers,
+        layer_info,
+        paths,
+    })
+}
+
+/// Per layer and per path sizes (and, for auto layers, the users), for `--explain`. Closure
+/// sizes are of the graph that was layered (it may have lost paths).
+fn explain<'g>(
+    indexed: &IndexedGraph<'g>,
+    groups: &[Vec<u32>],
+    used_by: Vec<Option<Vec<u32>>>,
+    scores: &[BigUint],
+) -> (Vec<LayerExplanation<'g>>, Vec<PathExplanation<'g>>) {
+    let path_of = |v: u32| &indexed.info(v as usize).path;
+    let sizes: Vec<u128> = (0..indexed.len())
+        .map(|v| u128::from(indexed.info(v).nar_size))
+        .collect();
+    let closure_sizes = indexed
+        .reach_sums(&sizes, crate::nix::dag::Reach::Closure)
+        .expect("sums of u64 sizes fit in u128");
     let mut paths = Vec::with_capacity(indexed.len());
     let mut layer_info = Vec::with_capacity(groups.len());
     let mut seen = vec![u32::MAX; indexed.len()];
-    let explained = groups.iter().zip(used_by).enumerate();
-    for (index, (group, used_by)) in explained.filter(|_| request.explain) {
+    for (index, (group, used_by)) in groups.iter().zip(used_by).enumerate() {
         let size = |v: &u32| u128::from(indexed.info(*v as usize).nar_size);
         let closure = indexed.reachable(
             group,
@@ -228,19 +252,7 @@ pub fn layer<'g>(
             });
         }
     }
-    let layers = groups
-        .into_iter()
-        .map(|g| g.into_iter().map(path_of).collect())
-        .collect();
-    Ok(Layering {
-        algorithm: request.algorithm.name(),
-        max_layers: request.budget.max_layers,
-        base_layers: request.budget.base_layers,
-        store_layers,
-        layers,
-        layer_info,
-        paths,
-    })
+    (layer_info, paths)
 }
 
 /// Every path of `graph` with its popularity, most popular first (the order nixpkgs'

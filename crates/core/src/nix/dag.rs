@@ -413,21 +413,7 @@ impl<'g> IndexedGraph<'g> {
             ),
         };
         let n = self.len();
-        let mut rank = vec![0u32; n];
-        for (position, &v) in order.iter().enumerate() {
-            rank[v as usize] = position as u32;
-        }
-        // Work in rank space, edges in one flat array, targets ascending: the sweep then walks
-        // memory mostly forwards.
-        let mut starts = Vec::with_capacity(n + 1);
-        let mut targets = Vec::with_capacity(flow.iter().map(Vec::len).sum());
-        starts.push(0usize);
-        for &v in &order {
-            let from = targets.len();
-            targets.extend(flow[v as usize].iter().map(|&w| rank[w as usize]));
-            targets[from..].sort_unstable();
-            starts.push(targets.len());
-        }
+        let (starts, targets) = ranked_edges(&order, flow);
         let mut sums_by_rank = vec![T::zero(); n];
         let mut mask = vec![0u64; n];
         // Paths waiting to be handled, as a bitset over ranks: every path a batch reaches is
@@ -436,19 +422,8 @@ impl<'g> IndexedGraph<'g> {
         let mut subset_sums = vec![T::zero(); 8 * 256];
         for (batch_index, batch) in order.chunks(64).enumerate() {
             let first = batch_index * 64;
-            // Sums of every subset of each 8 batch members, so that adding a path's share
-            // takes at most 8 additions however many of the 64 reach it.
-            for lane in 0..8 {
-                for byte in 1..256usize {
-                    let member = lane * 8 + byte.trailing_zeros() as usize;
-                    let mut sum = subset_sums[lane * 256 + (byte & (byte - 1))].clone();
-                    if let Some(&node) = batch.get(member)
-                        && !sum.try_add(&weights[node as usize])
-                    {
-                        return None;
-                    }
-                    subset_sums[lane * 256 + byte] = sum;
-                }
+            if !fill_subset_sums(batch, weights, &mut subset_sums) {
+                return None;
             }
             for bit in 0..batch.len() {
                 mask[first + bit] |= 1 << bit;
@@ -488,6 +463,45 @@ impl<'g> IndexedGraph<'g> {
         }
         Some(sums)
     }
+}
+
+/// `order`'s edges in rank space (a path's rank is its position in `order`), in one flat
+/// array with the targets of each path ascending, so a sweep walks memory mostly forwards:
+/// path at rank `r` flows to `targets[starts[r]..starts[r + 1]]`.
+fn ranked_edges(order: &[u32], flow: &[Vec<u32>]) -> (Vec<usize>, Vec<u32>) {
+    let mut rank = vec![0u32; order.len()];
+    for (position, &v) in order.iter().enumerate() {
+        rank[v as usize] = position as u32;
+    }
+    let mut starts = Vec::with_capacity(order.len() + 1);
+    let mut targets = Vec::with_capacity(flow.iter().map(Vec::len).sum());
+    starts.push(0usize);
+    for &v in order {
+        let from = targets.len();
+        targets.extend(flow[v as usize].iter().map(|&w| rank[w as usize]));
+        targets[from..].sort_unstable();
+        starts.push(targets.len());
+    }
+    (starts, targets)
+}
+
+/// Sums of every subset of each 8 members of `batch` (8 lanes of 256), so that adding a
+/// path's share takes at most 8 additions however many of the 64 reach it. False if a sum
+/// overflows.
+fn fill_subset_sums<T: Tally>(batch: &[u32], weights: &[T], subset_sums: &mut [T]) -> bool {
+    for lane in 0..8 {
+        for byte in 1..256usize {
+            let member = lane * 8 + byte.trailing_zeros() as usize;
+            let mut sum = subset_sums[lane * 256 + (byte & (byte - 1))].clone();
+            if let Some(&node) = batch.get(member)
+                && !sum.try_add(&weights[node as usize])
+            {
+                return false;
+            }
+            subset_sums[lane * 256 + byte] = sum;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

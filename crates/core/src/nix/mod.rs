@@ -1,7 +1,8 @@
-//! Nix's formats, one module each: nix32, hashes, store paths, NAR, reference scanning,
-//! path-info JSON and closure graphs. Nothing here touches the store on disk.
+//! Nix's formats, one module each: nix32, hashes, store paths, content addresses, NAR,
+//! reference scanning, path-info JSON and closure graphs. Nothing here touches the store on disk.
 
 pub mod closure;
+pub mod content_address;
 pub mod dag;
 pub mod hash;
 pub mod nar;

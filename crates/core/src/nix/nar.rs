@@ -264,94 +264,112 @@ impl<R: Read> NarReader<R> {
     }
 
     fn node(&mut self, rel: &mut PathBuf, visitor: &mut impl NarVisitor) -> Result<(), NarError> {
-        let io_err = |e: io::Error, rel: &Path| NarError::Restore {
-            path: rel.to_path_buf(),
-            source: e,
-        };
         self.expect("(")?;
         self.expect("type")?;
         let ty = self.read_short()?;
         match ty.as_slice() {
-            b"regular" => {
-                let mut tag = self.read_short()?;
-                let executable = tag == b"executable";
-                if executable {
-                    if !self.read_short()?.is_empty() {
-                        return Err(self.invalid("executable marker must be empty"));
-                    }
-                    tag = self.read_short()?;
-                }
-                if tag != b"contents" {
-                    return Err(self.invalid("expected 'contents'"));
-                }
-                let size = self.read_u64()?;
-                visitor
-                    .file_start(rel, executable, size)
-                    .map_err(|e| io_err(e, rel))?;
-                let mut buf = vec![0u8; CHUNK.min(size as usize).max(1)];
-                let mut left = size;
-                while left > 0 {
-                    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    self.read_exact(&mut buf[..n])?;
-                    visitor.file_data(&buf[..n]).map_err(|e| io_err(e, rel))?;
-                    left -= n as u64;
-                }
-                self.read_padding(size)?;
-                visitor.file_end().map_err(|e| io_err(e, rel))?;
-                self.expect(")")
-            }
-            b"symlink" => {
-                self.expect("target")?;
-                let target = self.read_short()?;
-                if target.is_empty() || target.contains(&0) {
-                    return Err(self.invalid("invalid symlink target"));
-                }
-                visitor
-                    .symlink(rel, OsStr::from_bytes(&target))
-                    .map_err(|e| io_err(e, rel))?;
-                self.expect(")")
-            }
-            b"directory" => {
-                visitor.directory(rel).map_err(|e| io_err(e, rel))?;
-                let mut previous: Option<Vec<u8>> = None;
-                loop {
-                    let tag = self.read_short()?;
-                    if tag == b")" {
-                        return Ok(());
-                    }
-                    if tag != b"entry" {
-                        return Err(self.invalid("expected 'entry' or ')'"));
-                    }
-                    self.expect("(")?;
-                    self.expect("name")?;
-                    let name = self.read_short()?;
-                    if name.is_empty()
-                        || name == b"."
-                        || name == b".."
-                        || name.contains(&b'/')
-                        || name.contains(&0)
-                    {
-                        return Err(self.invalid(format!(
-                            "invalid entry name '{}'",
-                            String::from_utf8_lossy(&name)
-                        )));
-                    }
-                    if previous.as_ref().is_some_and(|p| *p >= name) {
-                        return Err(self.invalid("directory entries are not sorted or repeat"));
-                    }
-                    self.expect("node")?;
-                    rel.push(OsStr::from_bytes(&name));
-                    self.node(rel, visitor)?;
-                    rel.pop();
-                    self.expect(")")?;
-                    previous = Some(name);
-                }
-            }
+            b"regular" => self.regular(rel, visitor),
+            b"symlink" => self.symlink(rel, visitor),
+            b"directory" => self.directory(rel, visitor),
             other => Err(self.invalid(format!(
                 "unknown node type '{}'",
                 String::from_utf8_lossy(other)
             ))),
         }
+    }
+
+    /// A regular file's node, after its type: `[executable ""] contents SIZE DATA )`.
+    fn regular(&mut self, rel: &Path, visitor: &mut impl NarVisitor) -> Result<(), NarError> {
+        let mut tag = self.read_short()?;
+        let executable = tag == b"executable";
+        if executable {
+            if !self.read_short()?.is_empty() {
+                return Err(self.invalid("executable marker must be empty"));
+            }
+            tag = self.read_short()?;
+        }
+        if tag != b"contents" {
+            return Err(self.invalid("expected 'contents'"));
+        }
+        let size = self.read_u64()?;
+        visitor
+            .file_start(rel, executable, size)
+            .map_err(restore_error(rel))?;
+        let mut buf = vec![0u8; CHUNK.min(size as usize).max(1)];
+        let mut left = size;
+        while left > 0 {
+            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.read_exact(&mut buf[..n])?;
+            visitor.file_data(&buf[..n]).map_err(restore_error(rel))?;
+            left -= n as u64;
+        }
+        self.read_padding(size)?;
+        visitor.file_end().map_err(restore_error(rel))?;
+        self.expect(")")
+    }
+
+    /// A symlink's node, after its type: `target TARGET )`.
+    fn symlink(&mut self, rel: &Path, visitor: &mut impl NarVisitor) -> Result<(), NarError> {
+        self.expect("target")?;
+        let target = self.read_short()?;
+        if target.is_empty() || target.contains(&0) {
+            return Err(self.invalid("invalid symlink target"));
+        }
+        visitor
+            .symlink(rel, OsStr::from_bytes(&target))
+            .map_err(restore_error(rel))?;
+        self.expect(")")
+    }
+
+    /// A directory's node, after its type: `entry ( name NAME node NODE )`… `)`, the names
+    /// sorted, distinct and real.
+    fn directory(
+        &mut self,
+        rel: &mut PathBuf,
+        visitor: &mut impl NarVisitor,
+    ) -> Result<(), NarError> {
+        visitor.directory(rel).map_err(restore_error(rel))?;
+        let mut previous: Option<Vec<u8>> = None;
+        loop {
+            let tag = self.read_short()?;
+            if tag == b")" {
+                return Ok(());
+            }
+            if tag != b"entry" {
+                return Err(self.invalid("expected 'entry' or ')'"));
+            }
+            self.expect("(")?;
+            self.expect("name")?;
+            let name = self.read_short()?;
+            if name.is_empty()
+                || name == b"."
+                || name == b".."
+                || name.contains(&b'/')
+                || name.contains(&0)
+            {
+                return Err(self.invalid(format!(
+                    "invalid entry name '{}'",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            if previous.as_ref().is_some_and(|p| *p >= name) {
+                return Err(self.invalid("directory entries are not sorted or repeat"));
+            }
+            self.expect("node")?;
+            rel.push(OsStr::from_bytes(&name));
+            self.node(rel, visitor)?;
+            rel.pop();
+            self.expect(")")?;
+            previous = Some(name);
+        }
+    }
+}
+
+/// A visitor's error at `rel`, as a restore error naming it.
+fn restore_error(rel: &Path) -> impl Fn(io::Error) -> NarError + '_ {
+    move |source| NarError::Restore {
+        path: rel.to_path_buf(),
+        source,
     }
 }
 

@@ -147,12 +147,7 @@ mod golden {
     /// Every case of the shared `nix32.json` (from `nix-hash --to-base32`) round-trips.
     #[test]
     fn shared_vectors_round_trip() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/vectors/nix32.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let doc = crate::testing::shared_json("vectors/nix32.json");
         let cases = doc["vectors"].as_array().unwrap();
         assert!(cases.len() >= 20);
         for case in cases {

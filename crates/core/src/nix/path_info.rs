@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::content_address::ContentAddress;
 use super::hash::{Hash, HashAlgo};
 use super::store_path::{AbsStorePath, InternPaths};
 
@@ -45,7 +46,7 @@ impl<'de> Deserialize<'de> for NarHash {
 pub struct PathInfo {
     /// The content address (`fixed:r:sha256:…`, `text:sha256:…`), when the path has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca: Option<String>,
+    pub ca: Option<ContentAddress>,
     /// Total NAR size of the path's closure; present in closure graphs.
     #[serde(
         rename = "closureSize",

@@ -366,6 +366,41 @@ impl StorePath {
     }
 }
 
+/// The hash part of a store path on its own: 32 nix32 characters, checked once. Used where a
+/// hash part travels without its name (the placeholder a generated tree uses for its own path).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HashPart(String);
+
+impl HashPart {
+    /// Check `text` is 32 nix32 characters.
+    pub fn parse(text: &str) -> Result<HashPart, StorePathError> {
+        if text.len() != HASH_PART_LEN || !text.bytes().all(nix32::is_nix32_char) {
+            return Err(StorePathError::BadHashPart(text.to_string()));
+        }
+        Ok(HashPart(text.to_string()))
+    }
+
+    /// The hash part of `path`.
+    pub fn of(path: &StorePath) -> HashPart {
+        HashPart(path.hash_part().to_string())
+    }
+
+    /// All zeros: a hash part no real path has, standing for "no placeholder".
+    pub fn zero() -> HashPart {
+        HashPart("0".repeat(HASH_PART_LEN))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HashPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A store path together with the store dir it was written with: what manifests serialise,
 /// as the absolute path string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -524,6 +559,26 @@ mod tests {
             dir.display(&p),
             "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt"
         );
+    }
+
+    #[test]
+    fn hash_parts_are_checked() {
+        let path = StorePath::from_base_name("i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt").unwrap();
+        let part = HashPart::parse("i9pmrzmpshapij2kin22pff6fc2adavx").unwrap();
+        assert_eq!(HashPart::of(&path), part);
+        assert_eq!(part.to_string(), path.hash_part());
+        // 'e', 'o', 'u' and 't' are not nix32; lengths other than 32 are not hash parts.
+        for bad in [
+            "e9pmrzmpshapij2kin22pff6fc2adavx",
+            "i9pmrzmpshapij2kin22pff6fc2adav",
+            "",
+        ] {
+            assert!(matches!(
+                HashPart::parse(bad),
+                Err(StorePathError::BadHashPart(_))
+            ));
+        }
+        assert_eq!(HashPart::zero().as_str(), "0".repeat(32));
     }
 
     #[test]

@@ -83,3 +83,92 @@ pub(super) fn list(db: &Path) -> Result<Vec<StorePath>, StoreError> {
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nix::path_info::parse_path_infos;
+
+    // A registration as Nix's path info has it (the `text-dep` shared vector).
+    const DEP: &str = r#"{"ca":"text:sha256:085ssxbk2llxi98aiz181pvqm5mrhcr632v0y4a886lxyx22yq50","narHash":"sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky","narSize":128,"path":"/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-dep","references":[]}"#;
+
+    fn dep() -> PathInfo {
+        parse_path_infos(DEP).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_written_registration_reads_back_as_the_same_bytes() {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("db");
+        let scratch = Scratch::new(&t.path().join("tmp")).unwrap();
+        let info = dep();
+        let path = info.path.path.clone();
+        assert_eq!(read(&db, &path).unwrap(), None);
+        write(&db, &scratch, &info).unwrap();
+        assert_eq!(read(&db, &path).unwrap(), Some(info));
+        let file = registration_path(&db, &path);
+        assert_eq!(
+            file.file_name().unwrap(),
+            "6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-dep.json"
+        );
+        assert_eq!(fs::read_to_string(&file).unwrap(), format!("{DEP}\n"));
+        // Nothing is left beside it.
+        assert_eq!(fs::read_dir(&db).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn remove_is_idempotent() {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("db");
+        let scratch = Scratch::new(&t.path().join("tmp")).unwrap();
+        let info = dep();
+        write(&db, &scratch, &info).unwrap();
+        remove(&db, &info.path.path).unwrap();
+        assert_eq!(read(&db, &info.path.path).unwrap(), None);
+        remove(&db, &info.path.path).unwrap();
+        assert!(list(&db).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_registration_names_its_file() {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("db");
+        fs::create_dir(&db).unwrap();
+        let path = dep().path.path;
+        let file = registration_path(&db, &path);
+        fs::write(&file, &DEP[..40]).unwrap();
+        match read(&db, &path) {
+            Err(StoreError::BadRegistration { path: named, .. }) => assert_eq!(named, file),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn list_is_sorted_and_skips_what_is_not_a_registration() {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("db");
+        assert!(list(&db).unwrap().is_empty(), "a missing db lists nothing");
+        fs::create_dir(&db).unwrap();
+        for name in [
+            "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-b.json",
+            "00000000000000000000000000000000-a.json",
+            "not-a-store-path.json",
+            "11111111111111111111111111111111-c.json.tmp",
+            "README",
+        ] {
+            fs::write(db.join(name), "{}").unwrap();
+        }
+        let listed: Vec<String> = list(&db)
+            .unwrap()
+            .iter()
+            .map(StorePath::base_name)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "00000000000000000000000000000000-a",
+                "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-b"
+            ]
+        );
+    }
+}

@@ -25,7 +25,7 @@ pub use verify::{VerifyProblem, VerifyReport};
 use crate::nix::closure::{ClosureError, ClosureGraph};
 use crate::nix::nar::NarError;
 use crate::nix::path_info::PathInfo;
-use crate::nix::store_path::{AbsStorePath, StoreDir, StorePath, StorePathError};
+use crate::nix::store_path::{AbsStorePath, HashPart, StoreDir, StorePath, StorePathError};
 
 /// Environment variable naming the physical root.
 pub const ROOT_ENV: &str = "STRATA_STORE_ROOT";
@@ -317,7 +317,7 @@ impl Store {
         src: &Path,
         name: &str,
         candidates: &BTreeSet<AbsStorePath>,
-        self_hash_part: Option<&str>,
+        self_hash_part: Option<&HashPart>,
         dry_run: bool,
     ) -> Result<PathInfo, StoreError> {
         let candidates = candidates
@@ -326,7 +326,7 @@ impl Store {
             .collect::<Result<BTreeSet<StorePath>, _>>()?;
         let method = AddMethod::WithReferences {
             candidates,
-            self_hash_part: self_hash_part.map(str::to_string),
+            self_hash_part: self_hash_part.cloned(),
         };
         let options = AddOptions {
             dry_run,

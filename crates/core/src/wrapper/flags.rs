@@ -289,110 +289,126 @@ pub fn parse_flags<S: AsRef<str>>(args: &[S]) -> Result<Vec<Flag>, FlagError> {
                 FlagError::Unexpected(arg.to_string())
             });
         };
-        let mut operand = |name: &'static str| {
-            rest.next()
-                .map(str::to_string)
-                .ok_or(FlagError::MissingOperand {
-                    flag,
-                    operand: name,
-                })
+        let mut operands = Operands {
+            flag,
+            rest: &mut rest,
         };
-        let parsed = match flag {
-            "--argv0" => {
-                let name = operand("NAME")?;
-                if name.is_empty() {
-                    return Err(FlagError::Empty { flag, what: "name" });
-                }
-                Flag::Argv0(name)
-            }
-            "--inherit-argv0" => Flag::InheritArgv0,
-            "--resolve-argv0" => Flag::ResolveArgv0,
-            "--set" | "--set-default" => {
-                let var = var_name(flag, operand("VAR")?)?;
-                let value = operand("VALUE")?;
-                if flag == "--set" {
-                    Flag::Set { var, value }
-                } else {
-                    Flag::SetDefault { var, value }
-                }
-            }
-            "--unset" => Flag::Unset {
-                var: var_name(flag, operand("VAR")?)?,
-            },
-            "--chdir" => {
-                let dir = operand("DIR")?;
-                if dir.is_empty() {
-                    return Err(FlagError::Empty {
-                        flag,
-                        what: "directory",
-                    });
-                }
-                Flag::Chdir(dir)
-            }
-            "--run" => Flag::Run(operand("COMMAND")?),
-            "--add-flags" | "--append-flags" => {
-                let words = operand("ARGS")?;
-                check_words(flag, &words)?;
-                if flag == "--add-flags" {
-                    Flag::AddFlags(words)
-                } else {
-                    Flag::AppendFlags(words)
-                }
-            }
-            "--add-flag" => Flag::AddFlag(operand("ARG")?),
-            "--append-flag" => Flag::AppendFlag(operand("ARG")?),
-            _ => {
-                // The six list edits: ENV SEP VALUE(S)/FILES.
-                let end = if flag.starts_with("--prefix") {
-                    ListEnd::Prefix
-                } else {
-                    ListEnd::Suffix
-                };
-                let var = var_name(flag, operand("VAR")?)?;
-                let sep = operand("SEP")?;
-                if sep.is_empty() {
-                    return Err(FlagError::Empty {
-                        flag,
-                        what: "separator",
-                    });
-                }
-                let values = if flag.ends_with("-each") {
-                    let words = split_words(&operand("VALUES")?);
-                    if words.is_empty() {
-                        return Err(FlagError::Empty {
-                            flag,
-                            what: "list of values",
-                        });
-                    }
-                    for w in &words {
-                        split_components(flag, w, &sep)?;
-                    }
-                    ListValues::Each(words)
-                } else if flag.ends_with("-contents") {
-                    let files = split_words(&operand("FILES")?);
-                    if files.is_empty() {
-                        return Err(FlagError::Empty {
-                            flag,
-                            what: "list of files",
-                        });
-                    }
-                    ListValues::Contents(files)
-                } else {
-                    let value = operand("VALUE")?;
-                    split_components(flag, &value, &sep)?;
-                    ListValues::One(value)
-                };
-                Flag::List(ListEdit {
-                    end,
-                    var,
-                    sep,
-                    values,
-                })
-            }
-        };
-        out.push(parsed);
+        out.push(parse_flag(&mut operands)?);
     }
     Ok(out)
+}
+
+/// The operands following one flag.
+struct Operands<'a, 'b> {
+    flag: &'static str,
+    rest: &'a mut dyn Iterator<Item = &'b str>,
+}
+
+impl Operands<'_, '_> {
+    /// The next operand, called `name` in the message if it is missing.
+    fn next(&mut self, name: &'static str) -> Result<String, FlagError> {
+        self.rest
+            .next()
+            .map(str::to_string)
+            .ok_or(FlagError::MissingOperand {
+                flag: self.flag,
+                operand: name,
+            })
+    }
+
+    /// The next operand, which must not be empty (`what` names it in the message).
+    fn non_empty(&mut self, name: &'static str, what: &'static str) -> Result<String, FlagError> {
+        let value = self.next(name)?;
+        if value.is_empty() {
+            return Err(FlagError::Empty {
+                flag: self.flag,
+                what,
+            });
+        }
+        Ok(value)
+    }
+
+    /// The next operand as a list of words, which must not be empty.
+    fn words(&mut self, name: &'static str, what: &'static str) -> Result<Vec<String>, FlagError> {
+        let words = split_words(&self.next(name)?);
+        if words.is_empty() {
+            return Err(FlagError::Empty {
+                flag: self.flag,
+                what,
+            });
+        }
+        Ok(words)
+    }
+
+    fn var(&mut self) -> Result<String, FlagError> {
+        var_name(self.flag, self.next("VAR")?)
+    }
+}
+
+/// One flag with its operands.
+fn parse_flag(operands: &mut Operands<'_, '_>) -> Result<Flag, FlagError> {
+    let flag = operands.flag;
+    Ok(match flag {
+        "--argv0" => Flag::Argv0(operands.non_empty("NAME", "name")?),
+        "--inherit-argv0" => Flag::InheritArgv0,
+        "--resolve-argv0" => Flag::ResolveArgv0,
+        "--set" => Flag::Set {
+            var: operands.var()?,
+            value: operands.next("VALUE")?,
+        },
+        "--set-default" => Flag::SetDefault {
+            var: operands.var()?,
+            value: operands.next("VALUE")?,
+        },
+        "--unset" => Flag::Unset {
+            var: operands.var()?,
+        },
+        "--chdir" => Flag::Chdir(operands.non_empty("DIR", "directory")?),
+        "--run" => Flag::Run(operands.next("COMMAND")?),
+        "--add-flags" | "--append-flags" => {
+            let words = operands.next("ARGS")?;
+            check_words(flag, &words)?;
+            if flag == "--add-flags" {
+                Flag::AddFlags(words)
+            } else {
+                Flag::AppendFlags(words)
+            }
+        }
+        "--add-flag" => Flag::AddFlag(operands.next("ARG")?),
+        "--append-flag" => Flag::AppendFlag(operands.next("ARG")?),
+        _ => Flag::List(parse_list_edit(operands)?),
+    })
+}
+
+/// The six list edits: `--prefix`/`--suffix`[`-each`|`-contents`] VAR SEP VALUE(S)/FILES.
+fn parse_list_edit(operands: &mut Operands<'_, '_>) -> Result<ListEdit, FlagError> {
+    let flag = operands.flag;
+    let end = if flag.starts_with("--prefix") {
+        ListEnd::Prefix
+    } else {
+        ListEnd::Suffix
+    };
+    let var = operands.var()?;
+    let sep = operands.non_empty("SEP", "separator")?;
+    let values = if flag.ends_with("-each") {
+        let words = operands.words("VALUES", "list of values")?;
+        for w in &words {
+            split_components(flag, w, &sep)?;
+        }
+        ListValues::Each(words)
+    } else if flag.ends_with("-contents") {
+        ListValues::Contents(operands.words("FILES", "list of files")?)
+    } else {
+        let value = operands.next("VALUE")?;
+        split_components(flag, &value, &sep)?;
+        ListValues::One(value)
+    };
+    Ok(ListEdit {
+        end,
+        var,
+        sep,
+        values,
+    })
 }
 
 fn var_name(flag: &'static str, name: String) -> Result<String, FlagError> {

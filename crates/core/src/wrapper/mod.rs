@@ -5,6 +5,7 @@
 
 pub mod flags;
 pub mod java;
+pub mod make;
 pub mod operands;
 pub mod quote;
 pub mod script;
@@ -18,7 +19,7 @@ pub use flags::{Flag, FlagError, parse_flags};
 pub use java::{JavaApp, JavaMain};
 pub use script::{CONTENTS_LIMIT, ReadFile, Script, read_contents_file, render};
 
-use crate::nix::store_path::{StorePath, check_name};
+use crate::nix::store_path::{HashPart, StorePath, check_name};
 use quote::bash_quote;
 
 /// Why a wrapper cannot be generated.
@@ -239,12 +240,12 @@ fn check_bin_name(name: &str) -> Result<(), WrapperError> {
 
 /// The placeholder hash part a generated tree uses for its own path before it is known:
 /// 32 nix32 characters derived from the output name, so the same inputs give the same tree.
-pub fn self_placeholder(out_name: &str) -> String {
+pub fn self_placeholder(out_name: &str) -> HashPart {
     let fingerprint = format!("strata:mkwrapper:self-placeholder:{out_name}");
     match StorePath::from_fingerprint(&fingerprint, "placeholder") {
-        Ok(path) => path.hash_part().to_string(),
+        Ok(path) => HashPart::of(&path),
         // "placeholder" is a valid name, so this cannot happen; keep a valid fallback.
-        Err(_) => "0".repeat(32),
+        Err(_) => HashPart::zero(),
     }
 }
 
@@ -256,8 +257,8 @@ mod tests {
     #[test]
     fn placeholder_is_nix32_and_stable() {
         let p = self_placeholder("app-1.0");
-        assert_eq!(p.len(), 32);
-        assert!(p.bytes().all(nix32::is_nix32_char));
+        assert_eq!(p.as_str().len(), 32);
+        assert!(p.as_str().bytes().all(nix32::is_nix32_char));
         assert_eq!(p, self_placeholder("app-1.0"));
         assert_ne!(p, self_placeholder("app-1.1"));
     }

@@ -254,7 +254,7 @@ pub fn install(
         source,
     })?;
     let info = store.add_generated(&tree, &out_name, candidates, Some(&placeholder), dry_run)?;
-    let script = script.replace(&placeholder, info.path.path.hash_part());
+    let script = script.replace(placeholder.as_str(), info.path.path.hash_part());
     Ok(Installed { info, script })
 }
 
