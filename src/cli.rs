@@ -15,6 +15,10 @@ use strata_core::exit::Exit;
 use strata_core::manifest::{ManifestError, resolve_path_args};
 use strata_core::nix::path_info::{PathInfo, parse_path_infos};
 use strata_core::nix::store_path::{StoreDir, StorePath};
+use strata_core::registry::{BlobAction, BlobReport, Reference};
+use strata_core::registry::auth::{Credentials, find_credentials};
+use strata_core::registry::client::DEFAULT_TIMEOUT;
+use strata_core::registry::push::Transport;
 use strata_core::store::{Store, StoreConfig};
 
 /// Where the store is: shared by every tool that reads or writes it.
@@ -54,6 +58,89 @@ impl StoreArgs {
                 .map_err(Failure::from)?;
         config.sync_contents |= self.fsync;
         Store::open(config).map_err(Failure::from)
+    }
+}
+
+/// How to reach a registry and prove who we are: shared by `push-image` and `mkimage --push`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Use plain HTTP even for a registry that is not on loopback.
+    #[arg(long, conflicts_with = "tls")]
+    pub plain_http: bool,
+    /// Use TLS even for a loopback registry.
+    #[arg(long)]
+    pub tls: bool,
+    /// User name; the password is read from stdin (--password-stdin).
+    #[arg(long, requires = "password_stdin", value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password (or token) from stdin, with --username.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// How long the registry may take, in seconds: to connect, and for each request with its
+    /// answer (once more for each MiB the request sends).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT.as_secs(), value_parser = parse_timeout)]
+    pub timeout: u64,
+}
+
+impl RegistryArgs {
+    /// `--plain-http`, `--tls` or neither.
+    pub fn transport(&self) -> Transport {
+        if self.plain_http {
+            Transport::PlainHttp
+        } else if self.tls {
+            Transport::Tls
+        } else {
+            Transport::Auto
+        }
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout)
+    }
+
+    /// The credentials for `dest`: `--username` with the password on stdin, else the
+    /// environment or docker's config (its credential helpers included).
+    pub fn credentials(&self, dest: &Reference) -> Result<Option<Credentials>, Failure> {
+        let explicit = match &self.username {
+            Some(user) => {
+                let mut password = String::new();
+                io::stdin()
+                    .read_to_string(&mut password)
+                    .map_err(|e| Failure::failed(format!("stdin: {e}")))?;
+                let password = password.trim_end_matches(['\n', '\r']);
+                Some(Credentials::new(user, password, "--password-stdin"))
+            }
+            None => None,
+        };
+        Ok(find_credentials(explicit, &dest.registry, &|k| {
+            std::env::var(k).ok()
+        })?)
+    }
+}
+
+/// One line about a pushed blob: `TOOL: layer sha256:… (N bytes): uploaded M bytes`.
+pub fn blob_line(tool: &str, b: &BlobReport) -> String {
+    let what = match b.action {
+        BlobAction::Skipped => "skipped (already there)".to_string(),
+        BlobAction::Mounted => "mounted".to_string(),
+        BlobAction::Uploaded => format!(
+            "uploaded {} bytes{}",
+            b.uploaded_bytes,
+            if b.fell_back {
+                " (chunks refused: monolithic)"
+            } else {
+                ""
+            }
+        ),
+    };
+    format!("{tool}: {} {} ({} bytes): {what}", b.kind, b.digest, b.size)
+}
+
+/// A `--timeout`: whole seconds, at least 1.
+pub fn parse_timeout(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) | Err(_) => Err(format!("'{text}' is not a number of seconds (1 or more)")),
+        Ok(secs) => Ok(secs),
     }
 }
 

@@ -10,9 +10,12 @@ use strata::cli::{self, Failure, StoreArgs};
 use strata_core::image::check::{self, format_time, parse_layers, parse_time};
 use strata_core::image::config::{ContainerConfig, Empty};
 use strata_core::image::input::{MAX_CONFIG_JSON, MAX_LAYERS_JSON, read_input};
+use strata_core::image::sink_engine::{Engine, EngineOptions};
 use strata_core::image::{
-    Compression, Format, ImageSpec, LayerSource, Output, build, contents::PermRule, interrupted,
+    BuildReport, Compression, Format, ImageSpec, LayerSource, Output, build, build_and_load,
+    build_and_push, contents::PermRule, interrupted,
 };
+use strata_core::registry::{PushOptions, Reference};
 use strata_core::manifest::{Inputs, PathArg, resolve_path_args};
 
 const EXAMPLES: &str = "\
@@ -143,8 +146,18 @@ struct Args {
     /// A tar is never written to a terminal.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Also write what was built (image, config digest, layers, size) as JSON to FILE (`-`:
-    /// stdout, when the image goes to a file).
+    /// Push the image straight to a registry instead of writing it (no tar is made): only the
+    /// layers the registry lacks are read and sent. The tag defaults to --tag's.
+    #[arg(long, value_name = "REGISTRY/REPO[:TAG]", conflicts_with_all = ["output", "load"])]
+    push: Option<String>,
+    /// Load the image straight into a local engine instead of writing it: docker is sent
+    /// only the layers it lacks; podman and containerd the whole image.
+    #[arg(long, value_enum, value_name = "ENGINE", conflicts_with = "output")]
+    load: Option<Engine>,
+    #[command(flatten)]
+    registry: cli::RegistryArgs,
+    /// Also write what was built (image, config digest, layers, size; with --push or --load,
+    /// what went where) as JSON to FILE (`-`: stdout, when the image goes to a file).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Build even if the entrypoint cannot start in the image (missing file, interpreter,
@@ -333,7 +346,24 @@ fn output_of(args: &Args) -> Result<Output, Failure> {
 }
 
 fn body(args: &Args) -> Result<(), Failure> {
-    let output = output_of(args)?;
+    let direct = args.push.is_some() || args.load.is_some();
+    let output = if direct {
+        Output::Stdout
+    } else {
+        output_of(args)?
+    };
+    let dest = match &args.push {
+        Some(text) => Some(Reference::parse(text).map_err(|e| Failure::usage(format!("--push: {e}")))?),
+        None => None,
+    };
+    if args.push.is_none() && (args.registry.username.is_some() || args.registry.plain_http || args.registry.tls) {
+        return Err(Failure::usage("--username, --plain-http and --tls go with --push"));
+    }
+    if args.registry.password_stdin && args.layers == "-" {
+        return Err(Failure::usage(
+            "stdin ('-') can be read once: --password-stdin reads it (give LAYERS as a file)",
+        ));
+    }
     // The inputs first: a manifest among them may be what was meant as the layers.
     let store_dir = args.store.store_dir()?;
     let stdin_twice = args
@@ -391,7 +421,42 @@ fn body(args: &Args) -> Result<(), Failure> {
     spec.progress = true;
     spec.start_check = !args.no_start_check;
     let store = args.store.open()?;
-    let report = build(&store, &spec, &output)?;
+    let progress = cli::Progress::counting("mkimage", "sent");
+    let (report, pushed, loaded) = if let Some(dest) = &dest {
+        let opts = PushOptions {
+            transport: args.registry.transport(),
+            credentials: args.registry.credentials(dest)?,
+            progress: progress.counter(),
+            timeout: args.registry.timeout(),
+            ..PushOptions::default()
+        };
+        let (report, pushed) = build_and_push(&store, &spec, dest, &opts, &|b| {
+            if args.verbose {
+                progress.note(&cli::blob_line("mkimage", b));
+            }
+        })?;
+        (report, Some(pushed), None)
+    } else if let Some(engine) = args.load {
+        let opts = EngineOptions {
+            engine,
+            program: None,
+        };
+        let (report, loaded) = build_and_load(&store, &spec, &opts)?;
+        (report, None, Some(loaded))
+    } else {
+        (build(&store, &spec, &output)?, None, None)
+    };
+    drop(progress);
+    finish(args, &report, pushed, loaded)
+}
+
+/// Tell what was built and where it went.
+fn finish(
+    args: &Args,
+    report: &BuildReport,
+    pushed: Option<strata_core::registry::PushReport>,
+    loaded: Option<strata_core::image::sink_engine::LoadReport>,
+) -> Result<(), Failure> {
     // What --extra-commands printed, passed on as it ran.
     let _ = std::io::Write::write_all(&mut std::io::stderr(), &report.extra_commands_output);
     if args.verbose {
@@ -422,7 +487,41 @@ fn body(args: &Args) -> Result<(), Failure> {
             report.store_bytes_read
         );
     }
-    let summary = report.summary();
+    let mut summary = report.summary();
+    if let Some(l) = &loaded {
+        if let Some(why) = &l.fell_back {
+            eprintln!(
+                "mkimage: {} refused the image without the layers it said it had ({why}); sent the whole image",
+                l.engine
+            );
+        }
+        eprintln!(
+            "mkimage: loaded into {}: {} layers sent, {} already there ({} bytes)",
+            l.engine, l.layers_sent, l.layers_omitted, l.archive_bytes
+        );
+    }
+    if let Some(p) = &pushed {
+        let uploaded = p
+            .blobs
+            .iter()
+            .filter(|b| b.action == strata_core::registry::BlobAction::Uploaded)
+            .count();
+        eprintln!(
+            "mkimage: pushed {}@{}: {uploaded} of {} blobs uploaded ({} bytes)",
+            p.reference,
+            p.digest,
+            p.blobs.len(),
+            p.uploaded_bytes
+        );
+    }
+    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    if let Some(p) = &pushed
+        && !json_to_stdout
+    {
+        println!("{}@{}", p.reference, p.digest);
+    }
+    summary.pushed = pushed;
+    summary.loaded = loaded;
     match args.json.as_deref() {
         Some(p) if p == std::path::Path::new("-") => {
             let text = serde_json::to_string(&summary)

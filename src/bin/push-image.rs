@@ -2,18 +2,13 @@
 //! registry, uploading only the blobs the registry lacks; the work is in
 //! `strata_core::registry`.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use strata::cli::{self, Failure, Progress};
 use strata_core::image::Compression;
-use strata_core::registry::auth::{Credentials, find_credentials};
-use strata_core::registry::client::DEFAULT_TIMEOUT;
-use strata_core::registry::push::Transport;
-use strata_core::registry::{BlobAction, BlobReport, PushOptions, Reference, push};
+use strata_core::registry::{PushOptions, Reference, push};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -59,25 +54,11 @@ struct Args {
     /// the registry has is skipped without compressing it again.
     #[arg(long, env = "STRATA_PUSH_CACHE", value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Use plain HTTP even for a registry that is not on loopback.
-    #[arg(long, conflicts_with = "tls")]
-    plain_http: bool,
-    /// Use TLS even for a loopback registry.
-    #[arg(long)]
-    tls: bool,
-    /// User name; the password is read from stdin (--password-stdin).
-    #[arg(long, requires = "password_stdin", value_name = "USER")]
-    username: Option<String>,
-    /// Read the password (or token) from stdin, with --username.
-    #[arg(long, requires = "username")]
-    password_stdin: bool,
+    #[command(flatten)]
+    registry: cli::RegistryArgs,
     /// Print the push summary as JSON (per blob: skipped, mounted or uploaded, and bytes).
     #[arg(long)]
     json: bool,
-    /// How long the registry may take, in seconds: to connect, and for each request with its
-    /// answer (once more for each MiB the request sends).
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT.as_secs(), value_parser = parse_timeout)]
-    timeout: u64,
     /// Print one line per blob on stderr even when it is not a terminal.
     #[arg(short, long)]
     verbose: bool,
@@ -100,59 +81,14 @@ fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-fn parse_timeout(text: &str) -> Result<u64, String> {
-    match text.trim().parse::<u64>() {
-        Ok(0) | Err(_) => Err(format!("'{text}' is not a number of seconds (1 or more)")),
-        Ok(secs) => Ok(secs),
-    }
-}
-
-fn line(b: &BlobReport) -> String {
-    let what = match b.action {
-        BlobAction::Skipped => "skipped (already there)".to_string(),
-        BlobAction::Mounted => "mounted".to_string(),
-        BlobAction::Uploaded => format!(
-            "uploaded {} bytes{}",
-            b.uploaded_bytes,
-            if b.fell_back {
-                " (chunks refused: monolithic)"
-            } else {
-                ""
-            }
-        ),
-    };
-    format!(
-        "push-image: {} {} ({} bytes): {what}",
-        b.kind, b.digest, b.size
-    )
-}
-
 fn main() -> ExitCode {
     cli::main("push-image", |args: Args| {
         let dest = Reference::parse(&args.destination).map_err(Failure::usage)?;
-        let explicit = match &args.username {
-            Some(user) => {
-                let mut password = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut password)
-                    .map_err(|e| Failure::failed(format!("stdin: {e}")))?;
-                let password = password.trim_end_matches(['\n', '\r']);
-                Some(Credentials::new(user, password, "--password-stdin"))
-            }
-            None => None,
-        };
-        let credentials = find_credentials(explicit, &dest.registry, &|k| std::env::var(k).ok())?;
-        let transport = if args.plain_http {
-            Transport::PlainHttp
-        } else if args.tls {
-            Transport::Tls
-        } else {
-            Transport::Auto
-        };
+        let credentials = args.registry.credentials(&dest)?;
         let progress = Progress::counting("push-image", "sent");
         let show = args.verbose || progress.counter().is_some();
         let opts = PushOptions {
-            transport,
+            transport: args.registry.transport(),
             mount_from: args.mount_from.clone(),
             chunk_size: args.chunk_size,
             compression: args.compress,
@@ -160,11 +96,11 @@ fn main() -> ExitCode {
             progress: progress.counter(),
             temp_dir: None,
             cache: args.cache.clone(),
-            timeout: Duration::from_secs(args.timeout),
+            timeout: args.registry.timeout(),
         };
         let report = push(&args.image, &dest, &opts, &|b| {
             if show {
-                progress.note(&line(b));
+                progress.note(&cli::blob_line("push-image", b));
             }
         })?;
         let out = if args.json {

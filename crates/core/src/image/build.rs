@@ -64,6 +64,12 @@ pub struct BuildSummary {
     pub layers: usize,
     /// Bytes of all layer blobs (compressed, if they are).
     pub size: u64,
+    /// With `--push`: what went to the registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<crate::registry::PushReport>,
+    /// With `--load`: what went to the engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded: Option<super::sink_engine::LoadReport>,
 }
 
 impl BuildReport {
@@ -76,6 +82,8 @@ impl BuildReport {
             manifest_digest: self.manifest_digest.clone(),
             layers: self.layers.len(),
             size: self.layers.iter().map(|l| l.size).sum(),
+            pushed: None,
+            loaded: None,
         }
     }
 }
@@ -184,4 +192,51 @@ pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildRe
     let docs = emit(&mut plan, sink, &mut |i| progress.show(i + 1, &labels[i]))?;
     progress.done();
     Ok(report(&plan, &docs))
+}
+
+/// Build the image `spec` describes and push it straight to `dest` with the registry sink
+/// (see [`super::sink_registry`]): no image tar is written. `on_blob` is told about each blob
+/// when it is done.
+pub fn build_and_push(
+    store: &Store,
+    spec: &ImageSpec,
+    dest: &crate::registry::Reference,
+    opts: &crate::registry::PushOptions,
+    on_blob: &dyn Fn(&crate::registry::BlobReport),
+) -> Result<(BuildReport, crate::registry::PushReport), ImageError> {
+    let mut plan = ImagePlan::new(store, spec)?;
+    let labels: Vec<String> = plan.layers.iter().map(label).collect();
+    let progress = Progress {
+        on: spec.progress && io::stderr().is_terminal(),
+        total: labels.len(),
+    };
+    let (docs, pushed) = super::sink_registry::push_plan(
+        &mut plan,
+        dest,
+        opts,
+        &mut |i| progress.show(i + 1, &labels[i]),
+        on_blob,
+    )?;
+    progress.done();
+    Ok((report(&plan, &docs), pushed))
+}
+
+/// Build the image `spec` describes and load it into a local engine with the engine sink
+/// (see [`super::sink_engine`]): Docker is sent only the layers it lacks.
+pub fn build_and_load(
+    store: &Store,
+    spec: &ImageSpec,
+    engine: &super::sink_engine::EngineOptions,
+) -> Result<(BuildReport, super::sink_engine::LoadReport), ImageError> {
+    let mut plan = ImagePlan::new(store, spec)?;
+    let labels: Vec<String> = plan.layers.iter().map(label).collect();
+    let progress = Progress {
+        on: spec.progress && io::stderr().is_terminal(),
+        total: labels.len(),
+    };
+    let (docs, loaded) = super::sink_engine::load_plan(&mut plan, engine, &mut |i| {
+        progress.show(i + 1, &labels[i])
+    })?;
+    progress.done();
+    Ok((report(&plan, &docs), loaded))
 }

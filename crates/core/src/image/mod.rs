@@ -28,6 +28,8 @@ mod output;
 pub mod plan;
 mod rootfs;
 pub mod sink;
+pub mod sink_engine;
+pub mod sink_registry;
 pub mod start_check;
 pub mod tar;
 mod temp;
@@ -36,7 +38,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use archive::Format;
-pub use build::{BuildReport, BuildSummary, LayerReport, LayerSource, build};
+pub use build::{
+    BuildReport, BuildSummary, LayerReport, LayerSource, build, build_and_load, build_and_push,
+};
 pub use layer::Compression;
 pub use temp::interrupted;
 
@@ -60,6 +64,12 @@ pub enum ImageError {
     Store(#[from] StoreError),
     #[error("writing the image: {0}")]
     Stream(String),
+    /// Pushing the image straight to a registry (`mkimage --push`).
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    /// Loading the image into a container engine (`mkimage --load`).
+    #[error("{0}")]
+    Engine(String),
 }
 
 impl ImageError {

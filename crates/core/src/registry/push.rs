@@ -120,7 +120,7 @@ pub struct PushReport {
 }
 
 /// The options a push cannot start with.
-fn check_options(opts: &PushOptions) -> Result<(), RegistryError> {
+pub(crate) fn check_options(opts: &PushOptions) -> Result<(), RegistryError> {
     if opts.chunk_size == Some(0) {
         return Err(RegistryError::Invalid(
             "the chunk size must be at least 1 byte".into(),
@@ -136,7 +136,7 @@ fn check_options(opts: &PushOptions) -> Result<(), RegistryError> {
 
 /// A client for `dest` with the scopes the push needs, after checking that it speaks the
 /// registry API.
-fn connect(dest: &Reference, opts: &PushOptions) -> Result<Client, RegistryError> {
+pub(crate) fn connect(dest: &Reference, opts: &PushOptions) -> Result<Client, RegistryError> {
     let repo = &dest.repository;
     let mut scopes = vec![format!("repository:{repo}:pull,push")];
     if let Some(from) = &opts.mount_from {
@@ -226,14 +226,14 @@ pub fn uses_tls(transport: Transport, dest: &Reference) -> bool {
     }
 }
 
-struct Pusher<'a> {
-    client: &'a Client,
-    repo: &'a str,
-    opts: &'a PushOptions,
+pub(crate) struct Pusher<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) repo: &'a str,
+    pub(crate) opts: &'a PushOptions,
 }
 
 /// Statuses that mean "this registry does not take chunks": fall back to monolithic.
-fn refuses_chunks(status: u16) -> bool {
+pub(crate) fn refuses_chunks(status: u16) -> bool {
     matches!(status, 400 | 405 | 411 | 413 | 415 | 416 | 501)
 }
 
@@ -247,7 +247,7 @@ impl Pusher<'_> {
         ))
     }
 
-    fn blob(&self, kind: &'static str, blob: &Blob) -> Result<BlobReport, RegistryError> {
+    pub(crate) fn blob(&self, kind: &'static str, blob: &Blob) -> Result<BlobReport, RegistryError> {
         let mut report = BlobReport {
             kind,
             digest: blob.digest.clone(),
@@ -464,7 +464,7 @@ impl Pusher<'_> {
         self.check_stored(blob, &resp)
     }
 
-    fn manifest(&self, bytes: &[u8], media_type: &str, tag: &str) -> Result<String, RegistryError> {
+    pub(crate) fn manifest(&self, bytes: &[u8], media_type: &str, tag: &str) -> Result<String, RegistryError> {
         let c = self.client;
         let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
         let url = c.url(&format!("/v2/{}/manifests/{tag}", self.repo));
@@ -527,7 +527,7 @@ fn session_location(resp: &Response, what: &str, blob: &Blob) -> Result<String, 
 }
 
 /// The session URL with `digest=` added to its query (which carries the session's state).
-fn finish_url(location: &str, digest: &str) -> String {
+pub(crate) fn finish_url(location: &str, digest: &str) -> String {
     match url::Url::parse(location) {
         Ok(mut url) => {
             url.query_pairs_mut().append_pair("digest", digest);
