@@ -15,10 +15,10 @@ use strata_core::exit::Exit;
 use strata_core::manifest::{ManifestError, resolve_path_args};
 use strata_core::nix::path_info::{PathInfo, parse_path_infos};
 use strata_core::nix::store_path::{StoreDir, StorePath};
-use strata_core::registry::{BlobAction, BlobReport, Reference};
 use strata_core::registry::auth::{Credentials, find_credentials};
 use strata_core::registry::client::DEFAULT_TIMEOUT;
 use strata_core::registry::push::Transport;
+use strata_core::registry::{BlobAction, BlobReport, Reference};
 use strata_core::store::{Store, StoreConfig};
 
 /// Where the store is: shared by every tool that reads or writes it.
@@ -134,6 +134,24 @@ pub fn blob_line(tool: &str, b: &BlobReport) -> String {
         ),
     };
     format!("{tool}: {} {} ({} bytes): {what}", b.kind, b.digest, b.size)
+}
+
+/// A `--chunk-size`: bytes, or with a K/M/G suffix; at least 1.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (bytes, or with K/M/G)"))?;
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("'{text}' is not a usable chunk size")),
+        Some(v) => Ok(v),
+    }
 }
 
 /// A `--timeout`: whole seconds, at least 1.

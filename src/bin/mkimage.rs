@@ -15,8 +15,8 @@ use strata_core::image::{
     BuildReport, Compression, Format, ImageSpec, LayerSource, Output, build, build_and_load,
     build_and_push, contents::PermRule, interrupted,
 };
-use strata_core::registry::{PushOptions, Reference};
 use strata_core::manifest::{Inputs, PathArg, resolve_path_args};
+use strata_core::registry::{PushOptions, Reference};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -154,6 +154,10 @@ struct Args {
     /// only the layers it lacks; podman and containerd the whole image.
     #[arg(long, value_enum, value_name = "ENGINE", conflicts_with = "output")]
     load: Option<Engine>,
+    /// With --push: a layer the registry lacks goes up in chunks of SIZE while it is made
+    /// (bytes, or with K/M/G); one that fits in a chunk is looked up first, sent only if missing.
+    #[arg(long, value_name = "SIZE", value_parser = cli::parse_size, requires = "push", default_value = "16M")]
+    chunk_size: u64,
     #[command(flatten)]
     registry: cli::RegistryArgs,
     /// Also write what was built (image, config digest, layers, size; with --push or --load,
@@ -353,11 +357,17 @@ fn body(args: &Args) -> Result<(), Failure> {
         output_of(args)?
     };
     let dest = match &args.push {
-        Some(text) => Some(Reference::parse(text).map_err(|e| Failure::usage(format!("--push: {e}")))?),
+        Some(text) => {
+            Some(Reference::parse(text).map_err(|e| Failure::usage(format!("--push: {e}")))?)
+        }
         None => None,
     };
-    if args.push.is_none() && (args.registry.username.is_some() || args.registry.plain_http || args.registry.tls) {
-        return Err(Failure::usage("--username, --plain-http and --tls go with --push"));
+    if args.push.is_none()
+        && (args.registry.username.is_some() || args.registry.plain_http || args.registry.tls)
+    {
+        return Err(Failure::usage(
+            "--username, --plain-http and --tls go with --push",
+        ));
     }
     if args.registry.password_stdin && args.layers == "-" {
         return Err(Failure::usage(
@@ -428,6 +438,7 @@ fn body(args: &Args) -> Result<(), Failure> {
             credentials: args.registry.credentials(dest)?,
             progress: progress.counter(),
             timeout: args.registry.timeout(),
+            chunk_size: Some(args.chunk_size),
             ..PushOptions::default()
         };
         let (report, pushed) = build_and_push(&store, &spec, dest, &opts, &|b| {

@@ -45,7 +45,7 @@ struct Args {
     mount_from: Option<String>,
     /// Upload in chunks of this size (bytes, or with K/M/G suffix); default: one request per
     /// blob.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = cli::parse_size)]
     chunk_size: Option<u64>,
     /// Compress uncompressed layers before upload (pinned levels: gzip 6, zstd 3).
     #[arg(long, value_enum, default_value_t = Compression::None)]
@@ -62,23 +62,6 @@ struct Args {
     /// Print one line per blob on stderr even when it is not a terminal.
     #[arg(short, long)]
     verbose: bool,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (digits, mult) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (bytes, or with K/M/G)"))?;
-    match n.checked_mul(mult) {
-        Some(0) | None => Err(format!("'{text}' is not a usable chunk size")),
-        Some(v) => Ok(v),
-    }
 }
 
 fn main() -> ExitCode {

@@ -6,6 +6,7 @@ mod arch;
 mod compose;
 mod deb;
 mod deb_resolve;
+mod direct;
 mod example;
 mod image;
 mod layering;

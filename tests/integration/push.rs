@@ -26,7 +26,7 @@ const EXPECTED_V2: &str = "hello from strata: world arg1 a changed line";
 // The proxy.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
+pub(crate) enum Fault {
     None,
     /// Answer the Nth blob upload request (PUT or PATCH with a body) with 500.
     Fail500(usize),
@@ -68,13 +68,13 @@ struct ProxyLog {
     generation: u32,
 }
 
-struct Proxy {
+pub(crate) struct Proxy {
     port: u16,
     log: Arc<Mutex<ProxyLog>>,
 }
 
 impl Proxy {
-    fn start(upstream: u16, fault: Fault, bearer: Option<(&str, &str)>) -> Proxy {
+    pub(crate) fn start(upstream: u16, fault: Fault, bearer: Option<(&str, &str)>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let log = Arc::new(Mutex::new(ProxyLog::default()));
@@ -101,7 +101,7 @@ impl Proxy {
     }
 
     /// Body bytes of blob upload requests (POST/PUT/PATCH to …/blobs/uploads/…).
-    fn upload_body_bytes(&self) -> u64 {
+    pub(crate) fn upload_body_bytes(&self) -> u64 {
         self.log
             .lock()
             .unwrap()
@@ -112,7 +112,7 @@ impl Proxy {
             .sum()
     }
 
-    fn count(&self, method: &str, path_part: &str) -> usize {
+    pub(crate) fn count(&self, method: &str, path_part: &str) -> usize {
         self.log
             .lock()
             .unwrap()
@@ -122,7 +122,7 @@ impl Proxy {
             .count()
     }
 
-    fn reset(&self) {
+    pub(crate) fn reset(&self) {
         *self.log.lock().unwrap() = ProxyLog::default();
     }
 
@@ -574,7 +574,7 @@ fn size_of(r: &Value, digests: &BTreeSet<String>) -> u64 {
         .sum()
 }
 
-fn docker_pull_run(reference: &str) -> String {
+pub(crate) fn docker_pull_run(reference: &str) -> String {
     start_docker();
     let pull = Command::new("docker")
         .args(["pull", reference])

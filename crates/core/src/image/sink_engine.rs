@@ -28,12 +28,12 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
+use super::ImageError;
 use super::archive::{BlobOut, copy_blob, hex};
 use super::config::{self, DockerManifest};
 use super::plan::{BlobFacts, ImageDocuments, ImagePlan, LayerOrigin};
 use super::sink::{ImageSink, emit};
 use super::tar::{BLOCK, Entry, EntryKind, Owner, RECORD, Source, header};
-use super::ImageError;
 
 /// Most bytes of an engine's answer read (image IDs, layer lists, error text).
 pub const MAX_ENGINE_ANSWER: u64 = 16 << 20;
@@ -158,7 +158,9 @@ pub fn next_chain(prev: Option<&str>, diff_id: &str) -> String {
 /// Whether `s` is `sha256:` and 64 lower-case hex digits.
 fn is_digest(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -196,9 +198,7 @@ fn ask(program: &OsString, args: &[&str]) -> Result<String, ImageError> {
     let status = child
         .wait()
         .map_err(|e| ImageError::Engine(format!("{shown}: {e}")))?;
-    let err = err_reader
-        .and_then(|t| t.join().ok())
-        .unwrap_or_default();
+    let err = err_reader.and_then(|t| t.join().ok()).unwrap_or_default();
     if !status.success() {
         return Err(ImageError::Engine(format!(
             "{shown}: {}",
@@ -210,14 +210,22 @@ fn ask(program: &OsString, args: &[&str]) -> Result<String, ImageError> {
 
 /// The last non-empty line of an engine's message, trimmed.
 fn one_line(text: &str) -> String {
-    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     line.trim().chars().take(500).collect()
 }
 
 /// The chain IDs of every layer stack dockerd's images hold.
 fn held_chains(program: &OsString) -> Result<BTreeSet<String>, ImageError> {
     let ids = ask(program, &["image", "ls", "--all", "--quiet", "--no-trunc"])?;
-    let ids: BTreeSet<&str> = ids.lines().map(str::trim).filter(|l| is_digest(l)).collect();
+    let ids: BTreeSet<&str> = ids
+        .lines()
+        .map(str::trim)
+        .filter(|l| is_digest(l))
+        .collect();
     let ids: Vec<&str> = ids.into_iter().take(MAX_ENGINE_IMAGES).collect();
     let mut held = BTreeSet::new();
     for batch in ids.chunks(INSPECT_BATCH) {
@@ -286,10 +294,7 @@ impl FileOut {
 
 impl BlobOut for FileOut {
     fn begin_blob(&mut self) -> io::Result<()> {
-        self.file = Some(BufWriter::with_capacity(
-            1 << 20,
-            File::create(&self.path)?,
-        ));
+        self.file = Some(BufWriter::with_capacity(1 << 20, File::create(&self.path)?));
         Ok(())
     }
     fn blob_writer(&mut self) -> &mut (dyn Write + Send) {
@@ -402,8 +407,14 @@ impl EngineSink<'_> {
             .spawn()
             .map_err(|e| format!("{}: {e}", self.program.to_string_lossy()))?;
         let readers: Vec<_> = [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -476,18 +487,33 @@ impl EngineSink<'_> {
             Ok::<(), io::Error>(())
         };
         let config_name = format!("blobs/sha256/{}", docs.config_digest);
-        member(&mut w, &config_name, docs.config.len() as u64, &mut &docs.config[..])?;
+        member(
+            &mut w,
+            &config_name,
+            docs.config.len() as u64,
+            &mut &docs.config[..],
+        )?;
         let names: Vec<String> = self
             .layers
             .iter()
-            .map(|l| format!("blobs/sha256/{}", l.facts.digest.trim_start_matches("sha256:")))
+            .map(|l| {
+                format!(
+                    "blobs/sha256/{}",
+                    l.facts.digest.trim_start_matches("sha256:")
+                )
+            })
             .collect();
         let manifest = config::to_bytes(&vec![DockerManifest {
             config: config_name,
             repo_tags: vec![format!("{}:{}", plan.name, plan.tag)],
             layers: names.clone(),
         }]);
-        member(&mut w, "manifest.json", manifest.len() as u64, &mut &manifest[..])?;
+        member(
+            &mut w,
+            "manifest.json",
+            manifest.len() as u64,
+            &mut &manifest[..],
+        )?;
         let mut seen = BTreeSet::new();
         for (layer, name) in self.layers.iter().zip(&names) {
             let Some(path) = &layer.file else { continue };
@@ -529,6 +555,9 @@ mod tests {
         let want: BTreeSet<String> = [A.to_string(), next_chain(Some(A), B)].into();
         assert_eq!(held, want);
         let long = format!("[{}]", vec![format!("\"{A}\""); 200].join(","));
-        assert!(chains_of(&long).is_empty(), "more layers than an image may have");
+        assert!(
+            chains_of(&long).is_empty(),
+            "more layers than an image may have"
+        );
     }
 }

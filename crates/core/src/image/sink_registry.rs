@@ -22,11 +22,11 @@
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
 
+use super::ImageError;
 use super::archive::BlobOut;
 use super::config::{MEDIA_CONFIG, MEDIA_MANIFEST};
 use super::plan::{ImageDocuments, ImagePlan};
 use super::sink::{ImageSink, emit};
-use super::ImageError;
 use crate::registry::RegistryError;
 use crate::registry::client::{Body, Response, error_text};
 use crate::registry::push::{
@@ -125,9 +125,10 @@ impl ImageSink for RegistrySink<'_> {
                 return Err(up.failure.take().map_or(e, ImageError::from));
             }
         };
-        let mut report = up.report.take().ok_or_else(|| {
-            ImageError::Stream(format!("layer {} was not uploaded", i + 1))
-        })?;
+        let mut report = up
+            .report
+            .take()
+            .ok_or_else(|| ImageError::Stream(format!("layer {} was not uploaded", i + 1)))?;
         report.media_type = facts.media_type.to_string();
         self.done(report);
         Ok(())
@@ -251,11 +252,7 @@ impl<'s, 'a> Upload<'s, 'a> {
     }
 
     fn refused(&self, what: &str, resp: &Response) -> RegistryError {
-        RegistryError::Registry(format!(
-            "{what} {}: {}",
-            self.pusher.repo,
-            error_text(resp)
-        ))
+        RegistryError::Registry(format!("{what} {}: {}", self.pusher.repo, error_text(resp)))
     }
 
     /// Send the first `n` held bytes as the next chunk.
@@ -355,7 +352,9 @@ impl<'s, 'a> Upload<'s, 'a> {
                 match head.status {
                     200 => return Ok(report),
                     404 => {}
-                    _ => return Err(self.refused(&format!("HEAD blob {} in", short(digest)), &head)),
+                    _ => {
+                        return Err(self.refused(&format!("HEAD blob {} in", short(digest)), &head));
+                    }
                 }
                 let loc = self.start_session()?;
                 self.session = Some(loc.clone());

@@ -247,7 +247,11 @@ impl Pusher<'_> {
         ))
     }
 
-    pub(crate) fn blob(&self, kind: &'static str, blob: &Blob) -> Result<BlobReport, RegistryError> {
+    pub(crate) fn blob(
+        &self,
+        kind: &'static str,
+        blob: &Blob,
+    ) -> Result<BlobReport, RegistryError> {
         let mut report = BlobReport {
             kind,
             digest: blob.digest.clone(),
@@ -464,7 +468,12 @@ impl Pusher<'_> {
         self.check_stored(blob, &resp)
     }
 
-    pub(crate) fn manifest(&self, bytes: &[u8], media_type: &str, tag: &str) -> Result<String, RegistryError> {
+    pub(crate) fn manifest(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+        tag: &str,
+    ) -> Result<String, RegistryError> {
         let c = self.client;
         let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
         let url = c.url(&format!("/v2/{}/manifests/{tag}", self.repo));
