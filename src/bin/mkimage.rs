@@ -37,6 +37,13 @@ Examples:
     --perms '/tmp 1777 1000 1000' --compress gzip --cache ~/.cache/strata/layers \\
     -o app.tar layers.json
 
+  # No tar: straight to a registry, or into dockerd; with the layer cache only the layers
+  # they lack are read and sent (podman and containerd get the whole image):
+  mkimage layers.json --name app --tag 2 --contents app.json --cmd @app/bin/app \\
+    --cache ~/.cache/strata/layers --push registry.example.com/team/app
+  mkimage layers.json --name app --tag 2 --contents app.json --cmd @app/bin/app \\
+    --cache ~/.cache/strata/layers --load docker
+
 The output is one tar that docker load, podman load, skopeo (docker-archive: and
 oci-archive:), umoci (after untar) and ctr images import all read; see docs/mkimage.md.";
 
