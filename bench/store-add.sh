@@ -56,6 +56,7 @@ side "cp -a" 'cp -a "$work/tree" "$work/copy"'
 for s in "nix-store --add" "store-add" "cp -a"; do side_then "$s" sync; done
 interleave "$BENCH_RUNS" prepare_add "nix-store --add" "store-add" "cp -a"
 clean
+rm -f "$work/tree/salt"   # the tree of the NAR file again
 
 side "nix-hash" 'nix-hash --type sha256 "$work/tree" > /dev/null'
 side "store-add --dry-run" '"$BIN/store-add" --store-root "$work/none" --dry-run "$work/tree" > /dev/null'
