@@ -39,8 +39,13 @@ with open(os.path.join(results, "summary.json"), "w") as f:
     f.write("\n")
 print(f"== summary: {os.path.join(results, 'summary.json')}")
 for fig in figures:
-    peer = fig.get("peer")
-    ratio = f"{fig['ratio']:.2f}" if "ratio" in fig else "-"
-    print(f"  {fig['bench']:10} {fig['figure'][:48]:48} strata {fig['strata']['median']:8.3f} s"
-          f"  peer {peer['median'] if peer else float('nan'):8.3f} s  ratio {ratio}")
+    s, peer, anchors = fig["strata"], fig.get("peer"), fig["anchors"]
+    line = f"  {fig['bench']:9} {fig['figure'][:52]:52} strata {s['median']:8.3f} s"
+    line += f"  peer {peer['median']:8.3f} s  ratio {fig['ratio']:5.2f}" if peer else f"{'':31}"
+    if anchors and anchors[0]["median"] > 0:
+        a = anchors[0]
+        line += f"  anchor {a['name']} {a['median']:.3f} s (strata / anchor {s['median'] / a['median']:.2f})"
+    if "gib_per_s" in s:
+        line += f"  {s['gib_per_s']:.2f} GiB/s"
+    print(line)
 PY
