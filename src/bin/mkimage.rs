@@ -12,8 +12,8 @@ use strata_core::image::config::{ContainerConfig, Empty};
 use strata_core::image::input::{MAX_CONFIG_JSON, MAX_LAYERS_JSON, read_input};
 use strata_core::image::sink_engine::{Engine, EngineOptions};
 use strata_core::image::{
-    BuildReport, Compression, Format, ImageSpec, LayerSource, Output, build, build_and_load,
-    build_and_push, contents::PermRule, interrupted,
+    BuildReport, Compression, Format, ImageSpec, LayerSource, Output, build_and_load,
+    build_and_push, build_observed, contents::PermRule, interrupted,
 };
 use strata_core::manifest::{Inputs, PathArg, resolve_path_args};
 use strata_core::registry::{PushOptions, Reference};
@@ -435,10 +435,12 @@ fn body(args: &Args) -> Result<(), Failure> {
     spec.compression = args.compress;
     spec.format = args.format;
     spec.cache = args.cache.clone();
-    spec.progress = true;
     spec.start_check = !args.no_start_check;
     let store = args.store.open()?;
-    let progress = cli::Progress::counting("mkimage", "sent");
+    let progress = cli::Progress::stages("mkimage");
+    let mut on_layer = |l: strata_core::image::LayerStarted<'_>| {
+        progress.stage(format!("layer {}/{}: {}", l.number, l.total, l.what))
+    };
     let (report, pushed, loaded) = if let Some(dest) = &dest {
         let opts = PushOptions {
             transport: args.registry.transport(),
@@ -448,7 +450,7 @@ fn body(args: &Args) -> Result<(), Failure> {
             chunk_size: Some(args.chunk_size),
             ..PushOptions::default()
         };
-        let (report, pushed) = build_and_push(&store, &spec, dest, &opts, &|b| {
+        let (report, pushed) = build_and_push(&store, &spec, dest, &opts, &mut on_layer, &|b| {
             if args.verbose {
                 progress.note(&cli::blob_line("mkimage", b));
             }
@@ -459,10 +461,14 @@ fn body(args: &Args) -> Result<(), Failure> {
             engine,
             program: None,
         };
-        let (report, loaded) = build_and_load(&store, &spec, &opts)?;
+        let (report, loaded) = build_and_load(&store, &spec, &opts, &mut on_layer)?;
         (report, None, Some(loaded))
     } else {
-        (build(&store, &spec, &output)?, None, None)
+        (
+            build_observed(&store, &spec, &output, &mut on_layer)?,
+            None,
+            None,
+        )
     };
     drop(progress);
     finish(args, &report, pushed, loaded)

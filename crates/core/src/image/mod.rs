@@ -39,7 +39,8 @@ use std::path::{Path, PathBuf};
 
 pub use archive::Format;
 pub use build::{
-    BuildReport, BuildSummary, LayerReport, LayerSource, build, build_and_load, build_and_push,
+    BuildReport, BuildSummary, LayerReport, LayerSource, LayerStarted, build, build_and_load,
+    build_and_push, build_observed,
 };
 pub use layer::Compression;
 pub use temp::interrupted;
@@ -126,8 +127,6 @@ pub struct ImageSpec {
     pub format: Format,
     /// Layer cache directory.
     pub cache: Option<PathBuf>,
-    /// Show progress on stderr.
-    pub progress: bool,
     /// Check before writing anything that the entrypoint can start (see [`start_check`]).
     pub start_check: bool,
 }
@@ -155,7 +154,6 @@ impl ImageSpec {
             compression: Compression::None,
             format: Format::DockerOci,
             cache: None,
-            progress: false,
             start_check: true,
         }
     }
