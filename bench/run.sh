@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 cargo build --release --quiet
 rm -f "$BENCH_RESULTS"/*.jsonl "$BENCH_RESULTS/summary.json"
-for b in bench/store-add.sh bench/mkimage.sh bench/mklayers.sh bench/push.sh bench/example.sh; do
+for b in bench/store-add.sh bench/mkimage.sh bench/mklayers.sh bench/push.sh bench/example.sh bench/direct.sh; do
   echo "== $b"
   "$b"
 done

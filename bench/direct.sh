@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The example image after a one-line change to the backend, from the new jar to the image in a
+# registry and in dockerd: `mkimage --push` and `mkimage --load docker` (no tar) against
+# `mkimage -o` + `push-image` and `mkimage -o` + `docker load` (the tar paths), interleaved,
+# $BENCH_RUNS runs each (default 5). Before every run the greeting changes and the jars are
+# rebuilt (javac is not timed); each timed run is the rest of the example's pipeline (launcher,
+# closure, layers: make) and then the image's way out. Each registry side has a registry of its
+# own; every side shares the layer cache. Targets: < 0.3 s to the registry, < 0.5 s into
+# dockerd, and both at least 4x faster than their tar path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+BIN=$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)
+for t in docker-registry docker; do
+  command -v $t >/dev/null || { echo "bench/direct: $t is missing (scripts/setup.sh)" >&2; exit 1; }
+done
+bench_init direct
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  docker rmi -f agatha-back:direct agatha-back:tar >/dev/null 2>&1 || true
+  chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"
+}
+trap cleanup EXIT
+scripts/services.sh docker
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+start_registry() { # NAME -> sets PORT_<NAME>
+  local name=$1 port; port=$(free_port)
+  cat > "$work/$name.yml" <<YML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/$name-storage
+http:
+  addr: 127.0.0.1:$port
+YML
+  docker-registry serve "$work/$name.yml" > "$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+  eval "PORT_$name=$port"
+}
+start_registry direct
+start_registry tar
+
+cp -R examples/agatha "$work/src"
+rm -rf "$work/src/build"
+OUT=$work/out
+mk() { make -s -C examples/agatha "$@" OUT="$OUT" SRC="$work/src" DEBS_DIR="$work/debs" STRATA_BIN="$BIN" >/dev/null; }
+ARCH=$(dpkg --print-architecture)
+# The example's mkimage command (examples/agatha/Makefile, step 7) without its output.
+mkimage_example() { # TAG, then the way out
+  local tag=$1; shift
+  "$BIN/mkimage" "$OUT/layers.json" --name agatha-back --tag "$tag" --cache "$OUT/layer-cache" \
+    --architecture "$ARCH" \
+    --contents "$OUT/app.json" --contents "$OUT/flyway.json" \
+    --contents "$OUT/migrations.json" --contents "$OUT/runtime.json" \
+    --extra-commands 'mkdir -p home' \
+    --cmd /bin/bash --cmd -c \
+    --cmd '/bin/flyway -configFiles=/home/flyway.conf migrate && /bin/agatha-back' \
+    --workdir /home --expose 8080/tcp "$@" 2>/dev/null
+}
+
+# Untimed: the .debs, the runtime, a first image everywhere (the layer cache filled, each
+# registry and dockerd holding the unchanged layers).
+echo "bench/direct: building the example once (untimed)" >&2
+"$BIN/deb-lock" build --dry-run --cache "$work/debs" "$work/src/runtime.lock" >/dev/null
+mk image TAG=tar
+"$BIN/push-image" "$OUT/agatha-back.tar" "127.0.0.1:$PORT_tar/agatha:tar" >/dev/null
+docker load -q < "$OUT/agatha-back.tar" >/dev/null
+mkimage_example direct --push "127.0.0.1:$PORT_direct/agatha" >/dev/null
+mkimage_example direct --load docker
+ls -l "$OUT/agatha-back.tar" >&2
+
+n=0
+prepare() { # a new greeting, its jar (javac untimed), then sync
+  n=$((n + 1))
+  sed -i "s/GREETING = \"[^\"]*\"/GREETING = \"agatha, change $n\"/" \
+    "$work/src/backend/src/agatha/Main.java"
+  mk jars
+  sync
+}
+side "mkimage --push" \
+  'mk "$OUT/layers.json" && mkimage_example direct --push "127.0.0.1:$PORT_direct/agatha" >/dev/null'
+side "mkimage -o + push-image" \
+  'mk image TAG=tar && "$BIN/push-image" "$OUT/agatha-back.tar" "127.0.0.1:$PORT_tar/agatha:tar" >/dev/null'
+side "mkimage --load docker" \
+  'mk "$OUT/layers.json" && mkimage_example direct --load docker'
+side "mkimage -o + docker load" \
+  'mk image TAG=tar && docker load -q < "$OUT/agatha-back.tar" >/dev/null'
+# The mkimage step alone, for scale: the rest of each run is make (launcher, closure, layers).
+side "make layers.json only" 'mk "$OUT/layers.json"'
+interleave "$BENCH_RUNS" prepare "mkimage --push" "mkimage -o + push-image" \
+  "mkimage --load docker" "mkimage -o + docker load" "make layers.json only"
+
+echo "direct bench: jar-only change -> image in a registry / in dockerd (javac not timed)"
+echo "  targets: < 0.3 s to the registry, < 0.5 s into dockerd, both >= 4x faster than the tar path"
+record "jar-only change -> registry (tar path as the peer)" "mkimage --push" \
+  "mkimage -o + push-image" "make layers.json only"
+record "jar-only change -> dockerd (tar path as the peer)" "mkimage --load docker" \
+  "mkimage -o + docker load" "make layers.json only"
+machine
