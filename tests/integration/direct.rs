@@ -403,3 +403,56 @@ fn tar_diff_ids(tar: &Path, dir: &Path) -> Vec<String> {
         .map(|d| d.as_str().unwrap().to_string())
         .collect()
 }
+
+#[test]
+fn podman_and_containerd_get_the_whole_image_and_run_it() {
+    let fx = Fixture::new("strata-direct-engines-");
+    let name = "strata-test/direct-engines";
+    let expected = "hello from strata: world arg1 from the store";
+    let (extra, layers) = fx.version("from the store");
+
+    let (s, _) = summary(
+        fx.mkimage(&layers, &extra, name, "p1")
+            .args(["--load", "podman", "--json", "-"]),
+    );
+    assert_eq!(s["loaded"]["engine"], "podman");
+    assert_eq!(s["loaded"]["layersSent"], 4, "{s}");
+    let out = Command::new("podman")
+        .args(["run", "--rm", "--runtime", "runc", "--network=none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ])
+        .arg(format!("localhost/{name}:p1"))
+        .output()
+        .expect("podman run");
+    assert_eq!(ok(&out).trim(), expected);
+    let _ = Command::new("podman")
+        .args(["rmi", &format!("localhost/{name}:p1")])
+        .output();
+
+    sh(&format!(
+        "{}/scripts/services.sh containerd",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let ns = "strata-test";
+    let (s, _) = summary(
+        fx.mkimage(&layers, &extra, name, "c1")
+            .args(["--load", "containerd", "--json", "-"])
+            .env("CONTAINERD_NAMESPACE", ns),
+    );
+    assert_eq!(s["loaded"]["engine"], "containerd");
+    assert_eq!(s["loaded"]["layersSent"], 4, "{s}");
+    let image = format!("docker.io/{name}:c1");
+    let id = format!("strata-direct-{}", std::process::id());
+    let out = Command::new("ctr")
+        .args(["-n", ns, "run", "--rm", &image, &id])
+        .output()
+        .expect("ctr run");
+    assert_eq!(ok(&out).trim(), expected);
+    let _ = Command::new("ctr")
+        .args(["-n", ns, "images", "rm", &image])
+        .output();
+}

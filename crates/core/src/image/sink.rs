@@ -1,19 +1,16 @@
 //! Sinks: where an [`ImagePlan`] goes. A sink takes the plan's layers one by one, then its
 //! config and manifest ([`ImagePlan::documents`]), and asks the plan only for what it needs:
 //! [`ImagePlan::write_layer`] streams a layer's bytes (each store file read once, none for a
-//! verified cache hit) into the sink's [`BlobOut`]. Adding a sink adds a type here; the
+//! verified cache hit) into the sink's [`BlobOut`]. Adding a sink adds a type (here or in a
+//! `sink_*` module); the
 //! phases of the plan do not change.
 //!
-//! Today's sink is [`LayoutSink`]: the image as one tar that is a docker-archive and an OCI
-//! layout, either alone, or an OCI layout directory (the [`Format`]s). The interface is meant
-//! for others too:
-//!
-//! - a registry sink: for each layer whose blob the plan already knows (a cache hit), ask the
-//!   registry for the digest (HEAD) and skip it if present, without reading a file; write the
-//!   others with `write_layer` into an upload session implementing [`BlobOut`]; then put the
-//!   config blob and the manifest from [`ImageDocuments`];
-//! - a thin docker-archive sink: leave out the layer files whose diff_ids the engine already
-//!   has (known from the plan for a base or cached layer), writing the rest as today.
+//! The sinks: [`LayoutSink`] here (the image as one tar that is a docker-archive and an OCI
+//! layout, either alone, or an OCI layout directory: the [`Format`]s);
+//! [`super::sink_registry`] (pushed straight to a registry: a layer the plan knows from the
+//! cache is looked up with `HEAD` and not read if the registry has it, the others streamed
+//! into upload sessions); [`super::sink_engine`] (loaded into a local engine: for Docker, the
+//! layer files whose chains the engine holds are left out of the archive).
 
 use std::collections::BTreeMap;
 use std::io;
