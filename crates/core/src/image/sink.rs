@@ -2,8 +2,7 @@
 //! config and manifest ([`ImagePlan::documents`]), and asks the plan only for what it needs:
 //! [`ImagePlan::write_layer`] streams a layer's bytes (each store file read once, none for a
 //! verified cache hit) into the sink's [`BlobOut`]. Adding a sink adds a type (here or in a
-//! `sink_*` module); the
-//! phases of the plan do not change.
+//! `sink_*` module); the phases of the plan do not change.
 //!
 //! The sinks: [`LayoutSink`] here (the image as one tar that is a docker-archive and an OCI
 //! layout, either alone, or an OCI layout directory: the [`Format`]s);
