@@ -21,7 +21,7 @@ cleanup() {
   docker rmi -f agatha-back:direct agatha-back:tar >/dev/null 2>&1 || true
   chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"
 }
-trap cleanup EXIT
+trap 'cat "$work/mkimage.log" >&2 2>/dev/null; cleanup' EXIT
 scripts/services.sh docker
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -50,6 +50,7 @@ start_registry tar
 cp -R examples/agatha "$work/src"
 rm -rf "$work/src/build"
 OUT=$work/out
+export STRATA_STORE_ROOT=$OUT/store
 mk() { make -s -C examples/agatha "$@" OUT="$OUT" SRC="$work/src" DEBS_DIR="$work/debs" STRATA_BIN="$BIN" >/dev/null; }
 ARCH=$(dpkg --print-architecture)
 # The example's mkimage command (examples/agatha/Makefile, step 7) without its output.
@@ -62,7 +63,7 @@ mkimage_example() { # TAG, then the way out
     --extra-commands 'mkdir -p home' \
     --cmd /bin/bash --cmd -c \
     --cmd '/bin/flyway -configFiles=/home/flyway.conf migrate && /bin/agatha-back' \
-    --workdir /home --expose 8080/tcp "$@" 2>/dev/null
+    --workdir /home --expose 8080/tcp "$@" 2>>"$work/mkimage.log"
 }
 
 # Untimed: the .debs, the runtime, a first image everywhere (the layer cache filled, each

@@ -456,3 +456,48 @@ fn podman_and_containerd_get_the_whole_image_and_run_it() {
         .args(["-n", ns, "images", "rm", &image])
         .output();
 }
+
+#[test]
+fn a_direct_push_takes_credentials_as_push_image_does() {
+    let fx = Fixture::new("strata-direct-auth-");
+    let reg = Registry::start(Some(("alice", "s3cret-pw")));
+    let (extra, layers) = fx.version("from the store");
+    let dest = format!("{}/{REPO}", reg.addr());
+    // None: one line, exit 1, no tag.
+    let out = run(fx
+        .mkimage(&layers, &extra, REPO, "a1")
+        .args(["--push", &dest]));
+    fails_with(&out, 1, &["mkimage: ", "credentials"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    assert!(!reg.has_tag(REPO, "a1", Some("alice:s3cret-pw")));
+    // From the environment, and from stdin.
+    ok(&run(fx
+        .mkimage(&layers, &extra, REPO, "a1")
+        .args(["--push", &dest])
+        .env("STRATA_REGISTRY_USERNAME", "alice")
+        .env("STRATA_REGISTRY_PASSWORD", "s3cret-pw")));
+    assert!(reg.has_tag(REPO, "a1", Some("alice:s3cret-pw")));
+    let out = run_with_input(
+        fx.mkimage(&layers, &extra, REPO, "a2").args([
+            "--push",
+            &dest,
+            "--username",
+            "alice",
+            "--password-stdin",
+        ]),
+        b"s3cret-pw\n",
+    );
+    ok(&out);
+    assert!(reg.has_tag(REPO, "a2", Some("alice:s3cret-pw")));
+    // --password-stdin and the layers on stdin cannot both be.
+    let out = run(tool("mkimage", &fx.root).args([
+        "--name",
+        REPO,
+        "--push",
+        &dest,
+        "--username",
+        "alice",
+        "--password-stdin",
+    ]));
+    fails_with(&out, 2, &["stdin"]);
+}
