@@ -10,10 +10,12 @@
 
 pub mod deb;
 pub mod exit;
+pub mod hashing;
 pub mod image;
 pub mod layering;
 pub mod manifest;
 pub mod nix;
+pub mod oci;
 pub mod pipeline;
 pub mod registry;
 pub mod rootfs;

@@ -3,6 +3,7 @@
 //! layers JSON, paths inside the store only and without `..`, and times.
 
 use super::ImageError;
+use crate::oci::reference;
 
 /// Parse the layers JSON: a list of lists of absolute store paths, or the object
 /// `mklayers --explain` prints (its `layers` member).
@@ -26,100 +27,14 @@ pub fn parse_layers(text: &str) -> Result<Vec<Vec<String>>, ImageError> {
     }
 }
 
-fn path_component_ok(c: &str) -> bool {
-    // [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)*
-    let b = c.as_bytes();
-    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if is_alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !is_alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-fn is_alnum(x: u8) -> bool {
-    x.is_ascii_lowercase() || x.is_ascii_digit()
-}
-
-/// The repository name grammar of the distribution reference spec: an optional registry
-/// (`host[:port]/`) and lowercase path components.
+/// The repository name grammar (see [`crate::oci::reference::check_name`]).
 pub fn check_name(name: &str) -> Result<(), ImageError> {
-    let bad = |why: &str| Err(ImageError::Invalid(format!("image name '{name}' {why}")));
-    if name.is_empty() {
-        return bad("is empty (give --name)");
-    }
-    let mut parts: Vec<&str> = name.split('/').collect();
-    let first = parts[0];
-    let has_domain =
-        parts.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost");
-    if has_domain {
-        let (host, port) = first.split_once(':').unwrap_or((first, ""));
-        let host_ok = !host.is_empty()
-            && host
-                .bytes()
-                .all(|x| x.is_ascii_alphanumeric() || x == b'.' || x == b'-');
-        let port_ok = port.is_empty() && !first.ends_with(':')
-            || !port.is_empty() && port.bytes().all(|x| x.is_ascii_digit());
-        if !host_ok || !port_ok {
-            return bad("has an invalid registry part");
-        }
-        parts.remove(0);
-    } else if name.contains(':') {
-        return bad("holds a tag; give the tag with --tag");
-    }
-    if name.contains('@') {
-        return bad("holds a digest; give a name and --tag");
-    }
-    if parts
-        .iter()
-        .any(|p| p.bytes().any(|x| x.is_ascii_uppercase()))
-    {
-        return bad("must be lowercase");
-    }
-    if let Some(p) = parts.iter().find(|p| !path_component_ok(p)) {
-        return bad(&format!(
-            "has an invalid component '{p}' (lowercase letters and digits, separated by '.', '_', '__' or '-')"
-        ));
-    }
-    if name.len() > 255 {
-        return bad("is longer than 255 characters");
-    }
-    Ok(())
+    reference::check_name(name).map_err(|e| ImageError::Invalid(e.to_string()))
 }
 
-/// A tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+/// A tag (see [`crate::oci::reference::check_tag`]).
 pub fn check_tag(tag: &str) -> Result<(), ImageError> {
-    let bad = |why: &str| Err(ImageError::Invalid(format!("tag '{tag}' {why}")));
-    if tag.is_empty() {
-        return Err(ImageError::Invalid(
-            "the tag is empty: give --tag TAG, or leave --tag out for a hash of the inputs".into(),
-        ));
-    }
-    if tag.len() > 128 {
-        return bad("is longer than 128 characters");
-    }
-    let b = tag.as_bytes();
-    let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    if !word(b[0]) || !b.iter().all(|&x| word(x) || x == b'.' || x == b'-') {
-        return bad(
-            "may hold only letters, digits, '_', '.' and '-', and not start with '.' or '-'",
-        );
-    }
-    Ok(())
+    reference::check_tag(tag).map_err(|e| ImageError::Invalid(e.to_string()))
 }
 
 /// A path from the input must not walk out of where it is with `..` (or `.`) components.

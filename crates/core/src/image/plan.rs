@@ -20,7 +20,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::archive::{BlobOut, copy_blob, hex};
 use super::base::{BaseImage, BaseLayer};
@@ -39,6 +39,7 @@ use super::temp::{Temp, reclaim};
 use super::{ImageError, ImageSpec, MAX_LAYERS};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{AbsStorePath, StorePath};
+use crate::oci::Digest;
 use crate::store::Store;
 
 /// The prefix of the customisation scratch directory in `$TMPDIR` (`mkimage-root-XXXXXX.tmp`).
@@ -569,26 +570,31 @@ impl<'a> ImagePlan<'a> {
             variant: self.variant.clone(),
         };
         let config = config::to_bytes(&image_config);
-        let config_digest = hex(&Sha256::digest(&config));
+        let config_digest = Digest::sha256_of(&config);
+        let layers = blobs
+            .iter()
+            .map(|b| {
+                Ok(Descriptor {
+                    media_type: b.media_type.into(),
+                    digest: Digest::parse(&b.digest)
+                        .map_err(|e| ImageError::Stream(e.to_string()))?,
+                    size: b.size,
+                    annotations: None,
+                })
+            })
+            .collect::<Result<Vec<_>, ImageError>>()?;
         let manifest = OciManifest {
             schema_version: 2,
             media_type: MEDIA_MANIFEST.into(),
             config: Descriptor {
                 media_type: MEDIA_CONFIG.into(),
-                digest: format!("sha256:{config_digest}"),
                 size: config.len() as u64,
+                digest: config_digest.clone(),
                 annotations: None,
             },
-            layers: blobs
-                .iter()
-                .map(|b| Descriptor {
-                    media_type: b.media_type.into(),
-                    digest: b.digest.clone(),
-                    size: b.size,
-                    annotations: None,
-                })
-                .collect(),
+            layers,
         };
+        let config_digest = config_digest.hex().to_string();
         let manifest = config::to_bytes(&manifest);
         let manifest_digest = hex(&Sha256::digest(&manifest));
         Ok(ImageDocuments {

@@ -23,6 +23,7 @@ use super::config::{self, Descriptor, DockerManifest, MEDIA_INDEX, MEDIA_MANIFES
 use super::output::Target;
 use super::plan::{ImageDocuments, ImagePlan};
 use super::{ImageError, Output};
+use crate::oci::Digest;
 
 /// Where a plan is written.
 pub trait ImageSink {
@@ -84,7 +85,7 @@ impl LayoutSink {
             media_type: MEDIA_INDEX.into(),
             manifests: vec![Descriptor {
                 media_type: MEDIA_MANIFEST.into(),
-                digest: format!("sha256:{}", docs.manifest_digest),
+                digest: Digest::sha256_of(&docs.manifest),
                 size: docs.manifest.len() as u64,
                 annotations: Some(annotations),
             }],

@@ -38,3 +38,18 @@ pub enum RegistryError {
     #[error("{0}")]
     Digest(String),
 }
+
+impl From<crate::oci::reference::ReferenceError> for RegistryError {
+    fn from(e: crate::oci::reference::ReferenceError) -> RegistryError {
+        RegistryError::Invalid(e.0)
+    }
+}
+
+impl From<crate::oci::layout::LayoutError> for RegistryError {
+    fn from(e: crate::oci::layout::LayoutError) -> RegistryError {
+        RegistryError::Image {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}

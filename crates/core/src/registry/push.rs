@@ -16,15 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::RegistryError;
 use super::auth::Credentials;
 use super::client::{Body, Client, ClientOptions, DEFAULT_TIMEOUT, Response, error_text};
 use super::reference::Reference;
 use super::source::{self, Blob, BlobLocation};
-use crate::image::archive::{Digester, hex};
-use crate::image::layer::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
+use crate::hashing::Digester;
+use crate::oci::{Compression, Digest};
 
 /// HTTP or HTTPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub enum BlobAction {
 pub struct BlobReport {
     /// `layer` or `config`.
     pub kind: &'static str,
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     pub media_type: String,
     pub action: BlobAction,
@@ -111,8 +111,8 @@ pub struct BlobReport {
 pub struct PushReport {
     /// `REGISTRY/REPO:TAG`.
     pub reference: String,
-    /// The manifest's digest (`sha256:…`), as the registry confirmed it.
-    pub digest: String,
+    /// The manifest's digest, as the registry confirmed it.
+    pub digest: Digest,
     pub manifest_size: u64,
     pub blobs: Vec<BlobReport>,
     /// Blob body bytes sent, all blobs together (the manifest not included).
@@ -316,7 +316,7 @@ impl Pusher<'_> {
             .opts
             .cache
             .as_ref()
-            .map(|dir| dir.join(format!("{}-{}", compression.name(), &layer.digest[7..])));
+            .map(|dir| dir.join(format!("{}-{}", compression.name(), layer.digest.hex())));
         let known = key.as_ref().and_then(|k| read_cache_entry(k));
         if let Some((digest, size)) = &known {
             let c = self.client;
@@ -363,7 +363,7 @@ impl Pusher<'_> {
             return Err(self.fail("uploading blob", blob, resp));
         }
         match &resp.digest {
-            Some(d) if d != &blob.digest => Err(RegistryError::Digest(format!(
+            Some(d) if blob.digest != *d => Err(RegistryError::Digest(format!(
                 "the registry stored blob {} as {d}",
                 blob.digest
             ))),
@@ -464,9 +464,9 @@ impl Pusher<'_> {
         self.check_stored(blob, &resp)
     }
 
-    fn manifest(&self, bytes: &[u8], media_type: &str, tag: &str) -> Result<String, RegistryError> {
+    fn manifest(&self, bytes: &[u8], media_type: &str, tag: &str) -> Result<Digest, RegistryError> {
         let c = self.client;
-        let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+        let digest = Digest::sha256_of(bytes);
         let url = c.url(&format!("/v2/{}/manifests/{tag}", self.repo));
         let resp = c.send(
             "PUT",
@@ -482,11 +482,11 @@ impl Pusher<'_> {
             )));
         }
         if let Some(stored) = &resp.digest
-            && stored != &digest
+            && digest != *stored
         {
             // The tag now names something other than what we sent: take it back if the
             // registry lets us (by the digest it gave, else by the digest of our bytes).
-            let undone = [stored.as_str(), digest.as_str()].iter().any(|d| {
+            let undone = [stored.clone(), digest.to_string()].iter().any(|d| {
                 let url = c.url(&format!("/v2/{}/manifests/{d}", self.repo));
                 c.send("DELETE", &url, &[], &Body::Empty)
                     .is_ok_and(|r| r.status == 202)
@@ -506,8 +506,10 @@ impl Pusher<'_> {
 }
 
 /// `sha256:0123456789ab` for messages.
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
+fn short(digest: &Digest) -> String {
+    let mut text = digest.to_string();
+    text.truncate(19);
+    text
 }
 
 /// The upload session URL an answer gives (its `Location`, resolved against the URL that
@@ -527,7 +529,8 @@ fn session_location(resp: &Response, what: &str, blob: &Blob) -> Result<String, 
 }
 
 /// The session URL with `digest=` added to its query (which carries the session's state).
-fn finish_url(location: &str, digest: &str) -> String {
+fn finish_url(location: &str, digest: &Digest) -> String {
+    let digest = &digest.to_string();
     match url::Url::parse(location) {
         Ok(mut url) => {
             url.query_pairs_mut().append_pair("digest", digest);
@@ -566,7 +569,7 @@ fn verify(blob: &Blob) -> Result<(), RegistryError> {
             blob.size
         )));
     }
-    let got = format!("sha256:{}", hex(&hasher.finalize()));
+    let got = Digest::sha256_of_hash(&hasher.finalize());
     if got != blob.digest {
         return Err(RegistryError::Digest(mismatch_text(blob, &got)));
     }
@@ -647,7 +650,7 @@ impl<'a> Upload<'a> {
             .state
             .lock()
             .map_err(|_| RegistryError::Digest("poisoned".into()))?;
-        let got = format!("sha256:{}", hex(&state.hasher.clone().finalize()));
+        let got = sha256_digest(&state.hasher);
         if got != self.blob.digest {
             return Err(RegistryError::Digest(mismatch_text(self.blob, &got)));
         }
@@ -655,7 +658,12 @@ impl<'a> Upload<'a> {
     }
 }
 
-fn mismatch_text(blob: &Blob, got: &str) -> String {
+/// The digest of what a hasher has seen so far.
+fn sha256_digest(hasher: &Sha256) -> Digest {
+    Digest::sha256_of_hash(&hasher.clone().finalize())
+}
+
+fn mismatch_text(blob: &Blob, got: &Digest) -> String {
     format!(
         "{}: blob {} holds bytes that hash to {got}: the image is corrupt; nothing was tagged",
         location_name(blob),
@@ -705,7 +713,7 @@ impl Read for Part<'_, '_> {
         state.hasher.update(&buf[..n]);
         state.read += n as u64;
         if state.read == self.upload.blob.size {
-            let got = format!("sha256:{}", hex(&state.hasher.clone().finalize()));
+            let got = sha256_digest(&state.hasher);
             if got != self.upload.blob.digest {
                 state.mismatch = Some(mismatch_text(self.upload.blob, &got));
                 return Err(io::Error::other("digest mismatch"));
@@ -744,17 +752,17 @@ fn copy_fixed(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<u64> {
 }
 
 /// A cache entry: `sha256:<hex> <size>`; anything unreadable is no entry.
-fn read_cache_entry(path: &Path) -> Option<(String, u64)> {
+fn read_cache_entry(path: &Path) -> Option<(Digest, u64)> {
     let text = std::fs::read_to_string(path).ok()?;
     let (digest, size) = text.trim().split_once(' ')?;
-    let ok = digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-    Some((digest.to_string(), size.parse().ok()?)).filter(|_| ok)
+    let digest = Digest::parse(digest).ok()?;
+    (digest.algorithm() == crate::oci::digest::Algorithm::Sha256)
+        .then_some(())
+        .and(Some((digest, size.parse().ok()?)))
 }
 
 /// Best effort (the cache only saves work): written under a temporary name and renamed.
-fn write_cache_entry(path: &Path, digest: &str, size: u64) {
+fn write_cache_entry(path: &Path, digest: &Digest, size: u64) {
     let Some(dir) = path.parent() else { return };
     let _ = std::fs::create_dir_all(dir);
     if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir)
@@ -771,37 +779,18 @@ fn compress_one(blob: &Blob, compression: Compression, path: &Path) -> Result<Bl
     let file = std::fs::File::create(path).map_err(io_err)?;
     let outer = Digester::new(io::BufWriter::new(file));
     let mut reader = blob.open().map_err(io_err)?;
-    let (diff_id, digest, size) = match compression {
-        Compression::Gzip => {
-            let gz = flate2::GzBuilder::new()
-                .mtime(0)
-                .write(outer, flate2::Compression::new(GZIP_LEVEL));
-            let mut inner = Digester::new(gz);
-            copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
-            let (diff_id, _, gz) = inner.finish();
-            let (digest, size, mut w) = gz.finish().map_err(io_err)?.finish();
-            w.flush().map_err(io_err)?;
-            (diff_id, digest, size)
-        }
-        _ => {
-            let mut enc = zstd::Encoder::new(outer, ZSTD_LEVEL).map_err(io_err)?;
-            enc.include_checksum(false).map_err(io_err)?;
-            enc.include_contentsize(false).map_err(io_err)?;
-            let mut inner = Digester::new(enc);
-            copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
-            let (diff_id, _, enc) = inner.finish();
-            let (digest, size, mut w) = enc.finish().map_err(io_err)?.finish();
-            w.flush().map_err(io_err)?;
-            (diff_id, digest, size)
-        }
-    };
-    let diff_id = format!("sha256:{diff_id}");
+    let enc = compression.encoder(outer).map_err(io_err)?;
+    let mut inner = Digester::new(enc);
+    copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
+    let (diff_id, _, enc) = inner.finish_digest();
+    let (digest, size, mut w) = enc.finish().map_err(io_err)?.finish_digest();
+    w.flush().map_err(io_err)?;
     if diff_id != blob.digest {
         return Err(RegistryError::Digest(mismatch_text(blob, &diff_id)));
     }
     Ok(Blob {
         media_type: compression.media_type().to_string(),
-        digest: format!("sha256:{digest}"),
+        digest,
         size,
         location: BlobLocation::File(path.to_path_buf()),
         // Its digest was computed from the bytes as they were written.
@@ -819,7 +808,7 @@ fn rewrite_layers(manifest: &[u8], reports: &[BlobReport]) -> Result<Vec<u8>, Re
         for (desc, r) in descs.iter_mut().zip(layers) {
             if let Some(d) = desc.as_object_mut() {
                 d.insert("mediaType".into(), r.media_type.clone().into());
-                d.insert("digest".into(), r.digest.clone().into());
+                d.insert("digest".into(), r.digest.to_string().into());
                 d.insert("size".into(), r.size.into());
             }
         }
@@ -845,11 +834,11 @@ mod tests {
     }
 
     fn blob_file(dir: &Path, data: &[u8], digest_of: &[u8]) -> Blob {
-        let path = dir.join(format!("blob-{}", hex(&Sha256::digest(data))));
+        let path = dir.join(format!("blob-{}", Digest::sha256_of(data).hex()));
         std::fs::write(&path, data).unwrap();
         Blob {
             media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-            digest: format!("sha256:{}", hex(&Sha256::digest(digest_of))),
+            digest: Digest::sha256_of(digest_of),
             size: data.len() as u64,
             location: BlobLocation::File(path),
             verified: false,
@@ -924,7 +913,7 @@ mod tests {
             };
             let bytes = rewrite_layers(&serde_json::to_vec(&manifest).unwrap(), &[report]).unwrap();
             let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            assert_eq!(doc["layers"][0]["digest"], a.digest.as_str());
+            assert_eq!(doc["layers"][0]["digest"], a.digest.to_string().as_str());
             assert_eq!(doc["layers"][0]["mediaType"], c.media_type());
             assert_eq!(doc["config"], manifest["config"]);
         }
@@ -948,7 +937,7 @@ mod tests {
     fn cache_entries() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/gzip-ab");
-        let digest = format!("sha256:{}", "a".repeat(64));
+        let digest = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
         write_cache_entry(&p, &digest, 42);
         assert_eq!(read_cache_entry(&p), Some((digest, 42)));
         std::fs::write(&p, "sha256:zz 1\n").unwrap();
