@@ -226,7 +226,7 @@ pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<Vec<u
         }
         cmd.uid(NOBODY).gid(NOBODY);
     }
-    let stream = |e: io::Error| ImageError::Stream(e.to_string());
+    let stream = ImageError::stream;
     let mut log = tempfile::tempfile().map_err(stream)?;
     cmd.arg("-e")
         .arg("-c")

@@ -6,7 +6,7 @@
 //! second one.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -95,7 +95,7 @@ pub fn stream_layer(
     copy: Option<&mut (dyn Write + Send)>,
 ) -> Result<BlobInfo, ImageError> {
     let target = Tee(out, copy);
-    let err = |e: io::Error| ImageError::Stream(e.to_string());
+    let err = ImageError::stream;
     let info = match compression {
         Compression::None => {
             let mut sink = Digester::new(target);

@@ -60,9 +60,17 @@ pub enum ImageError {
     Store(#[from] StoreError),
     #[error("writing the image: {0}")]
     Stream(String),
+    /// Writing the image failed; the I/O error is kept (its kind says what happened).
+    #[error("writing the image: {0}")]
+    StreamIo(#[source] io::Error),
 }
 
 impl ImageError {
+    /// An I/O error while the image is written.
+    pub(crate) fn stream(e: io::Error) -> ImageError {
+        ImageError::StreamIo(e)
+    }
+
     pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
         move |source| ImageError::Io {
             path: path.to_path_buf(),
@@ -148,5 +156,22 @@ impl ImageSpec {
             progress: false,
             start_check: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_write_error_keeps_its_io_error() {
+        let e = ImageError::stream(io::Error::new(io::ErrorKind::BrokenPipe, "pipe closed"));
+        assert_eq!(e.to_string(), "writing the image: pipe closed");
+        let kind = e
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind);
+        assert_eq!(kind, Some(io::ErrorKind::BrokenPipe));
     }
 }

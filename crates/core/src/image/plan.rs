@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -508,7 +508,7 @@ impl<'a> ImagePlan<'a> {
         layer: &PlannedLayer,
         out: &mut dyn BlobOut,
     ) -> Result<(BlobFacts, bool, u64), ImageError> {
-        let stream = |e: io::Error| ImageError::Stream(e.to_string());
+        let stream = ImageError::stream;
         if let (Some(path), Some(facts)) = (cached, &layer.blob) {
             let digest = facts.digest.trim_start_matches("sha256:");
             if copy_blob(out, path, digest, facts.size).map_err(ImageError::io(path))? {
@@ -613,7 +613,7 @@ fn stream_entries(
     out: &mut dyn BlobOut,
     copy: Option<&mut (dyn Write + Send)>,
 ) -> Result<BlobFacts, ImageError> {
-    let stream = |e: io::Error| ImageError::Stream(e.to_string());
+    let stream = ImageError::stream;
     out.begin_blob().map_err(stream)?;
     let info = stream_layer(entries, compression, out.blob_writer(), copy)?;
     out.end_blob(&info.digest, info.size).map_err(stream)?;
@@ -629,6 +629,7 @@ fn stream_entries(
 mod tests {
     use super::*;
     use crate::store::{AddOptions, StoreConfig};
+    use std::io;
 
     /// A blob output that keeps every blob in memory.
     #[derive(Default)]

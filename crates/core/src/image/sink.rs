@@ -16,7 +16,6 @@
 //!   has (known from the plan for a base or cached layer), writing the rest as today.
 
 use std::collections::BTreeMap;
-use std::io;
 
 use super::archive::{BlobOut, Format, Sink};
 use super::config::{self, Descriptor, DockerManifest, MEDIA_INDEX, MEDIA_MANIFEST, OciIndex};
@@ -111,7 +110,7 @@ impl ImageSink for LayoutSink {
     }
 
     fn finish(mut self, plan: &ImagePlan<'_>, docs: &ImageDocuments) -> Result<(), ImageError> {
-        let stream = |e: io::Error| ImageError::Stream(e.to_string());
+        let stream = ImageError::stream;
         self.out.put_blob(&docs.config).map_err(stream)?;
         if self.format.has_oci() {
             self.out.put_blob(&docs.manifest).map_err(stream)?;

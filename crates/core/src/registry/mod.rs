@@ -25,6 +25,14 @@ pub enum RegistryError {
     /// The image on disk could not be read.
     #[error("{path}: {message}")]
     Image { path: String, message: String },
+    /// Reading the image on disk failed; the I/O error is kept.
+    #[error("{path}: {message}")]
+    ImageIo {
+        path: String,
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The registry could not be reached (DNS, connect, TLS, a cut connection).
     #[error("{0}")]
     Unreachable(String),
@@ -51,5 +59,33 @@ impl From<crate::oci::layout::LayoutError> for RegistryError {
             path: e.path,
             message: e.message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn read_errors_keep_their_io_error_and_other_errors_convert_unchanged() {
+        let e = RegistryError::ImageIo {
+            path: "img.tar".into(),
+            message: "blob sha256:00: gone".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(e.to_string(), "img.tar: blob sha256:00: gone");
+        let kind = e
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::kind);
+        assert_eq!(kind, Some(std::io::ErrorKind::NotFound));
+        let e = RegistryError::from(crate::oci::reference::ReferenceError("bad".into()));
+        assert!(matches!(&e, RegistryError::Invalid(m) if m == "bad"));
+        let e = RegistryError::from(crate::oci::layout::LayoutError {
+            path: "p".into(),
+            message: "m".into(),
+        });
+        assert_eq!(e.to_string(), "p: m");
     }
 }

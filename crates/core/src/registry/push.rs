@@ -546,7 +546,7 @@ fn verify(blob: &Blob) -> Result<(), RegistryError> {
     if blob.verified {
         return Ok(());
     }
-    let mut reader = blob.open().map_err(|e| image_error(blob, &e))?;
+    let mut reader = blob.open().map_err(|e| image_error(blob, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut read = 0u64;
@@ -558,7 +558,7 @@ fn verify(blob: &Blob) -> Result<(), RegistryError> {
                 read += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(image_error(blob, &e)),
+            Err(e) => return Err(image_error(blob, e)),
         }
     }
     if read != blob.size {
@@ -596,7 +596,7 @@ struct UploadState {
 
 impl<'a> Upload<'a> {
     fn new(blob: &'a Blob, progress: Option<Arc<AtomicU64>>) -> Result<Upload<'a>, RegistryError> {
-        let reader = blob.open().map_err(|e| image_error(blob, &e))?;
+        let reader = blob.open().map_err(|e| image_error(blob, e))?;
         Ok(Upload {
             blob,
             state: Arc::new(Mutex::new(UploadState {
@@ -675,10 +675,11 @@ fn location_name(blob: &Blob) -> String {
     blob.location.shown()
 }
 
-fn image_error(blob: &Blob, e: &io::Error) -> RegistryError {
-    RegistryError::Image {
+fn image_error(blob: &Blob, source: io::Error) -> RegistryError {
+    RegistryError::ImageIo {
         path: location_name(blob),
-        message: format!("blob {}: {e}", blob.digest),
+        message: format!("blob {}: {source}", blob.digest),
+        source,
     }
 }
 
@@ -775,7 +776,7 @@ fn write_cache_entry(path: &Path, digest: &Digest, size: u64) {
 /// Compress one uncompressed layer with the pinned encoders into `path`, checking on the way
 /// that its bytes hash to its digest (the diff_id).
 fn compress_one(blob: &Blob, compression: Compression, path: &Path) -> Result<Blob, RegistryError> {
-    let io_err = |e: io::Error| image_error(blob, &e);
+    let io_err = |e: io::Error| image_error(blob, e);
     let file = std::fs::File::create(path).map_err(io_err)?;
     let outer = Digester::new(io::BufWriter::new(file));
     let mut reader = blob.open().map_err(io_err)?;
