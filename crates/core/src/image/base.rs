@@ -28,8 +28,8 @@ pub struct BaseLayer {
     pub name: String,
     offset: u64,
     pub size: u64,
-    /// `sha256:<hex>` from the base config.
-    pub diff_id: String,
+    /// From the base config.
+    pub diff_id: Digest,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +177,8 @@ impl BaseImage {
         let env = config.config.and_then(|c| c.env).unwrap_or_default();
         let mut layers = Vec::new();
         for (name, diff_id) in manifest.layers.iter().zip(diff_ids) {
+            let diff_id = Digest::parse(&diff_id)
+                .map_err(|e| invalid(path, format!("{}: {e}", manifest.config)))?;
             let (offset, size) = find(name)
                 .ok_or_else(|| invalid(path, format!("no layer '{name}' in the archive")))?;
             layers.push(BaseLayer {
@@ -200,7 +202,7 @@ impl BaseImage {
         &self,
         layer: &BaseLayer,
         sink: &mut dyn BlobOut,
-    ) -> Result<(String, Compression), ImageError> {
+    ) -> Result<(Digest, Compression), ImageError> {
         let mut file = File::open(&self.path).map_err(ImageError::io(&self.path))?;
         let head = read_member(&mut file, layer.offset, layer.size.min(8))
             .map_err(ImageError::io(&self.path))?;
@@ -219,7 +221,7 @@ impl BaseImage {
                 ImageError::stream(e)
             }
         })?;
-        let (digest, _, _) = w.0.finish();
+        let (digest, _, _) = w.0.finish_digest();
         if n != layer.size {
             return Err(bad("is cut short".into()));
         }
@@ -233,13 +235,11 @@ impl BaseImage {
             )));
         }
         if let Some(named) = Digest::from_blob_path(&layer.name)
-            && named.hex() != digest
+            && named != digest
         {
-            return Err(bad(format!(
-                "does not match its name (sha256:{digest} found)"
-            )));
+            return Err(bad(format!("does not match its name ({digest} found)")));
         }
-        sink.end_blob(&digest, layer.size)
+        sink.end_blob(digest.hex(), layer.size)
             .map_err(ImageError::stream)?;
         Ok((digest, compression))
     }

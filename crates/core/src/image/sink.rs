@@ -22,7 +22,6 @@ use super::config::{self, Descriptor, DockerManifest, MEDIA_INDEX, MEDIA_MANIFES
 use super::output::Target;
 use super::plan::{ImageDocuments, ImagePlan};
 use super::{ImageError, Output};
-use crate::oci::Digest;
 
 /// Where a plan is written.
 pub trait ImageSink {
@@ -84,7 +83,7 @@ impl LayoutSink {
             media_type: MEDIA_INDEX.into(),
             manifests: vec![Descriptor {
                 media_type: MEDIA_MANIFEST.into(),
-                digest: Digest::sha256_of(&docs.manifest),
+                digest: docs.manifest_digest.clone(),
                 size: docs.manifest.len() as u64,
                 annotations: Some(annotations),
             }],
@@ -94,11 +93,9 @@ impl LayoutSink {
     fn docker_manifest(plan: &ImagePlan<'_>, docs: &ImageDocuments) -> Vec<u8> {
         let layers = plan.layers.iter().filter_map(|l| l.blob.as_ref());
         config::to_bytes(&vec![DockerManifest {
-            config: format!("blobs/sha256/{}", docs.config_digest),
+            config: docs.config_digest.blob_path(),
             repo_tags: vec![format!("{}:{}", plan.name, plan.tag)],
-            layers: layers
-                .map(|b| format!("blobs/sha256/{}", b.digest.trim_start_matches("sha256:")))
-                .collect(),
+            layers: layers.map(|b| b.digest.blob_path()).collect(),
         }])
     }
 }
