@@ -6,14 +6,17 @@
 //!
 //! Modules: [`media_type`] the type strings, [`digest`] `sha256:<hex>`, [`config`] the
 //! documents, [`reference`] names, tags and `REGISTRY/REPO[:TAG]`, [`compression`] layer
-//! compression, [`layout`] a docker-archive or OCI layout, tar or directory.
+//! compression, [`layout`] a docker-archive or OCI layout, tar or directory, [`platform`]
+//! architectures and variants, [`time`] RFC 3339 times.
 
 pub mod compression;
 pub mod config;
 pub mod digest;
 pub mod layout;
 pub mod media_type;
+pub mod platform;
 pub mod reference;
+pub mod time;
 
 pub use compression::Compression;
 pub use config::Descriptor;
