@@ -11,9 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::ImageError;
-use super::tar::{Entry, EntryKind, Owner, Source, write_layer};
+use super::tar::{Entry, EntryKind, Owner, Source, write_layer_into};
 use crate::hashing::{Digester, Tee};
-use crate::pipeline::with_background_sink;
+use crate::pipeline::with_background_lending_sink;
 
 pub use crate::oci::compression::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
 
@@ -99,7 +99,7 @@ pub fn stream_layer(
     let info = match compression {
         Compression::None => {
             let mut sink = Digester::new(target);
-            with_background_sink(&mut sink, |w| write_layer(entries, w))
+            with_background_lending_sink(&mut sink, |w| write_layer_into(entries, w))
                 .map_err(err)?
                 .map_err(err)?;
             let (digest, size, _) = sink.finish();
@@ -112,7 +112,7 @@ pub fn stream_layer(
         Compression::Gzip | Compression::Zstd => {
             let enc = compression.encoder(Digester::new(target)).map_err(err)?;
             let mut sink = Digester::new(enc);
-            with_background_sink(&mut sink, |w| write_layer(entries, w))
+            with_background_lending_sink(&mut sink, |w| write_layer_into(entries, w))
                 .map_err(err)?
                 .map_err(err)?;
             let (diff_id, _, enc) = sink.finish();
