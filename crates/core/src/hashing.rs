@@ -1,5 +1,5 @@
-//! Hashing on the way through: SHA-256 of what a writer passes on, and a writer that copies
-//! to a second one. Both the image builder (layer blobs, their cache copy) and the push (a
+//! Hashing on the way through: SHA-256 of what a writer passes on, and writers that copy
+//! to a second one or to several ([`FanOut`], which the store's NAR hashing uses). Both the image builder (layer blobs, their cache copy) and the push (a
 //! layer compressed before it is sent) hash bytes as they stream; they share these so a
 //! digest is computed one way only.
 
@@ -88,6 +88,31 @@ impl<A: Write, B: Write> Write for Tee<A, B> {
     }
 }
 
+/// Writes everything to each of several writers (a NAR to its hashers, a counter and a
+/// copy). Flushing is left to the writers' owners.
+pub struct FanOut<'a> {
+    pub sinks: Vec<&'a mut (dyn Write + Send)>,
+}
+
+impl std::fmt::Debug for FanOut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FanOut({} writers)", self.sinks.len())
+    }
+}
+
+impl Write for FanOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for s in &mut self.sinks {
+            s.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +136,11 @@ mod tests {
         );
         assert_eq!((len, tee.0.as_slice()), (3, &b"abc"[..]));
         assert_eq!(copy, b"abc");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut fan = FanOut {
+            sinks: vec![&mut a, &mut b],
+        };
+        fan.write_all(b"xy").unwrap();
+        assert_eq!((a.as_slice(), b.as_slice()), (&b"xy"[..], &b"xy"[..]));
     }
 }

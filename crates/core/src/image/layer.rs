@@ -13,7 +13,7 @@ use std::path::Path;
 use super::ImageError;
 use super::tar::{Entry, EntryKind, Owner, Source, write_layer_into};
 use crate::hashing::{Digester, Tee};
-use crate::pipeline::with_background_lending_sink;
+use crate::threaded_io::with_background_lending_sink;
 
 pub use crate::oci::compression::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
 
