@@ -646,4 +646,120 @@ mod tests {
         let e = open(&bad).unwrap_err().to_string();
         assert!(e.contains("corrupt"), "{e}");
     }
+
+    /// A tar of `(name, kind, data)` members; names are written raw, so hostile ones too.
+    fn raw_tar(path: &Path, members: &[(&str, ::tar::EntryType, &[u8])]) {
+        let mut b = ::tar::Builder::new(File::create(path).unwrap());
+        for (name, kind, data) in members {
+            let mut h = ::tar::Header::new_ustar();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            if kind.is_symlink() {
+                h.set_link_name("manifest.json").unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.finish().unwrap();
+    }
+
+    #[test]
+    fn the_member_index_holds_regular_files_inside_the_archive_only() {
+        use ::tar::EntryType;
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("t.tar");
+        raw_tar(
+            &t,
+            &[
+                ("./a/b.json", EntryType::Regular, b"12345"),
+                ("../evil", EntryType::Regular, b"x"),
+                ("/abs", EntryType::Regular, b"x"),
+                ("link", EntryType::Symlink, b""),
+                ("dir/", EntryType::Directory, b""),
+            ],
+        );
+        let members = tar_members(&t).unwrap();
+        assert_eq!(members.keys().collect::<Vec<_>>(), ["a/b.json"]);
+        let (offset, size) = members["a/b.json"];
+        assert_eq!(size, 5);
+        let data = BlobLocation::InTar { path: t, offset }
+            .read_all(size, &"b")
+            .unwrap();
+        assert_eq!(data, b"12345");
+        let empty = tmp.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(tar_members(&empty).unwrap_err().contains("not a tar"));
+    }
+
+    #[test]
+    fn a_docker_archive_becomes_an_oci_manifest() {
+        use ::tar::EntryType::Regular;
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = b"layer bytes";
+        let layer_digest = Digest::sha256_of(layer);
+        let manifest = serde_json::json!([{
+            "Config": "config.json",
+            "RepoTags": ["app:7"],
+            "Layers": [layer_digest.blob_path()],
+        }])
+        .to_string();
+        let t = tmp.path().join("d.tar");
+        let layer_path = layer_digest.blob_path();
+        raw_tar(
+            &t,
+            &[
+                ("manifest.json", Regular, manifest.as_bytes()),
+                ("config.json", Regular, b"{}"),
+                (&layer_path, Regular, layer),
+            ],
+        );
+        let image = open(&t).unwrap();
+        assert_eq!(image.tag.as_deref(), Some("7"));
+        assert_eq!(image.manifest_media_type, OCI_MANIFEST);
+        // The config's digest is computed (its name holds none); the layer's is its name.
+        assert_eq!(image.config.digest, Digest::sha256_of(b"{}"));
+        assert!(image.config.verified);
+        assert_eq!(image.layers[0].digest, layer_digest);
+        assert!(!image.layers[0].verified);
+        assert_eq!(image.layers[0].media_type, media_type::OCI_LAYER);
+        let doc: OciManifest = serde_json::from_slice(&image.manifest).unwrap();
+        assert_eq!(doc.config.media_type, OCI_CONFIG);
+        assert_eq!(doc.layers[0].digest, layer_digest);
+
+        // A layer named outside the archive is refused, naming it.
+        let bad = tmp.path().join("bad.tar");
+        let manifest = manifest.replace(&layer_path, "../../etc/passwd");
+        raw_tar(
+            &bad,
+            &[
+                ("manifest.json", Regular, manifest.as_bytes()),
+                ("config.json", Regular, b"{}"),
+            ],
+        );
+        let e = open(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("outside the image") && e.contains("bad.tar"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_index_with_a_bad_digest_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("img");
+        std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+        for digest in ["sha256:../../../etc/passwd", "sha256:ABC", "md5:00"] {
+            let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+                "mediaType": OCI_MANIFEST, "digest": digest, "size": 2,
+            }]});
+            std::fs::write(root.join("index.json"), index.to_string()).unwrap();
+            let e = open(&root).unwrap_err().to_string();
+            assert!(
+                e.contains("index.json") && e.contains("digest"),
+                "{digest}: {e}"
+            );
+        }
+    }
 }
