@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::RegistryError;
+use crate::oci::reference::DOCKER_HUB;
 
 /// A user name and a password (or token), with the place they came from.
 #[derive(Clone, PartialEq, Eq)]
@@ -72,7 +73,7 @@ fn auth_keys(registry: &str) -> Vec<String> {
         format!("https://{registry}/v1/"),
         format!("https://{registry}/v2/"),
     ];
-    if registry == "docker.io" {
+    if registry == DOCKER_HUB {
         keys.push("https://index.docker.io/v1/".to_string());
         keys.push("index.docker.io".to_string());
         keys.push("registry-1.docker.io".to_string());
@@ -168,7 +169,7 @@ fn is_helper_name(name: &str) -> bool {
 
 /// The server name a helper is asked about: Docker Hub's legacy URL, else the host[:port].
 fn helper_server(registry: &str) -> String {
-    if registry == "docker.io" {
+    if registry == DOCKER_HUB {
         "https://index.docker.io/v1/".to_string()
     } else {
         registry.to_string()

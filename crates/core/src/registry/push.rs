@@ -838,7 +838,7 @@ mod tests {
         let path = dir.join(format!("blob-{}", Digest::sha256_of(data).hex()));
         std::fs::write(&path, data).unwrap();
         Blob {
-            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            media_type: crate::oci::media_type::OCI_LAYER.into(),
             digest: Digest::sha256_of(digest_of),
             size: data.len() as u64,
             location: BlobLocation::File(path),
