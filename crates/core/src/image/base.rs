@@ -210,13 +210,22 @@ impl BaseImage {
         file.seek(SeekFrom::Start(layer.offset))
             .map_err(ImageError::io(&self.path))?;
         let bad = |why: String| invalid(&self.path, format!("base layer '{}' {why}", layer.name));
-        let mut diff =
-            DiffHasher::new(compression).map_err(|e| bad(format!("cannot be read: {e}")))?;
+        let bad_io = |why: &str, e: io::Error| {
+            ImageError::invalid_io(
+                format_args!(
+                    "--from '{}': base layer '{}' {why}",
+                    self.path.display(),
+                    layer.name
+                ),
+                e,
+            )
+        };
+        let mut diff = DiffHasher::new(compression).map_err(|e| bad_io("cannot be read", e))?;
         sink.begin_blob().map_err(ImageError::stream)?;
         let mut w = Tee(Digester::new(sink.blob_writer()), Some(&mut diff));
         let n = io::copy(&mut (&mut file).take(layer.size), &mut w).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::InvalidInput {
-                bad(format!("is not a valid {} blob: {e}", compression.name()))
+                bad_io(&format!("is not a valid {} blob", compression.name()), e)
             } else {
                 ImageError::stream(e)
             }
@@ -227,7 +236,7 @@ impl BaseImage {
         }
         let diff_id = diff
             .finish()
-            .map_err(|e| bad(format!("is not a valid {} blob: {e}", compression.name())))?;
+            .map_err(|e| bad_io(&format!("is not a valid {} blob", compression.name()), e))?;
         if diff_id != layer.diff_id {
             return Err(bad(format!(
                 "does not match its diff_id in the config ({} expected, {diff_id} found)",

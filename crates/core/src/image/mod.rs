@@ -56,6 +56,14 @@ pub enum ImageError {
     /// Bad input found before anything is written.
     #[error("{0}")]
     Invalid(String),
+    /// Bad input found by an I/O error (a file that cannot be read, a blob that does not
+    /// decompress); the message names the input and the error is kept.
+    #[error("{message}")]
+    InvalidIo {
+        message: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -68,6 +76,14 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// Bad input: `what` and the I/O error, in one line, the error kept as the source.
+    pub(crate) fn invalid_io(what: impl std::fmt::Display, source: io::Error) -> ImageError {
+        ImageError::InvalidIo {
+            message: format!("{what}: {source}"),
+            source,
+        }
+    }
+
     /// An I/O error while the image is written.
     pub(crate) fn stream(e: io::Error) -> ImageError {
         ImageError::StreamIo(e)
