@@ -2355,12 +2355,7 @@ fn mkimage_progress_only_on_a_terminal() {
         root.path().display(),
         layers.display()
     );
-    let out = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .output()
-        .expect("script(1) from util-linux");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = on_a_terminal(&line);
     assert!(
         text.contains("mkimage: layer 1/2: 1 store path"),
         "no progress on a terminal: {text:?}"
