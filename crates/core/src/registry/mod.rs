@@ -39,6 +39,14 @@ pub enum RegistryError {
     /// The registry refused our credentials, or asked for some we do not have.
     #[error("{0}")]
     Auth(String),
+    /// Credentials could not be had because of an I/O error (a credential helper that
+    /// cannot be run, a Docker config that cannot be read); the error is kept.
+    #[error("{message}")]
+    AuthIo {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The registry answered with an error.
     #[error("{0}")]
     Registry(String),
