@@ -189,4 +189,21 @@ mod tests {
             .map(io::Error::kind);
         assert_eq!(kind, Some(io::ErrorKind::BrokenPipe));
     }
+
+    #[test]
+    fn a_read_error_of_an_input_keeps_its_io_error() {
+        struct Failing;
+        impl io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, "denied"))
+            }
+        }
+        let e = input::read_limited(Failing, 10, "--config 'c.json'", "a config").unwrap_err();
+        assert_eq!(e.to_string(), "--config 'c.json': denied");
+        let kind = e
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind);
+        assert_eq!(kind, Some(io::ErrorKind::PermissionDenied));
+    }
 }
