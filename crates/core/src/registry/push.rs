@@ -22,7 +22,7 @@ use super::RegistryError;
 use super::auth::Credentials;
 use super::client::{Body, Client, ClientOptions, DEFAULT_TIMEOUT, Response, error_text};
 use super::reference::Reference;
-use super::source::{self, Blob, BlobLocation};
+use super::source::{self, Blob, BlobLocation, Source, SourceIndex};
 use crate::image::archive::{Digester, hex};
 use crate::image::layer::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
 
@@ -168,7 +168,10 @@ pub fn push(
     on_blob: &dyn Fn(&BlobReport),
 ) -> Result<PushReport, RegistryError> {
     check_options(opts)?;
-    let src = source::open(image)?;
+    let src = match source::open_source(image)? {
+        Source::Image(src) => src,
+        Source::Index(index) => return push_index(&index, dest, opts, on_blob),
+    };
     let tag = dest
         .tag
         .clone()
@@ -214,6 +217,106 @@ pub fn push(
         uploaded_bytes: reports.iter().map(|r| r.uploaded_bytes).sum(),
         blobs: reports,
     })
+}
+
+/// Push an image index (`mkindex`'s output): every platform's blobs, each blob once however
+/// many platforms share it, and its manifest (by digest), then the index under the tag. With
+/// compression the manifests name the compressed layers, and the index the rewritten
+/// manifests.
+fn push_index(
+    src: &SourceIndex,
+    dest: &Reference,
+    opts: &PushOptions,
+    on_blob: &dyn Fn(&BlobReport),
+) -> Result<PushReport, RegistryError> {
+    let tag = dest
+        .tag
+        .clone()
+        .or_else(|| src.tag.clone())
+        .unwrap_or_else(|| "latest".to_string());
+    let temp = match &opts.temp_dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("strata-push-")
+            .tempdir_in(d),
+        None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
+    }
+    .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
+    let client = connect(dest, opts)?;
+    let pusher = Pusher {
+        client: &client,
+        repo: &dest.repository,
+        opts,
+    };
+    // What each blob became (by the digest the image gives it), so a blob shared by several
+    // platforms goes up once and is reported once.
+    let mut done: std::collections::BTreeMap<String, BlobReport> = Default::default();
+    let mut reports = Vec::new();
+    // Each manifest's digest in the index, and what was pushed for it.
+    let mut manifests: std::collections::BTreeMap<String, (String, u64)> = Default::default();
+    for (i, image) in src.images.iter().enumerate() {
+        let mut own = Vec::new();
+        let blobs = image.layers.iter().map(|l| ("layer", l));
+        for (j, (kind, blob)) in blobs.chain([("config", &image.config)]).enumerate() {
+            if let Some(report) = done.get(&blob.digest) {
+                own.push(report.clone());
+                continue;
+            }
+            let compress = kind == "layer"
+                && opts.compression != Compression::None
+                && blob.compression() == Compression::None;
+            let report = if compress {
+                pusher.compressed_layer(blob, &temp.path().join(format!("layer-{i}-{j}")))?
+            } else {
+                pusher.blob(kind, blob)?
+            };
+            on_blob(&report);
+            done.insert(blob.digest.clone(), report.clone());
+            reports.push(report.clone());
+            own.push(report);
+        }
+        let manifest = if opts.compression != Compression::None {
+            rewrite_layers(&image.manifest, &own)?
+        } else {
+            image.manifest.clone()
+        };
+        let wanted = format!("sha256:{}", hex(&Sha256::digest(&manifest)));
+        let digest = pusher.manifest(&manifest, &image.manifest_media_type, &wanted)?;
+        let listed = format!("sha256:{}", hex(&Sha256::digest(&image.manifest)));
+        manifests.insert(listed, (digest, manifest.len() as u64));
+    }
+    let index = if opts.compression != Compression::None {
+        rewrite_manifests(&src.index, &manifests)?
+    } else {
+        src.index.clone()
+    };
+    let digest = pusher.manifest(&index, &src.media_type, &tag)?;
+    Ok(PushReport {
+        reference: dest.display_with(&tag),
+        digest,
+        manifest_size: index.len() as u64,
+        uploaded_bytes: reports.iter().map(|r| r.uploaded_bytes).sum(),
+        blobs: reports,
+    })
+}
+
+/// The index with each manifest descriptor naming the manifest that was pushed for it.
+fn rewrite_manifests(
+    index: &[u8],
+    pushed: &std::collections::BTreeMap<String, (String, u64)>,
+) -> Result<Vec<u8>, RegistryError> {
+    let mut doc: serde_json::Value = serde_json::from_slice(index)
+        .map_err(|e| RegistryError::Invalid(format!("index: {e}")))?;
+    if let Some(descs) = doc.get_mut("manifests").and_then(|l| l.as_array_mut()) {
+        for desc in descs.iter_mut().filter_map(|d| d.as_object_mut()) {
+            let listed = desc.get("digest").and_then(|d| d.as_str()).unwrap_or("");
+            if let Some((digest, size)) = pushed.get(listed) {
+                let (digest, size) = (digest.clone(), *size);
+                desc.insert("digest".into(), digest.into());
+                desc.insert("size".into(), size.into());
+            }
+        }
+    }
+    serde_json::to_vec(&doc).map_err(|e| RegistryError::Invalid(format!("index: {e}")))
 }
 
 /// The plain-HTTP rule: TLS unless the registry is on loopback or `--plain-http` says so;

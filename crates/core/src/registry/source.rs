@@ -27,6 +27,7 @@ use crate::image::layer::Compression;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// Where a blob's bytes are.
@@ -361,21 +362,26 @@ fn tar_members(path: &Path) -> Result<BTreeMap<String, (u64, u64)>, String> {
     Ok(members)
 }
 
+/// The layout at `path`: an image directory, or a tar's regular-file members.
+fn layout_of(path: &Path) -> Result<Layout, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    Ok(if meta.is_dir() {
+        Layout::Dir(path.to_path_buf())
+    } else {
+        Layout::Tar {
+            path: path.to_path_buf(),
+            members: tar_members(path)?,
+        }
+    })
+}
+
 /// Read an image: a tar (docker+OCI, OCI or docker-archive) or an OCI layout directory.
 pub fn open(path: &Path) -> Result<SourceImage, RegistryError> {
     let err = |message: String| RegistryError::Image {
         path: path.display().to_string(),
         message,
     };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    let layout = if meta.is_dir() {
-        Layout::Dir(path.to_path_buf())
-    } else {
-        Layout::Tar {
-            path: path.to_path_buf(),
-            members: tar_members(path).map_err(err)?,
-        }
-    };
+    let layout = layout_of(path).map_err(err)?;
     if let Some(index) = layout.file("index.json").map_err(err)? {
         from_index(&layout, &index).map_err(err)
     } else if let Some(manifest) = layout.file("manifest.json").map_err(err)? {
@@ -420,6 +426,12 @@ fn from_index(layout: &Layout, index: &[u8]) -> Result<SourceImage, String> {
         .as_ref()
         .and_then(|a| a.get("org.opencontainers.image.ref.name"))
         .cloned();
+    image_of(layout, desc, tag)
+}
+
+/// The image whose manifest `desc` describes (checked to be an image manifest of at most
+/// [`MAX_MANIFEST`] bytes).
+fn image_of(layout: &Layout, desc: Descriptor, tag: Option<String>) -> Result<SourceImage, String> {
     let manifest_blob = layout.blob(&desc)?;
     let manifest = manifest_blob
         .read_all()
@@ -442,6 +454,116 @@ fn from_index(layout: &Layout, index: &[u8]) -> Result<SourceImage, String> {
             .collect::<Result<_, _>>()?,
         manifest,
         manifest_media_type: desc.media_type,
+        tag,
+    })
+}
+
+/// An image index ready to push: the index manifest's exact bytes and, in its order, the
+/// image of each platform.
+#[derive(Debug, Clone)]
+pub struct SourceIndex {
+    pub index: Vec<u8>,
+    pub media_type: String,
+    pub images: Vec<SourceImage>,
+    /// The tag the index was made with (`org.opencontainers.image.ref.name`).
+    pub tag: Option<String>,
+}
+
+/// What an image file holds: one image, or an index of several platforms.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Image(SourceImage),
+    Index(SourceIndex),
+}
+
+/// Read an image or an image index: an OCI layout whose `index.json` names one index
+/// manifest (`mkindex`'s output) is an index; anything else is read by [`open`].
+pub fn open_source(path: &Path) -> Result<Source, RegistryError> {
+    let err = |message: String| RegistryError::Image {
+        path: path.display().to_string(),
+        message,
+    };
+    let layout = layout_of(path).map_err(err)?;
+    if let Some(top) = layout.file("index.json").map_err(err)?
+        && let Some(desc) = nested_index(&top).map_err(err)?
+    {
+        return from_nested_index(&layout, desc).map(Source::Index).map_err(err);
+    }
+    open(path).map(Source::Image)
+}
+
+/// The descriptor of the index manifest `index.json` names, if it names exactly one.
+fn nested_index(top: &[u8]) -> Result<Option<Descriptor>, String> {
+    let top: serde_json::Value =
+        serde_json::from_slice(top).map_err(|e| format!("index.json: {e}"))?;
+    let entries = top.get("manifests").and_then(|m| m.as_array());
+    let Some([entry]) = entries.map(Vec::as_slice) else {
+        return Ok(None);
+    };
+    if entry.get("mediaType").and_then(|m| m.as_str()) != Some(OCI_INDEX) {
+        return Ok(None);
+    }
+    serde_json::from_value(entry.clone())
+        .map(Some)
+        .map_err(|e| format!("index.json: {e}"))
+}
+
+fn from_nested_index(layout: &Layout, desc: Descriptor) -> Result<SourceIndex, String> {
+    if desc.size > MAX_MANIFEST {
+        return Err(format!(
+            "index.json: the index is {} bytes, more than a manifest may be ({} MiB)",
+            desc.size,
+            MAX_MANIFEST >> 20
+        ));
+    }
+    let tag = desc
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+        .cloned();
+    let index = layout
+        .blob(&desc)?
+        .read_all()
+        .map_err(|e| format!("index: {e}"))?;
+    let got = format!("sha256:{}", hex(&Sha256::digest(&index)));
+    if got != desc.digest {
+        return Err(format!(
+            "index {} holds bytes that hash to {got}: the image is corrupt",
+            desc.digest
+        ));
+    }
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&index).map_err(|e| format!("index {}: {e}", desc.digest))?;
+    let entries = parsed
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| format!("index {}: no manifests", desc.digest))?;
+    let mut images = Vec::new();
+    for entry in entries {
+        let d: Descriptor = serde_json::from_value(entry.clone())
+            .map_err(|e| format!("index {}: {e}", desc.digest))?;
+        if d.media_type != OCI_MANIFEST && d.media_type != DOCKER_MANIFEST {
+            return Err(format!(
+                "index {}: {} is a '{}', not an image manifest",
+                desc.digest, d.digest, d.media_type
+            ));
+        }
+        if d.size > MAX_MANIFEST {
+            return Err(format!(
+                "index {}: manifest {} is {} bytes, more than a manifest may be ({} MiB)",
+                desc.digest,
+                d.digest,
+                d.size,
+                MAX_MANIFEST >> 20
+            ));
+        }
+        images.push(image_of(layout, d, tag.clone())?);
+    }
+    Ok(SourceIndex {
+        index,
+        media_type: desc.media_type,
+        images,
         tag,
     })
 }

@@ -1,0 +1,340 @@
+//! One image for several platforms: an OCI image index made from images mkimage wrote, one
+//! per platform. Each input is read back as `push-image` reads it ([`registry::source`]:
+//! names that leave the image refused, blobs read in place), its platform taken from its
+//! config, and the images written into one OCI layout: their blobs (each once, however many
+//! images share it, and checked against its digest as it is copied), their manifests, an
+//! index manifest listing them with their `platform`, and `index.json` naming that index.
+//!
+//! The bytes depend only on the inputs' blobs: platforms are listed in a fixed order (os,
+//! architecture, variant), not in the order given, and the layout is written as mkimage
+//! writes its own ([`Target`]: nothing is in place until all of it is).
+//!
+//! [`registry::source`]: crate::registry::source
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::archive::{Digester, Format, Sink, hex};
+use super::config::{self, Descriptor, MEDIA_INDEX, OciIndex};
+use super::output::Target;
+use super::tar::Owner;
+use super::{ImageError, Output};
+use crate::registry::source::{self, Blob, SourceImage};
+
+/// The platform of one image of an index, as the index lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// `linux/arm64/v8`, as `docker --platform` spells it.
+    pub fn shown(&self) -> String {
+        match &self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+
+    /// The platform as engines match it: arm64 without a variant is arm64/v8.
+    fn key(&self) -> (String, String, String) {
+        let variant = match (self.architecture.as_str(), &self.variant) {
+            ("arm64", None) => "v8".to_string(),
+            (_, v) => v.clone().unwrap_or_default(),
+        };
+        (self.os.clone(), self.architecture.clone(), variant)
+    }
+}
+
+/// One entry of an index manifest: an image manifest and its platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    pub platform: Platform,
+}
+
+/// An index manifest (`application/vnd.oci.image.index.v1+json`) of several platforms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformIndex {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub manifests: Vec<IndexEntry>,
+}
+
+/// What an index is made of.
+#[derive(Debug, Clone)]
+pub struct IndexSpec {
+    /// mkimage outputs, one per platform, in any order.
+    pub images: Vec<PathBuf>,
+    /// The tag (`org.opencontainers.image.ref.name`); default: the one the images share.
+    pub tag: Option<String>,
+    /// The name for `io.containerd.image.name`, if given.
+    pub name: Option<String>,
+    /// [`Format::Oci`] (a tar) or [`Format::OciDir`] (a directory).
+    pub format: Format,
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexReport {
+    /// The index manifest's digest (`sha256:…`).
+    pub digest: String,
+    pub tag: String,
+    /// Per platform (in the index's order): the platform and its manifest digest.
+    pub platforms: Vec<(String, String)>,
+    /// Distinct blobs written (layers and configs), and those shared by several images.
+    pub blobs: usize,
+    pub shared_blobs: usize,
+}
+
+impl IndexReport {
+    /// `sha256:… (tag): linux/amd64, linux/arm64/v8; N blobs, M shared`.
+    pub fn line(&self) -> String {
+        let platforms: Vec<&str> = self.platforms.iter().map(|(p, _)| p.as_str()).collect();
+        format!(
+            "{} ({}): {}; {} blobs, {} shared",
+            self.digest,
+            self.tag,
+            platforms.join(", "),
+            self.blobs,
+            self.shared_blobs
+        )
+    }
+}
+
+/// The most a config read to learn the platform may be.
+const MAX_CONFIG: u64 = 4 << 20;
+
+/// The fields of an image config that say its platform.
+#[derive(Debug, Deserialize)]
+struct ConfigPlatform {
+    architecture: Option<String>,
+    os: Option<String>,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// One input: where it came from, the image read back, and its platform.
+struct Input {
+    path: PathBuf,
+    image: SourceImage,
+    config: Vec<u8>,
+    platform: Platform,
+}
+
+fn invalid(path: &Path, why: impl std::fmt::Display) -> ImageError {
+    ImageError::Invalid(format!("{}: {why}", path.display()))
+}
+
+fn read_input(path: &Path) -> Result<Input, ImageError> {
+    let image = source::open(path).map_err(|e| ImageError::Invalid(e.to_string()))?;
+    if image.config.size > MAX_CONFIG {
+        return Err(invalid(
+            path,
+            format!("its config is {} bytes: not an image config", image.config.size),
+        ));
+    }
+    let config = image
+        .config
+        .read_all()
+        .map_err(|e| invalid(path, format!("config: {e}")))?;
+    let got = format!("sha256:{}", hex(&Sha256::digest(&config)));
+    if got != image.config.digest {
+        return Err(invalid(
+            path,
+            format!(
+                "config {} holds bytes that hash to {got}: the image is corrupt",
+                image.config.digest
+            ),
+        ));
+    }
+    let parsed: ConfigPlatform = serde_json::from_slice(&config)
+        .map_err(|e| invalid(path, format!("config {}: {e}", image.config.digest)))?;
+    let (Some(architecture), Some(os)) = (parsed.architecture, parsed.os) else {
+        return Err(invalid(
+            path,
+            "its config names no architecture and os: not an image config",
+        ));
+    };
+    let platform = Platform {
+        os,
+        architecture,
+        variant: parsed.variant.filter(|v| !v.is_empty()),
+    };
+    Ok(Input {
+        path: path.to_path_buf(),
+        image,
+        config,
+        platform,
+    })
+}
+
+/// Copy one blob into the layout, hashing it on the way: it is written only if its bytes are
+/// `size` bytes with its digest.
+fn copy_checked(out: &mut Sink, blob: &Blob, from: &Path) -> Result<(), ImageError> {
+    let stream = |e: io::Error| ImageError::Stream(e.to_string());
+    let mut reader = blob
+        .open()
+        .map_err(|e| invalid(from, format!("blob {}: {e}", blob.digest)))?;
+    out.begin_blob().map_err(stream)?;
+    let mut w = Digester::new(out.blob_writer());
+    let copied = io::copy(&mut (&mut reader).take(blob.size + 1), &mut w);
+    let (got, n, _) = w.finish();
+    let got = format!("sha256:{got}");
+    let wrong = match copied {
+        Err(e) => Some(format!("blob {}: {e}", blob.digest)),
+        Ok(_) if n != blob.size => Some(format!(
+            "blob {} is {n} bytes, not {}: the image is corrupt",
+            blob.digest, blob.size
+        )),
+        Ok(_) if got != blob.digest => Some(format!(
+            "blob {} holds bytes that hash to {got}: the image is corrupt",
+            blob.digest
+        )),
+        Ok(_) => None,
+    };
+    match wrong {
+        Some(why) => {
+            out.abort_blob().map_err(stream)?;
+            Err(invalid(from, why))
+        }
+        None => out
+            .end_blob(&blob.digest["sha256:".len()..], blob.size)
+            .map_err(stream),
+    }
+}
+
+/// The tag of the index: the one given, else the one every image has.
+fn choose_tag(spec: &IndexSpec, inputs: &[Input]) -> Result<String, ImageError> {
+    if let Some(tag) = &spec.tag {
+        return Ok(tag.clone());
+    }
+    let tags: BTreeSet<Option<&String>> = inputs.iter().map(|i| i.image.tag.as_ref()).collect();
+    match tags.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(tag)] => Ok((*tag).clone()),
+        [None] => Ok("latest".to_string()),
+        _ => Err(ImageError::Invalid(
+            "the images have different tags: give the index's with --tag".into(),
+        )),
+    }
+}
+
+/// Combine `spec.images` into one OCI layout holding an index of their platforms, written
+/// to `output`.
+pub fn build_index(spec: &IndexSpec, output: &Output) -> Result<IndexReport, ImageError> {
+    if !matches!(spec.format, Format::Oci | Format::OciDir) {
+        return Err(ImageError::Invalid(
+            "an index is an OCI layout: --format oci or oci-dir".into(),
+        ));
+    }
+    if spec.images.is_empty() {
+        return Err(ImageError::Invalid("no images to combine".into()));
+    }
+    let mut inputs = spec
+        .images
+        .iter()
+        .map(|p| read_input(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    inputs.sort_by(|a, b| a.platform.key().cmp(&b.platform.key()));
+    for pair in inputs.windows(2) {
+        if pair[0].platform.key() == pair[1].platform.key() {
+            return Err(ImageError::Invalid(format!(
+                "{} and {} are both {}: an index holds one image per platform",
+                pair[0].path.display(),
+                pair[1].path.display(),
+                pair[1].platform.shown()
+            )));
+        }
+    }
+    let tag = choose_tag(spec, &inputs)?;
+
+    // How many images hold each blob, for the report.
+    let mut holders: BTreeMap<&str, usize> = BTreeMap::new();
+    for input in &inputs {
+        let own: BTreeSet<&str> = input
+            .image
+            .layers
+            .iter()
+            .chain([&input.image.config])
+            .map(|b| b.digest.as_str())
+            .collect();
+        for d in own {
+            *holders.entry(d).or_default() += 1;
+        }
+    }
+
+    let mtime = Owner::default().mtime;
+    let (target, mut out) = Target::open(output, spec.format, mtime)?;
+    let stream = |e: io::Error| ImageError::Stream(e.to_string());
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    let mut entries = Vec::new();
+    for input in &inputs {
+        for blob in &input.image.layers {
+            if written.insert(blob.digest.clone()) {
+                copy_checked(&mut out, blob, &input.path)?;
+            }
+        }
+        if written.insert(input.image.config.digest.clone()) {
+            out.put_blob(&input.config).map_err(stream)?;
+        }
+        let manifest = out.put_blob(&input.image.manifest).map_err(stream)?;
+        entries.push(IndexEntry {
+            media_type: input.image.manifest_media_type.clone(),
+            digest: format!("sha256:{manifest}"),
+            size: input.image.manifest.len() as u64,
+            platform: input.platform.clone(),
+        });
+    }
+    let index = config::to_bytes(&PlatformIndex {
+        schema_version: 2,
+        media_type: MEDIA_INDEX.into(),
+        manifests: entries.clone(),
+    });
+    let index_digest = out.put_blob(&index).map_err(stream)?;
+    let mut annotations = BTreeMap::new();
+    if let Some(name) = &spec.name {
+        annotations.insert(
+            "io.containerd.image.name".to_string(),
+            config::qualified_name(name, &tag),
+        );
+    }
+    annotations.insert("org.opencontainers.image.ref.name".to_string(), tag.clone());
+    let top = config::to_bytes(&OciIndex {
+        schema_version: 2,
+        media_type: MEDIA_INDEX.into(),
+        manifests: vec![Descriptor {
+            media_type: MEDIA_INDEX.into(),
+            digest: format!("sha256:{index_digest}"),
+            size: index.len() as u64,
+            annotations: Some(annotations),
+        }],
+    });
+    out.put_file("index.json", &top).map_err(stream)?;
+    out.put_file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(stream)?;
+    out.finish().map_err(stream)?;
+    target.persist()?;
+    Ok(IndexReport {
+        digest: format!("sha256:{index_digest}"),
+        tag,
+        platforms: entries
+            .iter()
+            .map(|e| (e.platform.shown(), e.digest.clone()))
+            .collect(),
+        blobs: written.len(),
+        shared_blobs: holders.values().filter(|n| **n > 1).count(),
+    })
+}
