@@ -144,7 +144,10 @@ fn read_input(path: &Path) -> Result<Input, ImageError> {
     if image.config.size > MAX_CONFIG {
         return Err(invalid(
             path,
-            format!("its config is {} bytes: not an image config", image.config.size),
+            format!(
+                "its config is {} bytes: not an image config",
+                image.config.size
+            ),
         ));
     }
     let config = image

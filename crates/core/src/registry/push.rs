@@ -304,8 +304,8 @@ fn rewrite_manifests(
     index: &[u8],
     pushed: &std::collections::BTreeMap<String, (String, u64)>,
 ) -> Result<Vec<u8>, RegistryError> {
-    let mut doc: serde_json::Value = serde_json::from_slice(index)
-        .map_err(|e| RegistryError::Invalid(format!("index: {e}")))?;
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(index).map_err(|e| RegistryError::Invalid(format!("index: {e}")))?;
     if let Some(descs) = doc.get_mut("manifests").and_then(|l| l.as_array_mut()) {
         for desc in descs.iter_mut().filter_map(|d| d.as_object_mut()) {
             let listed = desc.get("digest").and_then(|d| d.as_str()).unwrap_or("");

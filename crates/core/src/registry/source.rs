@@ -487,7 +487,9 @@ pub fn open_source(path: &Path) -> Result<Source, RegistryError> {
     if let Some(top) = layout.file("index.json").map_err(err)?
         && let Some(desc) = nested_index(&top).map_err(err)?
     {
-        return from_nested_index(&layout, desc).map(Source::Index).map_err(err);
+        return from_nested_index(&layout, desc)
+            .map(Source::Index)
+            .map_err(err);
     }
     open(path).map(Source::Image)
 }
