@@ -341,3 +341,159 @@ pub fn build_index(spec: &IndexSpec, output: &Output) -> Result<IndexReport, Ima
         shared_blobs: holders.values().filter(|n| **n > 1).count(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::config::{MEDIA_CONFIG, MEDIA_MANIFEST, OciManifest};
+    use crate::registry::source::{Source, open_source};
+
+    fn digest_of(data: &[u8]) -> String {
+        format!("sha256:{}", hex(&Sha256::digest(data)))
+    }
+
+    fn put(dir: &Path, data: &[u8]) -> Descriptor {
+        let digest = digest_of(data);
+        std::fs::write(dir.join("blobs/sha256").join(&digest[7..]), data).unwrap();
+        Descriptor {
+            media_type: String::new(),
+            digest,
+            size: data.len() as u64,
+            annotations: None,
+        }
+    }
+
+    /// A one-image OCI layout directory for `arch` with the given layers.
+    fn image(dir: &Path, arch: &str, variant: Option<&str>, layers: &[&[u8]]) -> PathBuf {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        let mut config = serde_json::json!({"architecture": arch, "os": "linux",
+            "config": {}, "rootfs": {"type": "layers", "diff_ids": []}});
+        if let Some(v) = variant {
+            config["variant"] = v.into();
+        }
+        let mut config_desc = put(dir, config.to_string().as_bytes());
+        config_desc.media_type = MEDIA_CONFIG.into();
+        let manifest = config::to_bytes(&OciManifest {
+            schema_version: 2,
+            media_type: MEDIA_MANIFEST.into(),
+            config: config_desc,
+            layers: layers
+                .iter()
+                .map(|l| Descriptor {
+                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                    ..put(dir, l)
+                })
+                .collect(),
+        });
+        let mut desc = put(dir, &manifest);
+        desc.media_type = MEDIA_MANIFEST.into();
+        desc.annotations = Some(BTreeMap::from([(
+            "org.opencontainers.image.ref.name".to_string(),
+            "1".to_string(),
+        )]));
+        let index = OciIndex {
+            schema_version: 2,
+            media_type: MEDIA_INDEX.into(),
+            manifests: vec![desc],
+        };
+        std::fs::write(dir.join("index.json"), config::to_bytes(&index)).unwrap();
+        dir.to_path_buf()
+    }
+
+    fn spec(images: &[&Path]) -> IndexSpec {
+        IndexSpec {
+            images: images.iter().map(|p| p.to_path_buf()).collect(),
+            tag: None,
+            name: None,
+            format: Format::OciDir,
+        }
+    }
+
+    #[test]
+    fn platforms_in_a_fixed_order_shared_blobs_once_and_read_back_as_an_index() {
+        let t = tempfile::tempdir().unwrap();
+        let arm = image(
+            &t.path().join("arm"),
+            "arm64",
+            Some("v8"),
+            &[b"jar", b"arm"],
+        );
+        let amd = image(&t.path().join("amd"), "amd64", None, &[b"jar", b"amd"]);
+        let out = t.path().join("multi");
+        let report = build_index(&spec(&[&arm, &amd]), &Output::Dir(out.clone())).unwrap();
+        let shown: Vec<&str> = report.platforms.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(shown, ["linux/amd64", "linux/arm64/v8"]);
+        assert_eq!((report.blobs, report.shared_blobs), (5, 1));
+        assert_eq!(report.tag, "1");
+        // 5 blobs, 2 manifests and the index; the jar once.
+        let blobs = std::fs::read_dir(out.join("blobs/sha256")).unwrap().count();
+        assert_eq!(blobs, 8);
+        match open_source(&out).unwrap() {
+            Source::Index(index) => {
+                assert_eq!(digest_of(&index.index), report.digest);
+                assert_eq!(index.images.len(), 2);
+                assert_eq!(index.tag.as_deref(), Some("1"));
+                assert_eq!(index.images[0].layers[1].digest, digest_of(b"amd"));
+                let doc: serde_json::Value = serde_json::from_slice(&index.index).unwrap();
+                assert_eq!(
+                    doc["manifests"][1]["platform"],
+                    serde_json::json!({"architecture": "arm64", "os": "linux", "variant": "v8"})
+                );
+            }
+            Source::Image(_) => panic!("read back as one image"),
+        }
+        // The same bytes whatever the order of the inputs.
+        let again = t.path().join("again");
+        build_index(&spec(&[&amd, &arm]), &Output::Dir(again.clone())).unwrap();
+        for name in [
+            "index.json",
+            &format!("blobs/sha256/{}", &report.digest[7..]),
+        ] {
+            assert_eq!(
+                std::fs::read(out.join(name)).unwrap(),
+                std::fs::read(again.join(name)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn one_image_per_platform_and_arm64_is_arm64_v8() {
+        let t = tempfile::tempdir().unwrap();
+        let a = image(&t.path().join("a"), "arm64", Some("v8"), &[b"a"]);
+        let b = image(&t.path().join("b"), "arm64", None, &[b"b"]);
+        let out = t.path().join("multi");
+        let e = build_index(&spec(&[&a, &b]), &Output::Dir(out.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("both linux/arm64") && e.contains("one image per platform"),
+            "{e}"
+        );
+        assert!(!out.exists());
+        let v7 = image(&t.path().join("v7"), "arm", Some("v7"), &[b"c"]);
+        let v6 = image(&t.path().join("v6"), "arm", Some("v6"), &[b"d"]);
+        build_index(&spec(&[&v7, &v6]), &Output::Dir(out)).unwrap();
+    }
+
+    #[test]
+    fn images_of_other_tags_need_one_given() {
+        let t = tempfile::tempdir().unwrap();
+        let a = image(&t.path().join("a"), "amd64", None, &[b"a"]);
+        let b = image(&t.path().join("b"), "arm64", None, &[b"b"]);
+        let text = std::fs::read_to_string(b.join("index.json")).unwrap();
+        std::fs::write(
+            b.join("index.json"),
+            text.replace("\"ref.name\":\"1\"", "\"ref.name\":\"2\"")
+                .replace(".ref.name\":\"1\"", ".ref.name\":\"2\""),
+        )
+        .unwrap();
+        let e = build_index(&spec(&[&a, &b]), &Output::Dir(t.path().join("x")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tag"), "{e}");
+        let mut with_tag = spec(&[&a, &b]);
+        with_tag.tag = Some("3".into());
+        let report = build_index(&with_tag, &Output::Dir(t.path().join("y"))).unwrap();
+        assert_eq!(report.tag, "3");
+    }
+}

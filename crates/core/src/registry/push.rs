@@ -1048,6 +1048,24 @@ mod tests {
     }
 
     #[test]
+    fn an_index_names_the_manifests_that_were_pushed() {
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"digest": "sha256:aa", "size": 1, "platform": {"architecture": "amd64"}},
+            {"digest": "sha256:bb", "size": 2, "platform": {"architecture": "arm64"}},
+        ]});
+        let pushed = std::collections::BTreeMap::from([(
+            "sha256:bb".to_string(),
+            ("sha256:cc".to_string(), 3),
+        )]);
+        let bytes = rewrite_manifests(&serde_json::to_vec(&index).unwrap(), &pushed).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["manifests"][0], index["manifests"][0]);
+        assert_eq!(doc["manifests"][1]["digest"], "sha256:cc");
+        assert_eq!(doc["manifests"][1]["size"], 3);
+        assert_eq!(doc["manifests"][1]["platform"]["architecture"], "arm64");
+    }
+
+    #[test]
     fn cache_entries() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/gzip-ab");
