@@ -251,7 +251,7 @@ pub fn build_index(spec: &IndexSpec, output: &Output) -> Result<IndexReport, Ima
         .iter()
         .map(|p| read_input(p))
         .collect::<Result<Vec<_>, _>>()?;
-    inputs.sort_by(|a, b| a.platform.key().cmp(&b.platform.key()));
+    inputs.sort_by_key(|a| a.platform.key());
     for pair in inputs.windows(2) {
         if pair[0].platform.key() == pair[1].platform.key() {
             return Err(ImageError::Invalid(format!(
