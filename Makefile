@@ -1,7 +1,8 @@
 # strata: every step of the pipeline is a target that prints the manifest it made.
 #   make test      set up a fresh machine and run every test
 #   make example   set up and run the example pipeline end to end
-#   make bench     run the benchmarks (ratios against the references, measured in one run)
+#   make bench     run the benchmarks (strata, the reference and the hardware anchors, run alike;
+#                  figures in bench/results/summary.json, see docs/bench.md)
 
 SHELL := /bin/bash
 CARGO ?= cargo

@@ -1,27 +1,25 @@
 #!/usr/bin/env bash
-# mkimage against nixpkgs' stream_layered_image.py and a one-pass `tar | sha256sum` of the same
-# files, on a >= 500 MB, >= 10k-file store in >= 30 layers, measured in the same run. Prints:
-#   mkimage / stream_layered_image.py         target <= 0.5
-#   mkimage / tar | sha256sum                 target <= 1.2
-#   second build with the cache, one layer changed: layers re-read and time
+# mkimage against nixpkgs' stream_layered_image.py on a >= 500 MB, >= 10k-file store in >= 30
+# layers, each run $BENCH_RUNS times (default 5), interleaved, after `sync` and the same
+# page-cache warm-up; both write their image to a file. Anchors: a one-pass `tar | sha256sum`
+# of the same files (reading and hashing them once) and `tar | cat > /dev/null` (reading them).
+# Then the cache (strata alone): a cold build filling a fresh cache, and a build after one
+# layer changed, $BENCH_RUNS pairs.
 # Needs root (the reference runs in a private mount namespace with the store bind-mounted at
 # /nix/store). BENCH_FILES, BENCH_MB, BENCH_LAYERS change the size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${CARGO_TARGET_DIR:-target}/release
+. bench/lib.sh
+BIN=$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)
 FILES=${BENCH_FILES:-10400}
 MB=${BENCH_MB:-520}
 LAYERS=${BENCH_LAYERS:-40}
 REF=$(cd .. && pwd)/shared/reference/stream_layered_image.py
 test -f "$REF" || { echo "bench/mkimage: $REF is missing" >&2; exit 1; }
-work=$(mktemp -d /var/tmp/strata-bench-image.XXXXXX)
+bench_init mkimage
 trap 'rm -rf "$work"' EXIT
 root=$work/root
 export STRATA_STORE_ROOT=$root
-
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
-
 echo "bench/mkimage: generating $LAYERS store paths, $FILES files, ${MB} MB" >&2
 python3 - "$work/src" "$FILES" "$MB" "$LAYERS" <<'PY'
 import os, random, sys
@@ -57,50 +55,35 @@ json.dump({"store_dir": "/nix/store", "from_image": None,
            "architecture": "amd64", "os": "linux", "config": {}}, open(w + "/conf.json", "w"))
 PY
 names=(); for p in "${paths[@]}"; do names+=("$(basename "$p")"); done
-# Warm the page cache for everyone.
-tar -C "$root/nix/store" -cf - "${names[@]}" | cat > /dev/null
 mkdir -p /nix/store
+store_bytes=$(tar -C "$root/nix/store" -cf - "${names[@]}" | wc -c)
+warm() { rm -f "$work/ours.tar" "$work/ref.tar"; sync; tar -C "$root/nix/store" -cf - "${names[@]}" | cat > /dev/null; }
+side "mkimage" '"$BIN/mkimage" "$work/layers.json" --name bench --tag 1 -o "$work/ours.tar"'
+run_ref() {
+  unshare -m sh -c "mount --bind '$root/nix/store' /nix/store && python3 '$REF' '$work/conf.json' > '$work/ref.tar' 2>/dev/null"
+}
+side "stream_layered_image.py" run_ref
+side "tar | sha256sum" 'tar -C "$root/nix/store" -cf - "${names[@]}" | sha256sum > /dev/null'
+side "tar | cat" 'tar -C "$root/nix/store" -cf - "${names[@]}" | cat > /dev/null'
+for s in mkimage stream_layered_image.py "tar | sha256sum" "tar | cat"; do side_bytes "$s" "$store_bytes"; done
+interleave "$BENCH_RUNS" warm mkimage stream_layered_image.py "tar | sha256sum" "tar | cat"
 
-t0=$(now); "$BIN/mkimage" "$work/layers.json" --name bench --tag 1 -o "$work/ours.tar"; t1=$(now)
-ours=$(elapsed "$t0" "$t1"); rm -f "$work/ours.tar"
-
-t0=$(now)
-unshare -m sh -c "mount --bind '$root/nix/store' /nix/store && python3 '$REF' '$work/conf.json' > '$work/ref.tar' 2>/dev/null"
-t1=$(now)
-ref=$(elapsed "$t0" "$t1"); rm -f "$work/ref.tar"
-
-t0=$(now); tar -C "$root/nix/store" -cf - "${names[@]}" | sha256sum > /dev/null; t1=$(now)
-tarsum=$(elapsed "$t0" "$t1")
-
-# Again, so the order of the three does not favour anyone (best of two each).
-t0=$(now); "$BIN/mkimage" "$work/layers.json" --name bench --tag 1 -o "$work/ours.tar"; t1=$(now)
-ours=$(python3 -c "print(min($ours, $(elapsed "$t0" "$t1")))"); rm -f "$work/ours.tar"
-t0=$(now); tar -C "$root/nix/store" -cf - "${names[@]}" | sha256sum > /dev/null; t1=$(now)
-tarsum=$(python3 -c "print(min($tarsum, $(elapsed "$t0" "$t1")))")
-
-# The cache: a cold build fills it; then one layer changes (a new path replaces the last).
-cache=$work/cache
-t0=$(now); "$BIN/mkimage" "$work/layers.json" --name bench --tag 1 --cache "$cache" -o "$work/c1.tar" -v 2> "$work/c1.log"; t1=$(now)
-cold=$(elapsed "$t0" "$t1"); rm -f "$work/c1.tar"
+# The cache: a cold build fills a fresh one; then one layer changes (a new path replaces the last).
 mkdir -p "$work/changed" && cp -r "$work/src/p00/." "$work/changed/" && echo changed > "$work/changed/stamp"
 newpath=$("$BIN/store-add" --print-path --name p00 "$work/changed")
 python3 -c 'import json,sys;l=json.load(open(sys.argv[1]));l[-1]=[sys.argv[2]];print(json.dumps(l))' "$work/layers.json" "$newpath" > "$work/layers2.json"
-t0=$(now); "$BIN/mkimage" "$work/layers2.json" --name bench --tag 1 --cache "$cache" -o "$work/c2.tar" -v 2> "$work/c2.log"; t1=$(now)
-warm=$(elapsed "$t0" "$t1"); rm -f "$work/c2.tar"
+k=0
+side "mkimage --cache, cold" 'k=$((k + 1)); "$BIN/mkimage" "$work/layers.json" --name bench --tag 1 --cache "$work/cache-$k" -o "$work/c1.tar" -v 2> "$work/c1.log"'
+side "mkimage --cache, one layer changed" '"$BIN/mkimage" "$work/layers2.json" --name bench --tag 1 --cache "$work/cache-$k" -o "$work/c2.tar" -v 2> "$work/c2.log"'
+warm_cache() { rm -f "$work/c1.tar" "$work/c2.tar"; warm; }
+interleave "$BENCH_RUNS" warm_cache "mkimage --cache, cold" "mkimage --cache, one layer changed"
 built=$(grep -c 'built)' "$work/c2.log" || true)
 cached=$(grep -c 'cached)' "$work/c2.log" || true)
 read_bytes=$(sed -n 's/.*(\([0-9]*\) bytes of store files read).*/\1/p' "$work/c2.log")
 total_bytes=$(sed -n 's/.*(\([0-9]*\) bytes of store files read).*/\1/p' "$work/c1.log")
 
-python3 - "$ours" "$ref" "$tarsum" "$cold" "$warm" "$built" "$cached" "$read_bytes" "$total_bytes" "$FILES" "$MB" "$LAYERS" <<'PY'
-import sys
-ours, ref, tarsum, cold, warm = map(float, sys.argv[1:6])
-built, cached, read_b, total_b, files, mb, layers = map(int, sys.argv[6:13])
-import os
-print(f"mkimage bench: {layers} layers, {files} files, {total_b/1e6:.0f} MB of store files"
-      f" ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end)")
-print(f"  vs stream_layered_image.py: {ref:7.3f} s   mkimage {ours:7.3f} s   ratio {ours/ref:.2f} (target <= 0.5)")
-print(f"  vs tar | sha256sum:         {tarsum:7.3f} s   mkimage {ours:7.3f} s   ratio {ours/tarsum:.2f} (target <= 1.2)")
-print(f"  cache: cold {cold:.3f} s; one layer changed: {warm:.3f} s, {built} layer(s) re-read, {cached} from the cache,"
-      f" {read_b/1e6:.1f} of {total_b/1e6:.0f} MB read from the store")
-PY
+echo "mkimage bench: $LAYERS layers, $FILES files, $((store_bytes / 1000000)) MB of store files (as a tar)"
+record "image from the store" mkimage stream_layered_image.py "tar | sha256sum" "tar | cat"
+record "cache, one layer changed (after a cold build)" "mkimage --cache, one layer changed" - "mkimage --cache, cold"
+echo "    one layer changed: $built layer(s) re-read, $cached from the cache, $((${read_bytes:-0} / 1000000)) of $((${total_bytes:-0} / 1000000)) MB read from the store"
+machine

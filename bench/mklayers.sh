@@ -13,9 +13,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/bench/lib.sh"
 shared=$root/../shared/reference
 target=${CARGO_TARGET_DIR:-$root/target}
-runs=${RUNS:-5}
+runs=${RUNS:-$BENCH_RUNS}
 
 [ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing (apt-get install -y time)" >&2; exit 1; }
 [ -d "$shared" ] || { echo "bench: $shared missing" >&2; exit 1; }
@@ -28,7 +29,7 @@ else
     mklayers=$target/release/mklayers
 fi
 
-work=$(mktemp -d)
+bench_init mklayers
 trap 'rm -rf "$work"' EXIT
 
 python3 - "$work" <<'EOF'
@@ -95,50 +96,31 @@ for n, dense in ((3000, False), (100000, False), (100000, True)):
 EOF
 : > "$work/ignore"
 
-# Every measured command gets a name; `sample NAME COMMAND...` runs it once and appends its
-# wall time in seconds to $work/NAME.wall (taken with bash's $EPOCHREALTIME around the bare
-# command: no timer process is started inside the measured interval), its output left in
-# $work/out. `peak NAME COMMAND...` runs it once more under GNU time for its peak RSS.
-sample() {
-    local name=$1 start end
-    shift
-    start=$EPOCHREALTIME
-    "$@" > "$work/out"
-    end=$EPOCHREALTIME
-    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.6f\n", b - a }' >> "$work/$name.wall"
-}
+# `peak NAME COMMAND...` runs a command once more under GNU time for its peak RSS.
 peak() {
     local name=$1
     shift
     /usr/bin/time -f "%M" -o "$work/rss" "$@" > /dev/null
     awk '{ printf "%.1f\n", $1 / 1024 }' "$work/rss" > "$work/$name.peak"
 }
-# stats NAME → "median min max" of its wall times.
-stats() {
-    sort -g "$work/$1.wall" | awk '{ t[NR] = $1 } END {
-        m = NR % 2 ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
-        printf "%.4f %.4f %.4f\n", m, t[1], t[NR] }'
-}
 
 g3=$work/graph-3000.json
 g100=$work/graph-100000.json
 gd=$work/graph-100000-dense.json
 # The 3000-path comparisons, interleaved: strata and the reference script take turns, so that
-# both see the same machine load and cache state, the same number of times.
-for _ in $(seq "$runs"); do
-    sample sp "$mklayers" --max-layers 100 "$g3"
-    sample cg python3 "$shared/closure-graph.py" "$work/attrs-3000.json" graph
-    cp "$work/out" "$work/python-order"
-    sample sa "$mklayers" --algorithm auto --max-layers 100 "$g3"
-    cp "$work/out" "$work/strata-auto"
-    PYTHONHASHSEED=0 sample al python3 "$shared/auto-layer.py" "$g3" "$work/ignore" 99
-    cp "$work/out" "$work/python-auto"
-done
-for _ in $(seq "$runs"); do
-    sample bp "$mklayers" --max-layers 100 "$g100"
-    sample ba "$mklayers" --algorithm auto --max-layers 100 "$g100"
-    sample dp "$mklayers" --max-layers 100 "$gd"
-done
+# both see the same machine load and cache state, the same number of times. Each side's output
+# is kept (the last run's) to check that they agree.
+side sp '"$mklayers" --max-layers 100 "$g3" > "$work/out-sp"'
+side cg 'python3 "$shared/closure-graph.py" "$work/attrs-3000.json" graph > "$work/python-order"'
+side sa '"$mklayers" --algorithm auto --max-layers 100 "$g3" > "$work/strata-auto"'
+side al 'PYTHONHASHSEED=0 python3 "$shared/auto-layer.py" "$g3" "$work/ignore" 99 > "$work/python-auto"'
+side "cat graph" 'cat "$g3" > /dev/null'
+side bp '"$mklayers" --max-layers 100 "$g100" > /dev/null'
+side ba '"$mklayers" --algorithm auto --max-layers 100 "$g100" > /dev/null'
+side dp '"$mklayers" --max-layers 100 "$gd" > /dev/null'
+warm() { cat "$g3" "$g100" "$gd" "$work/attrs-3000.json" "$mklayers" > /dev/null; }
+interleave "$runs" warm sp cg sa al "cat graph"
+interleave "$runs" warm bp ba dp
 peak sp "$mklayers" --max-layers 100 "$g3"
 peak cg python3 "$shared/closure-graph.py" "$work/attrs-3000.json" graph
 peak sa "$mklayers" --algorithm auto --max-layers 100 "$g3"
@@ -159,8 +141,8 @@ print("yes" if sorted(map(sorted, a)) == sorted(map(sorted, b)) else "NO")' "$wo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0fx", a / b; else print "-" }'; }
 row() { printf '%-34s %9s %9s %9s %8s %8s %7s\n' "$@"; }
 line() {
-    local name=$1 label=$2 versus=${3:-} agrees=${4:-} median min max
-    read -r median min max < <(stats "$name")
+    local name=$1 label=$2 versus=${3:-} agrees=${4:-} median min max n
+    read -r median min max n < <(stats "$name")
     local times=""
     if [ -n "$versus" ]; then
         times=$(ratio "$(stats "$versus" | cut -d' ' -f1)" "$median")
@@ -179,3 +161,8 @@ echo "(wall time of the whole process, $runs runs of each, strata and the python
 echo " interleaved; x median: the script's median over mklayers' median; closure-graph.py only"
 echo " orders, mklayers also cuts layers; load average now: $(cut -d' ' -f1-3 /proc/loadavg),"
 echo " on $(nproc) cores)"
+record "3000 paths, popularity order (closure-graph.py)" sp cg "cat graph" > /dev/null
+record "3000 paths, auto layers (auto-layer.py)" sa al "cat graph" > /dev/null
+record "100000 paths, popularity" bp - > /dev/null
+record "100000 paths, auto" ba - > /dev/null
+record "100000 dense paths, popularity" dp - > /dev/null

@@ -1,31 +1,35 @@
 #!/usr/bin/env bash
-# push-image against `skopeo copy` of the same image to a docker-registry on 127.0.0.1,
-# measured in the same run: a first push (empty registry) and a push after a one-line change.
-# Each tool gets a registry of its own (same config, filesystem storage), so neither finds or
-# mounts the other's blobs. Prints per push: wall time, blob bytes uploaded (push-image's
-# --json summary, and for both tools the bytes the registry stored: its blob files, new since
-# the push before).
-#   push-image (uncompressed, the default) and push-image --compress gzip --cache DIR
-#   skopeo copy oci-archive:… docker://… (skopeo gzips uncompressed layers by default)
+# push-image against `skopeo copy` of the same image to a docker-registry on 127.0.0.1: a
+# first push (empty registry) and a push after a one-line change, $BENCH_RUNS times (default
+# 5), each run into fresh registries (one per tool, same config, filesystem storage, so neither
+# finds or mounts the other's blobs), the tools taking turns (which goes first alternates),
+# each timed run after `sync` and the image read into the page cache.
+#   the comparison: push-image --compress gzip (with a fresh --cache each run) against skopeo
+#     copy oci-archive:… docker://… --dest-compress-format gzip at the same level: same work
+#   strata alone: push-image uncompressed (its default), which the registry stores as is
+#   anchor: `cat` of the image (reading it)
+# Prints the medians and spread, and for the last run the bytes each registry stored.
 # BENCH_MB (default 64) and BENCH_LAYERS (default 8) change the size of the generated image;
 # BENCH_IMAGE=agatha pushes the example image instead (make -C examples/agatha image; the
 # one-line change is the backend's greeting, as in bench/example.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${CARGO_TARGET_DIR:-target}/release
+. bench/lib.sh
+BIN=$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)
 MB=${BENCH_MB:-64}
 LAYERS=${BENCH_LAYERS:-8}
 for t in docker-registry skopeo; do
   command -v $t >/dev/null || { echo "bench/push: $t is missing (scripts/setup.sh)" >&2; exit 1; }
 done
-work=$(mktemp -d /var/tmp/strata-bench-push.XXXXXX)
+bench_init push
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 export STRATA_STORE_ROOT=$work/root
+# push-image --compress gzip deflates at this level (crates/core/src/image/layer.rs GZIP_LEVEL);
+# skopeo is given the same.
+GZIP_LEVEL=$(sed -n 's/^pub const GZIP_LEVEL: u32 = \([0-9]*\);/\1/p' crates/core/src/image/layer.rs)
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 stored() { # bytes of blob files in a registry's storage
   [ -d "$1/docker/registry/v2/blobs" ] || { echo 0; return; }
@@ -45,15 +49,17 @@ storage:
 http:
   addr: 127.0.0.1:$port
 YML
+  rm -rf "$work/$name-storage"
   docker-registry serve "$work/$name.yml" > "$work/$name.log" 2>&1 &
   pids+=($!)
+  eval "PID_$name=$!"
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
   eval "PORT_$name=$port"
 }
 
 if [ "${BENCH_IMAGE:-}" = agatha ]; then
   echo "bench/push: building the example image twice (untimed)" >&2
-  BINABS=$(cd "$BIN" && pwd)
+  BINABS=$BIN
   cp -R examples/agatha "$work/src"; rm -rf "$work/src/build"
   mk() { make -s -C examples/agatha "$@" OUT="$work/out" SRC="$work/src" DEBS_DIR="$work/debs" STRATA_BIN="$BINABS" >/dev/null; }
   mk image TAG=1
@@ -95,56 +101,57 @@ PY
   build "$work/app2" "$work/v2.tar" 2
 fi
 
-start_registry ours; start_registry skopeo; start_registry oursgz
-results=()
-run_ours() { # LABEL IMAGE PORT TAG STORAGE [FLAGS]
-  local label=$1 image=$2 port=$3 tag=$4 storage=$5; shift 5
-  local before t0 t1 sent after
-  before=$(stored "$storage")
-  t0=$(now); "$BIN/push-image" "$image" "127.0.0.1:$port/bench:$tag" --json "$@" > "$work/out.json"; t1=$(now)
-  after=$(stored "$storage")
-  sent=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["uploadedBytes"])' "$work/out.json")
-  results+=("$label|$(elapsed "$t0" "$t1")|$sent|$((after - before))")
+stop_registry() { # NAME
+  local pid; eval "pid=\$PID_$1"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 }
-run_skopeo() { # LABEL IMAGE PORT TAG STORAGE
-  local label=$1 image=$2 port=$3 tag=$4 storage=$5
-  local before t0 t1 after
-  before=$(stored "$storage")
-  t0=$(now); skopeo copy -q --dest-tls-verify=false "oci-archive:$image" "docker://127.0.0.1:$port/bench:$tag" >/dev/null; t1=$(now)
-  after=$(stored "$storage")
-  results+=("$label|$(elapsed "$t0" "$t1")|-|$((after - before))")
+push_ours() { # IMAGE PORT TAG [FLAGS]
+  local image=$1 port=$2 tag=$3; shift 3
+  "$BIN/push-image" "$image" "127.0.0.1:$port/bench:$tag" --json "$@" > "$work/out.json"
 }
-run_ours   "push-image, first push"              "$work/v1.tar" "$PORT_ours"   1 "$work/ours-storage"
-run_ours   "push-image, same image again"        "$work/v1.tar" "$PORT_ours"   1 "$work/ours-storage"
-run_ours   "push-image, after a one-line change" "$work/v2.tar" "$PORT_ours"   2 "$work/ours-storage"
-run_ours   "push-image --compress gzip, first"   "$work/v1.tar" "$PORT_oursgz" 1 "$work/oursgz-storage" --compress gzip --cache "$work/pushcache"
-run_ours   "push-image --compress gzip, change"  "$work/v2.tar" "$PORT_oursgz" 2 "$work/oursgz-storage" --compress gzip --cache "$work/pushcache"
-run_skopeo "skopeo copy, first push"             "$work/v1.tar" "$PORT_skopeo" 1 "$work/skopeo-storage"
-run_skopeo "skopeo copy, same image again"       "$work/v1.tar" "$PORT_skopeo" 1 "$work/skopeo-storage"
-run_skopeo "skopeo copy, after a one-line change" "$work/v2.tar" "$PORT_skopeo" 2 "$work/skopeo-storage"
-
+push_skopeo() { # IMAGE PORT TAG
+  skopeo copy -q --dest-tls-verify=false --dest-compress-format gzip --dest-compress-level "$GZIP_LEVEL" "oci-archive:$1" "docker://127.0.0.1:$2/bench:$3" >/dev/null
+}
+side "push-image --compress gzip, first" 'push_ours "$work/v1.tar" "$PORT_gz" 1 --compress gzip --cache "$work/pushcache"'
+side "skopeo copy, first" 'push_skopeo "$work/v1.tar" "$PORT_skopeo" 1'
+side "push-image --compress gzip, change" 'push_ours "$work/v2.tar" "$PORT_gz" 2 --compress gzip --cache "$work/pushcache"'
+side "skopeo copy, change" 'push_skopeo "$work/v2.tar" "$PORT_skopeo" 2'
+side "push-image, first" 'push_ours "$work/v1.tar" "$PORT_plain" 1'
+side "push-image, change" 'push_ours "$work/v2.tar" "$PORT_plain" 2'
+side "cat image" 'cat "$work/v1.tar" > /dev/null'
 image_bytes=$(stat -c %s "$work/v1.tar")
-layer_types() { # PORT: how the layers of bench:2 are stored
-  curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-    "http://127.0.0.1:$1/v2/bench/manifests/2" |
-    python3 -c 'import json,sys,collections;print(dict(collections.Counter(l["mediaType"].rsplit(".",1)[-1] for l in json.load(sys.stdin)["layers"])))'
-}
-echo "  layer media types: push-image $(layer_types "$PORT_ours"), push-image --compress gzip $(layer_types "$PORT_oursgz"), skopeo $(layer_types "$PORT_skopeo")" > "$work/types"
-python3 - "$image_bytes" "$LAYERS" "${results[@]}" <<'PY'
-import os, sys
-size, layers, rows = int(sys.argv[1]), int(sys.argv[2]), [r.split("|") for r in sys.argv[3:]]
-print(f"push bench: image {size/1e6:.1f} MB, {layers + 1} store layers + customisation, registry on 127.0.0.1"
-      f" ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end)")
-print(f"  {'':38} {'seconds':>8} {'sent (--json)':>14} {'stored by registry':>19}")
-t = {}
-for label, secs, sent, stored in rows:
-    t[label] = float(secs)
-    sent = f"{int(sent):,}" if sent != "-" else "-"
-    print(f"  {label:38} {float(secs):8.3f} {sent:>14} {int(stored):>19,}")
-def ratio(a, b):
-    return f"{t[a] / t[b]:.2f}" if t[b] > 0 else "n/a"
-print(f"  first push, push-image / skopeo copy: {ratio('push-image, first push', 'skopeo copy, first push')}"
-      f" (push-image --compress gzip: {ratio('push-image --compress gzip, first', 'skopeo copy, first push')})")
-print(f"  after a change, push-image / skopeo copy: {ratio('push-image, after a one-line change', 'skopeo copy, after a one-line change')}")
-PY
-cat "$work/types"
+for s in "push-image --compress gzip, first" "skopeo copy, first" "push-image, first" "cat image"; do
+  side_bytes "$s" "$image_bytes"
+done
+warm() { sync; cat "$work/v1.tar" "$work/v2.tar" > /dev/null; }
+for run in $(seq "$BENCH_RUNS"); do
+  start_registry gz; start_registry skopeo; start_registry plain
+  rm -rf "$work/pushcache"
+  if [ $((run % 2)) = 1 ]; then
+    order=("push-image --compress gzip, first" "skopeo copy, first" "push-image --compress gzip, change" "skopeo copy, change")
+  else
+    order=("skopeo copy, first" "push-image --compress gzip, first" "skopeo copy, change" "push-image --compress gzip, change")
+  fi
+  for s in "${order[@]}" "push-image, first" "push-image, change" "cat image"; do
+    warm
+    time_once "$s"
+  done
+  stored_gz=$(stored "$work/gz-storage") stored_skopeo=$(stored "$work/skopeo-storage") stored_plain=$(stored "$work/plain-storage")
+  layer_types() { # PORT: how the layers of bench:2 are stored
+    curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+      "http://127.0.0.1:$1/v2/bench/manifests/2" |
+      python3 -c 'import json,sys,collections;print(dict(collections.Counter(l["mediaType"].rsplit(".",1)[-1] for l in json.load(sys.stdin)["layers"])))'
+  }
+  types="push-image --compress gzip $(layer_types "$PORT_gz"), skopeo $(layer_types "$PORT_skopeo"), push-image $(layer_types "$PORT_plain")"
+  stop_registry gz; stop_registry skopeo; stop_registry plain
+done
+
+echo "push bench: image $((image_bytes / 1000000)) MB, $((LAYERS + 1)) store layers + customisation, registry on 127.0.0.1"
+record "first push, gzip both" "push-image --compress gzip, first" "skopeo copy, first" "cat image"
+record "push after a one-line change, gzip both" "push-image --compress gzip, change" "skopeo copy, change"
+record "first push, push-image uncompressed (strata alone)" "push-image, first" -
+record "push after a one-line change, uncompressed (strata alone)" "push-image, change" -
+echo "    bytes the registries stored (last run, both pushes): push-image --compress gzip $stored_gz, skopeo $stored_skopeo, push-image uncompressed $stored_plain"
+echo "    layer media types: $types"
+machine

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# store-add against nix-store --add and nix-hash on a >= 500 MB tree of >= 10k files, measured
-# in the same run. Prints wall times and the ratios the targets speak of:
-#   store-add / nix-store --add          target <= 0.5
-#   hash-only throughput vs nix-hash     target >= 1.0x and >= 1.6 GiB/s
+# store-add against nix-store --add and nix-hash on a >= 500 MB tree of >= 10k files, each side
+# run $BENCH_RUNS times (default 5), interleaved, after `sync` and the same page-cache warm-up.
+#   add:       store-add vs nix-store --add, anchor `cp -a` of the same tree; timed to the end of
+#              the command and again to the end of a `sync` after it (the writeback each one
+#              leaves behind is part of its cost: store-add syncs before it renames, nix does not)
+#   hash only: store-add --dry-run vs nix-hash; anchors `openssl dgst -sha256` of the tree's NAR
+#              (the same bytes, one file in the page cache: the SHA-256 limit) and `cat` of it
+#              (reading), and `openssl speed -evp sha256` (the hash alone, no I/O)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${CARGO_TARGET_DIR:-target}/release
+. bench/lib.sh
+BIN=$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)
 FILES=${BENCH_FILES:-10000}
 MB=${BENCH_MB:-520}
-work=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+bench_init store-add
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 export NIX_CONFIG="substituters ="
-
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 
 echo "bench/store-add: generating $FILES files, ${MB} MB in $work/tree" >&2
 python3 - "$work/tree" "$FILES" "$MB" <<'PY'
@@ -33,43 +35,48 @@ for i in range(files):
     if i % 11 == 0:
         os.chmod(os.path.join(d, "f%05d" % i), 0o755)
 PY
-# Every run adds a fresh path: a salt makes the tree new to both stores.
-salt() { date +%s%N > "$work/tree/salt"; }
-tar -cf - -C "$work" tree | cat > /dev/null   # warm the page cache for both
+nix-store --dump "$work/tree" > "$work/tree.nar"
+nar_size=$(stat -c %s "$work/tree.nar")
+# The same warm-up before every timed run: the tree and its NAR read into the page cache.
+warm() { sync; tar -cf - -C "$work" tree | cat > /dev/null; cat "$work/tree.nar" > /dev/null; }
 
-# Each measurement is the median of $REPS runs (the machine may be busy with other work).
-REPS=${BENCH_REPS:-3}
-median() { python3 -c 'import sys,statistics; print(f"{statistics.median(map(float, sys.argv[1:])):.3f}")' "$@"; }
-nix_adds=() ours_adds=() nix_hashes=() ours_hashes=()
-for rep in $(seq "$REPS"); do
-  # Start each add with no dirty pages left from the last one (writeback throttling would
-  # otherwise charge one tool for the other's writes).
-  salt; sync
-  t0=$(now); nixpath=$(nix-store --add "$work/tree"); t1=$(now)
-  nix_adds+=("$(elapsed "$t0" "$t1")")
-  nix-store --delete "$nixpath" >/dev/null 2>&1 || true
+# Adds: every run adds a fresh path (a new salt), into an emptied store; the copy is removed
+# and synced away before the next run, untimed.
+n=0
+salt() { n=$((n + 1)); echo "$n" > "$work/tree/salt"; }
+clean() {
+    [ -n "${nixpath:-}" ] && { nix-store --delete "$nixpath" >/dev/null 2>&1 || true; nixpath=; }
+    chmod -R u+w "$work/root" "$work/copy" 2>/dev/null || true
+    rm -rf "$work/root" "$work/copy"
+}
+prepare_add() { clean; salt; warm; }
+side "nix-store --add" 'nixpath=$(nix-store --add "$work/tree")'
+side "store-add" '"$BIN/store-add" --store-root "$work/root" "$work/tree" > /dev/null'
+side "cp -a" 'cp -a "$work/tree" "$work/copy"'
+for s in "nix-store --add" "store-add" "cp -a"; do side_then "$s" sync; done
+interleave "$BENCH_RUNS" prepare_add "nix-store --add" "store-add" "cp -a"
+clean
+rm -f "$work/tree/salt"   # the tree of the NAR file again
 
-  salt; sync
-  root="$work/root-$rep"
-  t0=$(now); "$BIN/store-add" --store-root "$root" "$work/tree" > "$work/info.json"; t1=$(now)
-  ours_adds+=("$(elapsed "$t0" "$t1")")
-  chmod -R u+w "$root"; rm -rf "$root"; sync
-
-  t0=$(now); nix-hash --type sha256 "$work/tree" > /dev/null; t1=$(now)
-  nix_hashes+=("$(elapsed "$t0" "$t1")")
-  t0=$(now); "$BIN/store-add" --store-root "$work/none" --dry-run "$work/tree" > /dev/null; t1=$(now)
-  ours_hashes+=("$(elapsed "$t0" "$t1")")
+side "nix-hash" 'nix-hash --type sha256 "$work/tree" > /dev/null'
+side "store-add --dry-run" '"$BIN/store-add" --store-root "$work/none" --dry-run "$work/tree" > /dev/null'
+side "openssl dgst (NAR file)" 'openssl dgst -sha256 "$work/tree.nar" > /dev/null'
+side "cat (NAR file)" 'cat "$work/tree.nar" > /dev/null'
+for s in "nix-hash" "store-add --dry-run" "openssl dgst (NAR file)" "cat (NAR file)"; do
+    side_bytes "$s" "$nar_size"
 done
-nar_size=$(python3 -c "import json;print(json.load(open('$work/info.json'))['narSize'])")
-nix_add=$(median "${nix_adds[@]}") ours_add=$(median "${ours_adds[@]}")
-nix_hash=$(median "${nix_hashes[@]}") ours_hash=$(median "${ours_hashes[@]}")
+interleave "$BENCH_RUNS" warm "nix-hash" "store-add --dry-run" "openssl dgst (NAR file)" "cat (NAR file)"
 
-python3 - "$nix_add" "$ours_add" "$nix_hash" "$ours_hash" "$nar_size" "$FILES" <<'PY'
-import sys
-nix_add, ours_add, nix_hash, ours_hash, size, files = map(float, sys.argv[1:])
-gib = size / 2**30
-print(f"store-add bench: {int(files)} files, NAR {size/1e6:.0f} MB (medians of the runs)")
-print(f"  add:       nix-store --add {nix_add:7.3f} s   store-add {ours_add:7.3f} s   ratio {ours_add/nix_add:.2f} (target <= 0.5)")
-print(f"  hash only: nix-hash        {nix_hash:7.3f} s   store-add --dry-run {ours_hash:7.3f} s   "
-      f"speed-up {nix_hash/ours_hash:.2f}x (target >= 1.0), {gib/ours_hash:.2f} GiB/s (target >= 1.6)")
-PY
+# The hash alone: openssl's own figure, as seconds per NAR's worth of bytes.
+speed=$(openssl speed -evp sha256 -bytes 1048576 -seconds 2 2>/dev/null |
+    awk '/^sha256|^SHA256/ { v = $NF; sub(/k$/, "", v); print v * 1000 }')
+side "openssl speed -evp sha256" ':'
+side_bytes "openssl speed -evp sha256" "$nar_size"
+awk -v b="$nar_size" -v r="$speed" 'BEGIN { printf "%.6f\n", b / r }' > "$work/samples/openssl speed -evp sha256"
+
+echo "store-add bench: $FILES files, NAR $((nar_size / 1000000)) MB"
+record "add, to the end of the command" "store-add" "nix-store --add" "cp -a"
+record "add, to the end of a sync after it" "store-add+then" "nix-store --add+then" "cp -a+then"
+record "hash only" "store-add --dry-run" "nix-hash" \
+    "openssl dgst (NAR file)" "cat (NAR file)" "openssl speed -evp sha256"
+machine

@@ -298,12 +298,15 @@ pub fn parse_args<T: clap::Parser>(tool: &str) -> Result<T, ExitCode> {
     }
 }
 
-/// A byte count shown on stderr while long work runs, when stderr is a terminal; nothing at
-/// all otherwise. Output printed through [`Progress::print`] clears the line first, so the two
+/// The one progress line of every tool: a byte count (and, for work in steps, what step it is
+/// on) shown on stderr while long work runs, when stderr is a terminal; nothing at all
+/// otherwise. Output printed through [`Progress::print`] clears the line first, so the two
 /// never mix; the line is cleared when the guard is dropped.
 #[derive(Debug)]
 pub struct Progress {
     counter: Option<Arc<AtomicU64>>,
+    /// What step the work is on (`layer 3/11: 5 store paths`), shown before the count.
+    step: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
     drawing: Arc<Mutex<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -316,19 +319,30 @@ impl Progress {
 
     /// The same, naming what the bytes are (`read`, `sent`).
     pub fn counting(tool: &'static str, verb: &'static str) -> Progress {
+        Progress::drawn(tool, Some(verb))
+    }
+
+    /// Work in steps with no byte count: the line shows the step given to [`Progress::stage`].
+    pub fn stages(tool: &'static str) -> Progress {
+        Progress::drawn(tool, None)
+    }
+
+    fn drawn(tool: &'static str, verb: Option<&'static str>) -> Progress {
         use std::io::IsTerminal;
         let stop = Arc::new(AtomicBool::new(false));
         let drawing = Arc::new(Mutex::new(()));
+        let step = Arc::new(Mutex::new(String::new()));
         if !io::stderr().is_terminal() {
             return Progress {
                 counter: None,
+                step,
                 stop,
                 drawing,
                 thread: None,
             };
         }
         let counter = Arc::new(AtomicU64::new(0));
-        let (c, s, d) = (counter.clone(), stop.clone(), drawing.clone());
+        let (c, st, s, d) = (counter.clone(), step.clone(), stop.clone(), drawing.clone());
         let thread = std::thread::spawn(move || {
             let started = std::time::Instant::now();
             loop {
@@ -337,20 +351,35 @@ impl Progress {
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
-                let mib = c.load(Ordering::Relaxed) as f64 / 1048576.0;
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                let _ = write!(
-                    io::stderr(),
-                    "\r{tool}: {mib:.1} MiB {verb} ({:.0} MiB/s)\x1b[K",
-                    mib / secs
-                );
+                let step = st.lock().map(|t| t.clone()).unwrap_or_default();
+                let count = verb.map(|verb| {
+                    let mib = c.load(Ordering::Relaxed) as f64 / 1048576.0;
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    format!("{mib:.1} MiB {verb} ({:.0} MiB/s)", mib / secs)
+                });
+                let line = match (step.is_empty(), count) {
+                    (true, Some(count)) => count,
+                    (false, Some(count)) => format!("{step}, {count}"),
+                    (_, None) => step,
+                };
+                let _ = write!(io::stderr(), "\r{tool}: {line}\x1b[K");
             }
         });
         Progress {
             counter: Some(counter),
+            step,
             stop,
             drawing,
             thread: Some(thread),
+        }
+    }
+
+    /// Say what step the work is on (shown from the next redraw).
+    pub fn stage(&self, text: String) {
+        if self.thread.is_some()
+            && let Ok(mut step) = self.step.lock()
+        {
+            *step = text;
         }
     }
 

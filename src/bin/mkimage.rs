@@ -11,7 +11,8 @@ use strata_core::image::check::{self, format_time, parse_layers, parse_time};
 use strata_core::image::config::{ContainerConfig, Empty};
 use strata_core::image::input::{MAX_CONFIG_JSON, MAX_LAYERS_JSON, read_input};
 use strata_core::image::{
-    Compression, Format, ImageSpec, LayerSource, Output, build, contents::PermRule, interrupted,
+    Compression, Format, ImageSpec, LayerSource, Output, build_observed, contents::PermRule,
+    interrupted,
 };
 use strata_core::manifest::{Inputs, PathArg, resolve_path_args};
 
@@ -388,10 +389,13 @@ fn body(args: &Args) -> Result<(), Failure> {
     spec.compression = args.compress;
     spec.format = args.format;
     spec.cache = args.cache.clone();
-    spec.progress = true;
     spec.start_check = !args.no_start_check;
     let store = args.store.open()?;
-    let report = build(&store, &spec, &output)?;
+    let progress = cli::Progress::stages("mkimage");
+    let report = build_observed(&store, &spec, &output, &mut |l| {
+        progress.stage(format!("layer {}/{}: {}", l.number, l.total, l.what))
+    })?;
+    drop(progress);
     // What --extra-commands printed, passed on as it ran.
     let _ = std::io::Write::write_all(&mut std::io::stderr(), &report.extra_commands_output);
     if args.verbose {

@@ -3,17 +3,8 @@
 //! (binfmt_misc), and a closure mixing amd64 and arm64 packages refused.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::*;
-
-fn deb_lock(store_root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deb-lock"));
-    cmd.env_remove("STRATA_STORE_DIR")
-        .env_remove("STRATA_DEB_CACHE")
-        .env("STRATA_STORE_ROOT", store_root);
-    cmd
-}
 
 /// The downloaded `.deb`s, kept between runs. Not the deb-lock tests' cache: some of those
 /// take every `.deb` in theirs as the amd64 closure of bash.
@@ -236,18 +227,6 @@ fn an_amd64_library_in_an_arm64_image_is_refused() {
         &["is an ELF file for arm64, not for the image's architecture amd64"],
     );
     assert!(!tar.exists(), "an output was written");
-}
-
-/// The config of a docker-archive.
-fn config_of(tar: &Path) -> serde_json::Value {
-    let dir = tempfile::tempdir().unwrap();
-    sh(&format!(
-        "tar -xf {} -C {}",
-        tar.display(),
-        dir.path().display()
-    ));
-    let manifest = read_json(&dir.path().join("manifest.json"));
-    read_json(&dir.path().join(manifest[0]["Config"].as_str().unwrap()))
 }
 
 #[test]

@@ -8,14 +8,6 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn deb_lock(store_root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deb-lock"));
-    cmd.env_remove("STRATA_STORE_DIR")
-        .env_remove("STRATA_DEB_CACHE")
-        .env("STRATA_STORE_ROOT", store_root);
-    cmd
-}
-
 /// The downloaded `.deb`s, kept between runs.
 fn cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-lock-cache")

@@ -243,14 +243,7 @@ fn the_example_builds_for_arm64_and_answers_under_emulation() {
     let src = example_dir();
     make("image ARCH=arm64", &out, &src, "");
     let tar = out.join("agatha-back.tar");
-    let dir = tempfile::tempdir().unwrap();
-    sh(&format!(
-        "tar -xf {} -C {}",
-        tar.display(),
-        dir.path().display()
-    ));
-    let manifest = read_json(&dir.path().join("manifest.json"));
-    let config = read_json(&dir.path().join(manifest[0]["Config"].as_str().unwrap()));
+    let config = config_of(&tar);
     assert_eq!(
         (&config["architecture"], &config["variant"]),
         (&serde_json::json!("arm64"), &serde_json::json!("v8"))

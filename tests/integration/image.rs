@@ -2323,3 +2323,46 @@ fn source_date_epoch_sets_created_and_mtime() {
     );
     assert!(std::fs::read(&d).unwrap() == bb);
 }
+
+/// mkimage shows which layer it is writing on a terminal and nothing on a pipe; the progress
+/// line is cleared before the summary.
+#[test]
+fn mkimage_progress_only_on_a_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // A sparse file: long to pack and hash, cheap to make.
+    let src = work.path().join("big");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::File::create(src.join("zeros"))
+        .unwrap()
+        .set_len(768 << 20)
+        .unwrap();
+    let path = add(root.path(), "big", &src);
+    let layers = work.path().join("layers.json");
+    std::fs::write(&layers, serde_json::json!([[path]]).to_string()).unwrap();
+    let piped = Run::tool("mkimage", root.path())
+        .args(["--name", "big", "--no-start-check", "-o", "/dev/null"])
+        .arg(&layers)
+        .succeeds();
+    assert!(
+        !piped.stderr().contains("layer 1/2"),
+        "progress on a pipe: {:?}",
+        piped.stderr()
+    );
+    let line = format!(
+        "{} --store-root {} --name big --no-start-check -o /dev/null {}",
+        env!("CARGO_BIN_EXE_mkimage"),
+        root.path().display(),
+        layers.display()
+    );
+    let text = on_a_terminal(&line);
+    assert!(
+        text.contains("mkimage: layer 1/2: 1 store path"),
+        "no progress on a terminal: {text:?}"
+    );
+    let summary_at = text.find("mkimage: built").expect("summary printed");
+    assert!(
+        text[..summary_at].ends_with("\r\x1b[K"),
+        "the progress line is not cleared before the summary: {text:?}"
+    );
+}

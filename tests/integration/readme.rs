@@ -40,7 +40,8 @@ fn the_readme_pipeline_runs_as_written() {
     std::fs::create_dir_all(w.join("big-tree/a/b")).unwrap();
     std::fs::write(w.join("big-tree/a/b/c"), vec![7u8; 1 << 20]).unwrap();
     std::fs::write(w.join("release.tar.gz"), b"release").unwrap();
-    // `apt-get download`: the packages the example keeps (fetched if it has not run yet).
+    // `apt-get download`: the packages the example keeps (fetched if it has not run yet), of the
+    // machine's architecture as apt-get gives them (the cache also holds the arm64 build's).
     let stubs = w.join("stubs");
     let debs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agatha-debs");
     std::fs::create_dir_all(&stubs).unwrap();
@@ -48,7 +49,8 @@ fn the_readme_pipeline_runs_as_written() {
         stubs.join("apt-get"),
         format!(
             "#!/bin/bash\nset -eu\n[ \"$1\" = download ] || exit 2\nshift\n\
-             for p; do f=$(ls {debs}/\"$p\"_*.deb 2>/dev/null | sort -V | tail -n 1)\n               if [ -n \"$f\" ]; then cp \"$f\" .; else /usr/bin/apt-get download \"$p\"; fi; done\n",
+             arch=$(dpkg --print-architecture)\n\
+             for p; do f=$(ls {debs}/\"$p\"_*_\"$arch\".deb {debs}/\"$p\"_*_all.deb 2>/dev/null | sort -V | tail -n 1)\n               if [ -n \"$f\" ]; then cp \"$f\" .; else /usr/bin/apt-get download \"$p\"; fi; done\n",
             debs = debs.display()
         ),
     )

@@ -670,18 +670,13 @@ fn progress_only_on_a_terminal() {
         String::from_utf8_lossy(&piped.stderr)
     );
     // Under a pseudo-terminal (script(1)), the byte count shows.
-    let exe = env!("CARGO_BIN_EXE_store-add");
     let line = format!(
-        "{exe} --store-root {} --dry-run {}",
+        "{} --store-root {} --dry-run {}",
+        env!("CARGO_BIN_EXE_store-add"),
         root.path().display(),
         big.display()
     );
-    let out = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .output()
-        .expect("script(1) from util-linux");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = on_a_terminal(&line);
     assert!(
         text.contains("MiB read"),
         "no progress on a terminal: {text:?}"

@@ -356,3 +356,36 @@ pub fn docker(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `deb-lock` on the store at `store_root`, with no store dir or cache from the environment.
+pub fn deb_lock(store_root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deb-lock"));
+    cmd.env_remove("STRATA_STORE_DIR")
+        .env_remove("STRATA_DEB_CACHE")
+        .env("STRATA_STORE_ROOT", store_root);
+    cmd
+}
+
+/// The config of a docker-archive.
+pub fn config_of(tar: &Path) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    sh(&format!(
+        "tar -xf {} -C {}",
+        tar.display(),
+        dir.path().display()
+    ));
+    let manifest = read_json(&dir.path().join("manifest.json"));
+    read_json(&dir.path().join(manifest[0]["Config"].as_str().unwrap()))
+}
+
+/// Run the shell command `line` under a pseudo-terminal (script(1)); it must succeed. What the
+/// terminal showed (stdout and stderr together).
+pub fn on_a_terminal(line: &str) -> String {
+    let out = Command::new("script")
+        .args(["-qec", line, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}

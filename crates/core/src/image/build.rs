@@ -1,7 +1,7 @@
 //! Building an image: an [`ImagePlan`] (every check before the first byte is written), written
 //! by the [`LayoutSink`] to `-o` (put in place atomically), and a report of what was built.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 
 use super::config;
@@ -109,29 +109,11 @@ impl BuildSummary {
     }
 }
 
-struct Progress {
-    on: bool,
-    total: usize,
-}
-
-impl Progress {
-    fn show(&self, n: usize, what: &str) {
-        if self.on {
-            eprint!("\r\x1b[Kmkimage: layer {n}/{}: {what}", self.total);
-        }
-    }
-    /// Clear the line: the summary mkimage prints takes its place.
-    fn done(&self) {
-        if self.on {
-            eprint!("\r\x1b[K");
-        }
-    }
-}
-
 /// What the progress line says while a layer is written.
 fn label(layer: &PlannedLayer) -> String {
     match &layer.origin {
         LayerOrigin::Base(_) => "base layer".to_string(),
+        LayerOrigin::Store { infos, .. } if infos.len() == 1 => "1 store path".to_string(),
         LayerOrigin::Store { infos, .. } => format!("{} store paths", infos.len()),
         LayerOrigin::Customisation => "customisation".to_string(),
     }
@@ -174,14 +156,36 @@ fn report(plan: &ImagePlan<'_>, docs: &ImageDocuments) -> BuildReport {
 /// Build the image `spec` describes from `store` into `output`: the plan (every check before
 /// the first byte is written), then the layout sink.
 pub fn build(store: &Store, spec: &ImageSpec, output: &Output) -> Result<BuildReport, ImageError> {
+    build_observed(store, spec, output, &mut |_| {})
+}
+
+/// A layer about to be written, for a caller that shows progress (the library prints nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerStarted<'a> {
+    /// 1-based.
+    pub number: usize,
+    pub total: usize,
+    /// What the layer is: `base layer`, `N store paths`, `customisation`.
+    pub what: &'a str,
+}
+
+/// [`build`], telling `on_layer` as each layer starts.
+pub fn build_observed(
+    store: &Store,
+    spec: &ImageSpec,
+    output: &Output,
+    on_layer: &mut dyn FnMut(LayerStarted<'_>),
+) -> Result<BuildReport, ImageError> {
     let mut plan = ImagePlan::new(store, spec)?;
     let sink = LayoutSink::open(output, spec.format, spec.owner.mtime)?;
     let labels: Vec<String> = plan.layers.iter().map(label).collect();
-    let progress = Progress {
-        on: spec.progress && io::stderr().is_terminal(),
-        total: labels.len(),
-    };
-    let docs = emit(&mut plan, sink, &mut |i| progress.show(i + 1, &labels[i]))?;
-    progress.done();
+    let total = labels.len();
+    let docs = emit(&mut plan, sink, &mut |i| {
+        on_layer(LayerStarted {
+            number: i + 1,
+            total,
+            what: &labels[i],
+        })
+    })?;
     Ok(report(&plan, &docs))
 }

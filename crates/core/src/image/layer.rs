@@ -12,8 +12,8 @@ use std::path::Path;
 
 use super::ImageError;
 use super::archive::{Digester, Tee};
-use super::tar::{Entry, EntryKind, Owner, Source, write_layer};
-use crate::pipeline::with_background_sink;
+use super::tar::{Entry, EntryKind, Owner, Source, write_layer_into};
+use crate::pipeline::with_background_lending_sink;
 
 /// The pinned zstd level (`--compress zstd`).
 pub const ZSTD_LEVEL: i32 = 3;
@@ -141,7 +141,7 @@ pub fn stream_layer(
     let info = match compression {
         Compression::None => {
             let mut sink = Digester::new(target);
-            with_background_sink(&mut sink, |w| write_layer(entries, w))
+            with_background_lending_sink(&mut sink, |w| write_layer_into(entries, w))
                 .map_err(err)?
                 .map_err(err)?;
             let (digest, size, _) = sink.finish();
@@ -157,7 +157,7 @@ pub fn stream_layer(
                 .mtime(0)
                 .write(inner, flate2::Compression::new(GZIP_LEVEL));
             let mut sink = Digester::new(gz);
-            with_background_sink(&mut sink, |w| write_layer(entries, w))
+            with_background_lending_sink(&mut sink, |w| write_layer_into(entries, w))
                 .map_err(err)?
                 .map_err(err)?;
             let (diff_id, _, gz) = sink.finish();
@@ -174,7 +174,7 @@ pub fn stream_layer(
             enc.include_checksum(false).map_err(err)?;
             enc.include_contentsize(false).map_err(err)?;
             let mut sink = Digester::new(enc);
-            with_background_sink(&mut sink, |w| write_layer(entries, w))
+            with_background_lending_sink(&mut sink, |w| write_layer_into(entries, w))
                 .map_err(err)?
                 .map_err(err)?;
             let (diff_id, _, enc) = sink.finish();

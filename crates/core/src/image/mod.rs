@@ -38,7 +38,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use archive::Format;
-pub use build::{BuildReport, BuildSummary, LayerReport, LayerSource, build};
+pub use build::{
+    BuildReport, BuildSummary, LayerReport, LayerSource, LayerStarted, build, build_observed,
+};
 pub use layer::Compression;
 pub use temp::interrupted;
 
@@ -118,8 +120,6 @@ pub struct ImageSpec {
     pub format: Format,
     /// Layer cache directory.
     pub cache: Option<PathBuf>,
-    /// Show progress on stderr.
-    pub progress: bool,
     /// Check before writing anything that the entrypoint can start (see [`start_check`]).
     pub start_check: bool,
 }
@@ -147,7 +147,6 @@ impl ImageSpec {
             compression: Compression::None,
             format: Format::DockerOci,
             cache: None,
-            progress: false,
             start_check: true,
         }
     }

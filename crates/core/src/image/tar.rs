@@ -14,6 +14,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
+use crate::pipeline::{Buffered, LendingSink};
+
 /// Tar block size.
 pub const BLOCK: u64 = 512;
 /// Tar record size: the archive is padded to a multiple of this.
@@ -328,16 +330,21 @@ pub fn layer_size(entries: &[Entry]) -> u64 {
 /// nor anywhere for [`Source::Below`]) and exactly its described size is copied; a file that
 /// is shorter than that (changed while read) is an error. Returns the bytes written.
 pub fn write_layer(entries: &[Entry], out: &mut dyn Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
+    write_layer_into(entries, &mut Buffered::new(out, 256 * 1024))
+}
+
+/// [`write_layer`] into a sink that lends its buffer for file contents, which are then read
+/// straight into the memory the sink's consumer hashes (and compresses).
+pub fn write_layer_into(entries: &[Entry], out: &mut dyn LendingSink) -> io::Result<u64> {
     let mut n = 0u64;
     for e in entries {
         let h = header(e);
         out.write_all(&h)?;
         n += h.len() as u64;
         if let EntryKind::File { source, size } = &e.kind {
-            copy_exact(source, *size, &mut buf, out)?;
+            copy_exact(source, *size, out)?;
             let pad = pad_to_block(*size);
-            out.write_all(&vec![0u8; pad as usize])?;
+            out.write_all(&[0u8; BLOCK as usize][..pad as usize])?;
             n += size + pad;
         }
     }
@@ -350,13 +357,14 @@ pub fn write_layer(entries: &[Entry], out: &mut dyn Write) -> io::Result<u64> {
     Ok(n + tail)
 }
 
-fn copy_exact(source: &Source, size: u64, buf: &mut [u8], out: &mut dyn Write) -> io::Result<()> {
+fn copy_exact(source: &Source, size: u64, out: &mut dyn LendingSink) -> io::Result<()> {
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", source.display()));
     let mut file = source.open().map_err(with_path)?;
     let mut left = size;
     while left > 0 {
-        let want = (buf.len() as u64).min(left) as usize;
-        let got = file.read(&mut buf[..want]).map_err(with_path)?;
+        let want = usize::try_from(left).unwrap_or(usize::MAX);
+        let room = out.room(want)?;
+        let got = file.read(room).map_err(with_path)?;
         if got == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -367,7 +375,7 @@ fn copy_exact(source: &Source, size: u64, buf: &mut [u8], out: &mut dyn Write) -
                 ),
             ));
         }
-        out.write_all(&buf[..got])?;
+        out.commit(got)?;
         left -= got as u64;
     }
     Ok(())
@@ -471,6 +479,46 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert_eq!(names, ["/nix/", "/nix/f", "/nix/l"]);
+    }
+
+    #[test]
+    fn a_layer_through_lent_batches_is_the_plain_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sizes around the 1 MiB batches the background sink fills, and small ones between.
+        let sizes = [
+            (1 << 20) - 700,
+            3,
+            3 * (1 << 20) + 11,
+            0,
+            1 << 20,
+            511,
+            600_000,
+        ];
+        let mut entries = vec![Entry::dir("/nix/", 0o555, &owner())];
+        for (i, size) in sizes.iter().enumerate() {
+            let f = dir.path().join(format!("f{i}"));
+            let data: Vec<u8> = (0..*size).map(|j| (j * 13 + i) as u8).collect();
+            std::fs::write(&f, data).unwrap();
+            entries.push(Entry::new(
+                format!("/nix/f{i}").into_bytes(),
+                EntryKind::File {
+                    source: Source::Path(f),
+                    size: *size as u64,
+                },
+                0o444,
+                &owner(),
+            ));
+        }
+        let mut plain = Vec::new();
+        let n = write_layer(&entries, &mut plain).unwrap();
+        let mut lent = Vec::new();
+        let m = crate::pipeline::with_background_lending_sink(&mut lent, |w| {
+            write_layer_into(&entries, w)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((m, lent.len()), (n, plain.len()));
+        assert!(lent == plain, "the layers differ");
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::pipeline::{Buffered, LendingSink};
+
 /// The first string of every NAR.
 pub const MAGIC: &str = "nix-archive-1";
 
@@ -96,11 +98,20 @@ pub fn dump_path(
     out: &mut (impl Write + ?Sized),
     visitor: &mut (impl NarVisitor + ?Sized),
 ) -> Result<(), NarError> {
+    dump_path_into(path, &mut Buffered::new(out, CHUNK), visitor)
+}
+
+/// [`dump_path`] into a sink that lends its buffer for file contents, which are then read
+/// straight into the memory the sink's consumer hashes.
+pub fn dump_path_into(
+    path: &Path,
+    out: &mut (impl LendingSink + ?Sized),
+    visitor: &mut (impl NarVisitor + ?Sized),
+) -> Result<(), NarError> {
     let mut w = TokenWriter { out };
     w.strs(&[MAGIC])?;
-    let mut buf = vec![0u8; CHUNK];
     let mut rel = PathBuf::new();
-    dump_node(path, &mut rel, &mut w, visitor, &mut buf)
+    dump_node(path, &mut rel, &mut w, visitor)
 }
 
 fn visit_err(path: &Path) -> impl FnOnce(io::Error) -> NarError + '_ {
@@ -110,12 +121,11 @@ fn visit_err(path: &Path) -> impl FnOnce(io::Error) -> NarError + '_ {
     }
 }
 
-fn dump_node<W: Write + ?Sized>(
+fn dump_node<W: LendingSink + ?Sized>(
     path: &Path,
     rel: &mut PathBuf,
     w: &mut TokenWriter<'_, W>,
     visitor: &mut (impl NarVisitor + ?Sized),
-    buf: &mut [u8],
 ) -> Result<(), NarError> {
     let meta = fs::symlink_metadata(path).map_err(visit_err(path))?;
     let ft = meta.file_type();
@@ -135,16 +145,17 @@ fn dump_node<W: Write + ?Sized>(
         w.len_prefix(size)?;
         let mut left = size;
         while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = file.read(&mut buf[..want]).map_err(visit_err(path))?;
+            let want = usize::try_from(left).unwrap_or(usize::MAX);
+            let room = w.out.room(want).map_err(NarError::Write)?;
+            let n = file.read(room).map_err(visit_err(path))?;
             if n == 0 {
                 return Err(NarError::Changed(path.to_path_buf()));
             }
-            w.out.write_all(&buf[..n]).map_err(NarError::Write)?;
-            visitor.file_data(&buf[..n]).map_err(visit_err(path))?;
+            visitor.file_data(&room[..n]).map_err(visit_err(path))?;
+            w.out.commit(n).map_err(NarError::Write)?;
             left -= n as u64;
         }
-        if file.read(&mut buf[..1]).map_err(visit_err(path))? != 0 {
+        if file.read(&mut [0u8; 1]).map_err(visit_err(path))? != 0 {
             return Err(NarError::Changed(path.to_path_buf()));
         }
         w.pad(size)?;
@@ -171,7 +182,7 @@ fn dump_node<W: Write + ?Sized>(
             w.strs(&["node"])?;
             rel.push(&name);
             let child = path.join(&name);
-            dump_node(&child, rel, w, visitor, buf)?;
+            dump_node(&child, rel, w, visitor)?;
             rel.pop();
             w.strs(&[")"])?;
         }

@@ -366,14 +366,18 @@ fn dump_copying(
     // Walking and reading on this thread; hashing and scanning on a second; writing the copy
     // (when there is one) on a third.
     if visitor.restorer.is_some() {
-        crate::pipeline::with_background_sink(&mut tee, |w| {
-            crate::pipeline::with_background_visitor(&mut visitor, |v| nar::dump_path(src, w, v))
+        crate::pipeline::with_background_lending_sink(&mut tee, |w| {
+            crate::pipeline::with_background_visitor(&mut visitor, |v| {
+                nar::dump_path_into(src, w, v)
+            })
         })
         .map_err(StoreError::io(src))?
         .map_err(StoreError::io(src))??;
     } else {
-        crate::pipeline::with_background_sink(&mut tee, |w| nar::dump_path(src, w, &mut visitor))
-            .map_err(StoreError::io(src))??;
+        crate::pipeline::with_background_lending_sink(&mut tee, |w| {
+            nar::dump_path_into(src, w, &mut visitor)
+        })
+        .map_err(StoreError::io(src))??;
     }
     drop(tee);
     if let (Some(slot), Some(h)) = (flat, visitor.flat.take()) {

@@ -1,0 +1,135 @@
+# Shared by the benchmarks (sourced, not run): timing, interleaving, medians and spread, and the
+# JSON record `make bench` gathers into bench/results/summary.json.
+#
+# A benchmark names each measured command ("side") and lets `interleave` run them in turns,
+# A B C A B C …, the same number of times, each after the same preparation (`sync` and the
+# warm-up the benchmark gives), so that every side sees the same machine load and cache state.
+# Wall times are taken with bash's $EPOCHREALTIME around the bare command: no timer process
+# starts inside the measured interval.
+#
+#   bench_init NAME                     work dir in $work, samples under $work/samples
+#   side NAME COMMAND...                declare a side (run through `eval`, in the caller's shell)
+#   interleave RUNS PREPARE SIDE...     run the sides in turns; PREPARE (a command) before each
+#   stats SIDE                          "median min max runs" of its wall times
+#   record FIGURE OURS PEER [ANCHOR...] append a figure (JSON) to bench/results/NAME.jsonl
+#   show FIGURE OURS PEER [ANCHOR...]   print the figure's line of the human table
+# A side's samples may carry a second time (e.g. through `sync`): `side_then NAME COMMAND` runs
+# COMMAND after each timed run of NAME and records the time to its end as NAME+then.
+
+BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_ROOT/bench/results}
+BENCH_RUNS=${BENCH_RUNS:-5}
+
+declare -A _side_cmd _side_then _side_bytes
+
+bench_init() {
+    BENCH_NAME=$1
+    mkdir -p "$BENCH_RESULTS"
+    work=$(mktemp -d "/var/tmp/strata-bench-$1.XXXXXX")
+    mkdir -p "$work/samples"
+    : > "$BENCH_RESULTS/$BENCH_NAME.jsonl"
+}
+
+side() {
+    local name=$1
+    shift
+    _side_cmd[$name]="$*"
+    : > "$work/samples/$name"
+}
+
+side_then() {
+    _side_then[$1]=$2
+    : > "$work/samples/$1+then"
+}
+
+# side_bytes SIDE BYTES: the bytes one run processes (for a throughput in the summary).
+side_bytes() { _side_bytes[$1]=$2; }
+
+# time_once SIDE: one timed run of SIDE, its wall time appended to its samples.
+time_once() {
+    local name=$1 start end then
+    start=$EPOCHREALTIME
+    eval "${_side_cmd[$name]}"
+    end=$EPOCHREALTIME
+    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.6f\n", b - a }' >> "$work/samples/$name"
+    if [ -n "${_side_then[$name]:-}" ]; then
+        eval "${_side_then[$name]}"
+        then=$EPOCHREALTIME
+        awk -v a="$start" -v b="$then" 'BEGIN { printf "%.6f\n", b - a }' >> "$work/samples/$name+then"
+    fi
+}
+
+interleave() {
+    local runs=$1 prepare=$2 s
+    shift 2
+    for _ in $(seq "$runs"); do
+        for s in "$@"; do
+            eval "$prepare"
+            time_once "$s"
+        done
+    done
+}
+
+stats() {
+    sort -g "$work/samples/$1" | awk '{ t[NR] = $1 } END {
+        if (NR == 0) { print "0 0 0 0"; exit }
+        m = NR % 2 ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
+        printf "%.4f %.4f %.4f %d\n", m, t[1], t[NR], NR }'
+}
+
+# _side_json SIDE: {"name":…, "median":…, "min":…, "max":…, "runs":…[, "bytes":…]}
+_side_json() {
+    local median min max runs bytes=${_side_bytes[$1]:-}
+    read -r median min max runs < <(stats "$1")
+    printf '{"name": "%s", "command": %s, "median": %s, "min": %s, "max": %s, "runs": %s%s}' \
+        "$1" "$(_json_string "${_side_cmd[${1%+then}]:-}")" "$median" "$min" "$max" "$runs" \
+        "${bytes:+, \"bytes\": $bytes}"
+}
+
+_json_string() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
+
+# record FIGURE OURS PEER [ANCHOR...]: PEER may be "-" (strata alone).
+record() {
+    local figure=$1 ours=$2 peer=$3 a anchors=""
+    shift 3
+    for a in "$@"; do anchors+="${anchors:+, }$(_side_json "$a")"; done
+    {
+        printf '{"bench": "%s", "figure": %s, "strata": %s' \
+            "$BENCH_NAME" "$(_json_string "$figure")" "$(_side_json "$ours")"
+        if [ "$peer" != - ]; then
+            printf ', "peer": %s' "$(_side_json "$peer")"
+        fi
+        printf ', "anchors": [%s], "cpus": %s, "loadavg": "%s"}\n' \
+            "$anchors" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    } >> "$BENCH_RESULTS/$BENCH_NAME.jsonl"
+    show "$figure" "$ours" "$peer" "$@"
+}
+
+# show FIGURE OURS PEER [ANCHOR...]: medians and spread of each, the ratio strata / peer.
+show() {
+    local figure=$1 ours=$2 peer=$3 s median min max runs
+    shift 3
+    echo "  $figure"
+    for s in "$ours" "$peer" "$@"; do
+        [ "$s" = - ] && continue
+        read -r median min max runs < <(stats "$s")
+        local rate=""
+        if [ -n "${_side_bytes[$s]:-}" ]; then
+            rate=$(awk -v b="${_side_bytes[$s]}" -v t="$median" 'BEGIN { printf "  %.2f GiB/s", b / t / 2^30 }')
+        fi
+        local role=anchor
+        [ "$s" = "$ours" ] && role=strata
+        [ "$s" = "$peer" ] && role=peer
+        printf '    %-7s %-34s median %8.3f s  (%.3f–%.3f, %d runs)%s\n' \
+            "$role" "$s" "$median" "$min" "$max" "$runs" "$rate"
+    done
+    if [ "$peer" != - ]; then
+        awk -v a="$(stats "$ours" | cut -d' ' -f1)" -v b="$(stats "$peer" | cut -d' ' -f1)" \
+            'BEGIN { if (b > 0) printf "    ratio strata / peer (medians): %.2f\n", a / b }'
+    fi
+}
+
+# The machine, beside every bench's table.
+machine() {
+    echo "  ($(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+}
