@@ -29,14 +29,6 @@ struct Built {
     index: PathBuf,
 }
 
-fn deb_lock(store_root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deb-lock"));
-    cmd.env_remove("STRATA_STORE_DIR")
-        .env_remove("STRATA_DEB_CACHE")
-        .env("STRATA_STORE_ROOT", store_root);
-    cmd
-}
-
 /// Build both platforms' images and their index in `work` (store and all), from scratch.
 fn build(work: &Path) -> Built {
     std::fs::create_dir_all(work).unwrap();
