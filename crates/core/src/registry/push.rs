@@ -7,7 +7,9 @@
 //! bytes), so not one byte of a corrupt blob leaves; the bytes are hashed again as they are
 //! sent and the last of them held back unless they still hash to the digest. The manifest
 //! goes last, with the exact bytes, and the digest the registry answers must be theirs: a
-//! failure anywhere before leaves the tag untouched.
+//! failure anywhere before leaves the tag untouched. An image index goes the same way, one
+//! platform after another (a blob they share once, each manifest by its digest), and the
+//! index last, under the tag.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -159,8 +161,9 @@ fn connect(dest: &Reference, opts: &PushOptions) -> Result<Client, RegistryError
     Ok(client)
 }
 
-/// Push the image at `image` (a tar or an OCI layout directory from mkimage) to `dest`.
-/// `on_blob` is told about each blob when it is done.
+/// Push the image at `image` (a tar or an OCI layout directory from mkimage, or an image
+/// index from mkindex: every platform, then the index) to `dest`. `on_blob` is told about
+/// each blob when it is done.
 pub fn push(
     image: &Path,
     dest: &Reference,

@@ -1,8 +1,9 @@
 //! The image to push, read from what `mkimage` wrote: a tar that is an OCI layout
 //! (`index.json`, `blobs/sha256/…`; the default docker+OCI tar and `--format oci`), a
 //! docker-archive tar (`manifest.json` only; an OCI manifest is made from it), or an OCI layout
-//! directory (`--format oci-dir`). Blobs are never extracted: a blob in a tar is read at its
-//! offset.
+//! directory (`--format oci-dir`); or an image index of several platforms (`mkindex`'s
+//! output: `index.json` naming one index manifest), read by [`open_source`]. Blobs are never
+//! extracted: a blob in a tar is read at its offset.
 //!
 //! An image is outside input: its manifests name the files to upload, so every name must stay
 //! inside the image. A name is refused when it is absolute or has a `..` component, a tar
@@ -382,14 +383,17 @@ pub fn open(path: &Path) -> Result<SourceImage, RegistryError> {
         message,
     };
     let layout = layout_of(path).map_err(err)?;
-    if let Some(index) = layout.file("index.json").map_err(err)? {
-        from_index(&layout, &index).map_err(err)
-    } else if let Some(manifest) = layout.file("manifest.json").map_err(err)? {
-        from_docker_archive(&layout, &manifest).map_err(err)
+    image_in(&layout).map_err(err)
+}
+
+/// The one image of a layout: an OCI layout's, else a docker-archive's.
+fn image_in(layout: &Layout) -> Result<SourceImage, String> {
+    if let Some(index) = layout.file("index.json")? {
+        from_index(layout, &index)
+    } else if let Some(manifest) = layout.file("manifest.json")? {
+        from_docker_archive(layout, &manifest)
     } else {
-        Err(err(
-            "neither an OCI layout (index.json) nor a docker-archive (manifest.json)".to_string(),
-        ))
+        Err("neither an OCI layout (index.json) nor a docker-archive (manifest.json)".to_string())
     }
 }
 
@@ -491,7 +495,7 @@ pub fn open_source(path: &Path) -> Result<Source, RegistryError> {
             .map(Source::Index)
             .map_err(err);
     }
-    open(path).map(Source::Image)
+    image_in(&layout).map(Source::Image).map_err(err)
 }
 
 /// The descriptor of the index manifest `index.json` names, if it names exactly one.
