@@ -174,25 +174,7 @@ fn the_example_image_builds_reproducibly_layers_well_and_runs() {
     let loaded = docker(&["load", "-i", tar_a.to_str().unwrap()]);
     assert!(loaded.contains("agatha-back:1.0"), "{loaded}");
     let name = format!("agatha-test-{}", std::process::id());
-    let home = src.join("home");
-    let container = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network=none",
-        "-v",
-        &format!(
-            "{}:/home/flyway.conf:ro",
-            home.join("flyway.conf").display()
-        ),
-        "-v",
-        &format!(
-            "{}:/home/agatha.properties:ro",
-            home.join("agatha.properties").display()
-        ),
-        "agatha-back:1.0",
-    ]);
+    let container = run_agatha(&name, "agatha-back:1.0", "linux/amd64", &src);
     let answer = quotes(&name);
     // Rows only the migrations could have created.
     assert!(
@@ -265,27 +247,7 @@ fn the_example_builds_for_arm64_and_answers_under_emulation() {
     let loaded = docker(&["load", "-i", tar.to_str().unwrap()]);
     assert!(loaded.contains("agatha-back:1.0-arm64"), "{loaded}");
     let name = format!("agatha-arm64-test-{}", std::process::id());
-    let home = src.join("home");
-    let container = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network=none",
-        "--platform",
-        "linux/arm64",
-        "-v",
-        &format!(
-            "{}:/home/flyway.conf:ro",
-            home.join("flyway.conf").display()
-        ),
-        "-v",
-        &format!(
-            "{}:/home/agatha.properties:ro",
-            home.join("agatha.properties").display()
-        ),
-        "agatha-back:1.0-arm64",
-    ]);
+    let container = run_agatha(&name, "agatha-back:1.0-arm64", "linux/arm64", &src);
     let answer = quotes(&name);
     let hosttype = docker(&["exec", &name, "/bin/bash", "-c", "echo $HOSTTYPE"]);
     docker(&["rm", "-f", container.trim()]);
@@ -294,4 +256,25 @@ fn the_example_builds_for_arm64_and_answers_under_emulation() {
         "{answer}"
     );
     assert_eq!(hosttype.trim(), "aarch64");
+}
+
+/// Start the example's `image` as container `name` for `platform`, its configs mounted from
+/// the example's `home/`, without a network; the container's ID.
+fn run_agatha(name: &str, image: &str, platform: &str, src: &Path) -> String {
+    let home = src.join("home");
+    let mount = |file: &str| format!("{}:/home/{file}:ro", home.join(file).display());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network=none",
+        "--platform",
+        platform,
+        "-v",
+        &mount("flyway.conf"),
+        "-v",
+        &mount("agatha.properties"),
+        image,
+    ])
 }
