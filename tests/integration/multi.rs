@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -88,22 +87,28 @@ fn build(work: &Path) -> Built {
     }
 }
 
+/// A build of its own for each test, removed when the test ends (each is a few hundred MB,
+/// and the test runner gives each test a process of its own, so a shared one would be built
+/// as often and never removed).
 struct Fixture {
     _dir: tempfile::TempDir,
     built: Built,
 }
 
-fn fixture() -> &'static Built {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    &F.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("strata-multi-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
-        let built = build(&dir.path().join("a"));
-        Fixture { _dir: dir, built }
-    })
-    .built
+impl std::ops::Deref for Fixture {
+    type Target = Built;
+    fn deref(&self) -> &Built {
+        &self.built
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::Builder::new()
+        .prefix("strata-multi-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let built = build(&dir.path().join("a"));
+    Fixture { _dir: dir, built }
 }
 
 fn json(text: &str) -> Value {
@@ -146,7 +151,7 @@ fn skopeo(args: &[&str]) -> String {
 
 #[test]
 fn the_index_lists_both_platforms_and_skopeo_and_podman_read_it() {
-    let b = fixture();
+    let b = &fixture();
     let archive = format!("oci-archive:{}", b.index.display());
     let index = json(&skopeo(&["inspect", "--raw", &archive]));
     assert_eq!(
@@ -213,7 +218,7 @@ fn sha256_hex(data: &[u8]) -> String {
 
 #[test]
 fn pushed_each_platform_pulls_its_own_image_and_the_shared_layer_is_one_blob() {
-    let b = fixture();
+    let b = &fixture();
     let reg = Registry::start(None);
     let dest = format!("{}/{NAME}:1", reg.addr());
     let mut push = tool("push-image", Path::new("/nonexistent"));
@@ -311,7 +316,7 @@ fn pushed_each_platform_pulls_its_own_image_and_the_shared_layer_is_one_blob() {
 
 #[test]
 fn the_two_platform_build_is_byte_identical_elsewhere() {
-    let b = fixture();
+    let b = &fixture();
     let dir = tempfile::Builder::new()
         .prefix("strata-multi-again-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -385,7 +390,7 @@ fn one_line(out: &std::process::Output, code: i32, needles: &[&str]) {
 
 #[test]
 fn hostile_inputs_are_refused_with_one_line_and_no_output() {
-    let b = fixture();
+    let b = &fixture();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = d.join("out/multi.tar");
