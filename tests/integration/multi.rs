@@ -312,6 +312,53 @@ fn pushed_each_platform_pulls_its_own_image_and_the_shared_layer_is_one_blob() {
     let again = json(ok(&run(&mut push)).trim());
     assert_eq!(again["uploadedBytes"], 0);
     assert_eq!(again["digest"], report["digest"]);
+
+    // Compressed on the way: each manifest names gzip layers, the index those manifests, and
+    // the arm64 image still pulls and runs.
+    let gz_dest = format!("{}/{NAME}-gzip:1", reg.addr());
+    let mut gz = tool("push-image", Path::new("/nonexistent"));
+    gz.arg(&b.index)
+        .arg(&gz_dest)
+        .args(["--compress", "gzip"])
+        .env_remove("STRATA_REGISTRY_USERNAME")
+        .env_remove("STRATA_REGISTRY_PASSWORD")
+        .env("DOCKER_CONFIG", "/nonexistent");
+    ok(&run(&mut gz));
+    let gz_index = json(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{gz_dest}"),
+    ]));
+    let gz_listed = platforms(&gz_index);
+    assert_eq!(gz_listed.len(), 2);
+    for ((p, plain), (q, packed)) in listed.iter().zip(&gz_listed) {
+        assert_eq!(p, q);
+        assert_ne!(plain, packed, "{p}: the manifest names other layers");
+        let m = json(&skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{}/{NAME}-gzip@{packed}", reg.addr()),
+        ]));
+        for l in m["layers"].as_array().unwrap() {
+            assert_eq!(
+                l["mediaType"],
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            );
+        }
+    }
+    docker(&["pull", "--platform", "linux/arm64", &gz_dest]);
+    let printed = docker(&[
+        "run",
+        "--rm",
+        "--network=none",
+        "--platform",
+        "linux/arm64",
+        &gz_dest,
+    ]);
+    assert_eq!(printed.trim(), format!("aarch64 {JAR_TEXT}"));
+    docker(&["rmi", "-f", &gz_dest]);
 }
 
 #[test]
