@@ -9,6 +9,7 @@ mod deb_resolve;
 mod example;
 mod image;
 mod layering;
+mod multi;
 mod nix_live;
 mod push;
 mod readme;

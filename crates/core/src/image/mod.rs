@@ -8,7 +8,8 @@
 //! pipeline, [`contents`] the customisation layer, [`config`] the JSON documents, [`archive`]
 //! the output layouts, [`cache`] the layer cache; [`plan`] computes what the image is (after
 //! the pre-flight checks of [`check`] and [`start_check`], which reads the image's files
-//! through `rootfs` and `elf`), and a [`sink`] writes it; `build` joins the two. Hostile
+//! through `rootfs` and `elf`), and a [`sink`] writes it; `build` joins the two. [`index`]
+//! combines images of several platforms into one OCI image index. Hostile
 //! input is kept out by `beneath` (trees read without following symlinks), [`input`]
 //! (bounded reads), `output` (what `-o` may replace) and `temp` (temporary files and
 //! processes that never outlive a build, see [`interrupted`]).
@@ -22,6 +23,7 @@ pub mod check;
 pub mod config;
 pub mod contents;
 mod elf;
+pub mod index;
 pub mod input;
 pub mod layer;
 mod output;

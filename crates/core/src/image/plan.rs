@@ -583,6 +583,7 @@ impl<'a> ImagePlan<'a> {
                     digest: b.digest.clone(),
                     size: b.size,
                     annotations: None,
+                    platform: None,
                 })
             })
             .collect::<Result<Vec<_>, ImageError>>()?;
@@ -594,6 +595,7 @@ impl<'a> ImagePlan<'a> {
                 size: config.len() as u64,
                 digest: config_digest.clone(),
                 annotations: None,
+                platform: None,
             },
             layers,
         };

@@ -86,6 +86,7 @@ impl LayoutSink {
                 digest: docs.manifest_digest.clone(),
                 size: docs.manifest.len() as u64,
                 annotations: Some(annotations),
+                platform: None,
             }],
         })
     }

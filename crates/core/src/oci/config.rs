@@ -144,6 +144,9 @@ pub struct Descriptor {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// In an index: the platform the manifest is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<super::platform::Platform>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,9 @@
 //! An image read back from disk, as `mkimage` writes it and other tools do: a tar that is an
 //! OCI layout (`index.json`, `blobs/sha256/…`; the default docker+OCI tar and `--format oci`),
 //! a docker-archive tar (`manifest.json` only; an OCI manifest is made from it), or an OCI
-//! layout directory (`--format oci-dir`). Blobs are never extracted: a blob in a tar is read
+//! layout directory (`--format oci-dir`); or an image index of several platforms (`mkindex`'s
+//! output: `index.json` naming one index manifest), read by [`open_source`]. Blobs are never
+//! extracted: a blob in a tar is read
 //! at its offset, found in the one index of a tar's members ([`tar_members`]) that a base
 //! image (`--from`) is read through too.
 //!
@@ -23,7 +25,7 @@ use rustix::fs::{CWD, FileType, Mode, OFlags};
 use super::compression::Compression;
 use super::config::{Descriptor, DockerManifest, OciIndex, OciManifest, to_bytes};
 use super::digest::Digest;
-use super::media_type::{self, OCI_CONFIG, OCI_MANIFEST};
+use super::media_type::{self, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 use crate::hashing::Digester;
 
 /// An image that cannot be read, or is not one: one line naming the file.
@@ -363,30 +365,151 @@ pub fn tar_members(path: &Path) -> Result<BTreeMap<String, (u64, u64)>, String> 
     Ok(members)
 }
 
-/// Read an image: a tar (docker+OCI, OCI or docker-archive) or an OCI layout directory.
-pub fn open(path: &Path) -> Result<SourceImage, LayoutError> {
-    let err = |message: String| LayoutError {
-        path: path.display().to_string(),
-        message,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    let layout = if meta.is_dir() {
+/// The layout at `path`: an image directory, or a tar's regular-file members.
+fn layout_of(path: &Path) -> Result<Layout, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    Ok(if meta.is_dir() {
         Layout::Dir(path.to_path_buf())
     } else {
         Layout::Tar {
             path: path.to_path_buf(),
-            members: tar_members(path).map_err(err)?,
+            members: tar_members(path)?,
         }
-    };
-    if let Some(index) = layout.file("index.json").map_err(err)? {
-        from_index(&layout, &index).map_err(err)
-    } else if let Some(manifest) = layout.file("manifest.json").map_err(err)? {
-        from_docker_archive(&layout, &manifest).map_err(err)
-    } else {
-        Err(err(
-            "neither an OCI layout (index.json) nor a docker-archive (manifest.json)".to_string(),
-        ))
+    })
+}
+
+/// A [`LayoutError`] naming `path`.
+fn error_at(path: &Path) -> impl Fn(String) -> LayoutError + '_ {
+    move |message| LayoutError {
+        path: path.display().to_string(),
+        message,
     }
+}
+
+/// Read an image: a tar (docker+OCI, OCI or docker-archive) or an OCI layout directory.
+pub fn open(path: &Path) -> Result<SourceImage, LayoutError> {
+    let err = error_at(path);
+    let layout = layout_of(path).map_err(&err)?;
+    image_in(&layout).map_err(err)
+}
+
+/// The one image of a layout: an OCI layout's, else a docker-archive's.
+fn image_in(layout: &Layout) -> Result<SourceImage, String> {
+    if let Some(index) = layout.file("index.json")? {
+        from_index(layout, &index)
+    } else if let Some(manifest) = layout.file("manifest.json")? {
+        from_docker_archive(layout, &manifest)
+    } else {
+        Err("neither an OCI layout (index.json) nor a docker-archive (manifest.json)".to_string())
+    }
+}
+
+/// An image index ready to push: the index manifest's exact bytes and, in its order, the
+/// image of each platform.
+#[derive(Debug, Clone)]
+pub struct SourceIndex {
+    pub index: Vec<u8>,
+    pub media_type: String,
+    pub images: Vec<SourceImage>,
+    /// The tag the index was made with (`org.opencontainers.image.ref.name`).
+    pub tag: Option<String>,
+}
+
+/// What an image file holds: one image, or an index of several platforms.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Image(SourceImage),
+    Index(SourceIndex),
+}
+
+/// Read an image or an image index: an OCI layout whose `index.json` names one index
+/// manifest (`mkindex`'s output) is an index; anything else is read by [`open`].
+pub fn open_source(path: &Path) -> Result<Source, LayoutError> {
+    let err = error_at(path);
+    let layout = layout_of(path).map_err(&err)?;
+    if let Some(top) = layout.file("index.json").map_err(&err)?
+        && let Some(desc) = nested_index(&top).map_err(&err)?
+    {
+        return from_nested_index(&layout, desc)
+            .map(Source::Index)
+            .map_err(err);
+    }
+    image_in(&layout).map(Source::Image).map_err(err)
+}
+
+/// The descriptor of the index manifest `index.json` names, if it names exactly one.
+fn nested_index(top: &[u8]) -> Result<Option<Descriptor>, String> {
+    let top: OciIndex = serde_json::from_slice(top).map_err(|e| format!("index.json: {e}"))?;
+    match <[Descriptor; 1]>::try_from(top.manifests) {
+        Ok([desc]) if desc.media_type == OCI_INDEX => Ok(Some(desc)),
+        _ => Ok(None),
+    }
+}
+
+/// The `org.opencontainers.image.ref.name` annotation of `desc`.
+fn ref_name(desc: &Descriptor) -> Option<String> {
+    desc.annotations
+        .as_ref()
+        .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+        .cloned()
+}
+
+/// `what` must be at most [`MAX_MANIFEST`] bytes.
+fn check_manifest_size(what: &str, size: u64) -> Result<(), String> {
+    if size > MAX_MANIFEST {
+        return Err(format!(
+            "{what} is {size} bytes, more than a manifest may be ({} MiB)",
+            MAX_MANIFEST >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes of the blob `desc` names, checked against its digest.
+fn verified_blob(layout: &Layout, desc: &Descriptor, what: &str) -> Result<Vec<u8>, String> {
+    let bytes = layout
+        .blob(desc)?
+        .read_all()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let got = Digest::sha256_of(&bytes);
+    if got != desc.digest {
+        return Err(format!(
+            "{what} {} holds bytes that hash to {got}: the image is corrupt",
+            desc.digest
+        ));
+    }
+    Ok(bytes)
+}
+
+fn from_nested_index(layout: &Layout, desc: Descriptor) -> Result<SourceIndex, String> {
+    check_manifest_size("index.json: the index", desc.size)?;
+    let tag = ref_name(&desc);
+    let index = verified_blob(layout, &desc, "index")?;
+    let parsed: OciIndex =
+        serde_json::from_slice(&index).map_err(|e| format!("index {}: {e}", desc.digest))?;
+    if parsed.manifests.is_empty() {
+        return Err(format!("index {}: no manifests", desc.digest));
+    }
+    let mut images = Vec::new();
+    for d in parsed.manifests {
+        if !media_type::is_image_manifest(&d.media_type) {
+            return Err(format!(
+                "index {}: {} is a '{}', not an image manifest",
+                desc.digest, d.digest, d.media_type
+            ));
+        }
+        check_manifest_size(
+            &format!("index {}: manifest {}", desc.digest, d.digest),
+            d.size,
+        )?;
+        images.push(image_of(layout, d, tag.clone())?);
+    }
+    Ok(SourceIndex {
+        index,
+        media_type: desc.media_type,
+        images,
+        tag,
+    })
 }
 
 fn from_index(layout: &Layout, index: &[u8]) -> Result<SourceImage, String> {
@@ -404,29 +527,15 @@ fn from_index(layout: &Layout, index: &[u8]) -> Result<SourceImage, String> {
             desc.media_type
         ));
     }
-    if desc.size > MAX_MANIFEST {
-        return Err(format!(
-            "index.json: the manifest is {} bytes, more than a manifest may be ({} MiB)",
-            desc.size,
-            MAX_MANIFEST >> 20
-        ));
-    }
-    let tag = desc
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("org.opencontainers.image.ref.name"))
-        .cloned();
-    let manifest_blob = layout.blob(&desc)?;
-    let manifest = manifest_blob
-        .read_all()
-        .map_err(|e| format!("manifest: {e}"))?;
-    let got = Digest::sha256_of(&manifest);
-    if got != desc.digest {
-        return Err(format!(
-            "manifest {} holds bytes that hash to {got}: the image is corrupt",
-            desc.digest
-        ));
-    }
+    check_manifest_size("index.json: the manifest", desc.size)?;
+    let tag = ref_name(&desc);
+    image_of(layout, desc, tag)
+}
+
+/// The image whose manifest `desc` describes (an image manifest of at most [`MAX_MANIFEST`]
+/// bytes, checked by the caller).
+fn image_of(layout: &Layout, desc: Descriptor, tag: Option<String>) -> Result<SourceImage, String> {
+    let manifest = verified_blob(layout, &desc, "manifest")?;
     let parsed: OciManifest =
         serde_json::from_slice(&manifest).map_err(|e| format!("manifest {}: {e}", desc.digest))?;
     Ok(SourceImage {
@@ -515,6 +624,7 @@ pub fn descriptor(blob: &Blob) -> Descriptor {
         digest: blob.digest.clone(),
         size: blob.size,
         annotations: None,
+        platform: None,
     }
 }
 

@@ -45,6 +45,37 @@ pub fn default_variant(architecture: &str) -> Option<&'static str> {
     }
 }
 
+/// The platform of one image of an index, as the index lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// `linux/arm64/v8`, as `docker --platform` spells it.
+    pub fn shown(&self) -> String {
+        match &self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+
+    /// The platform as engines match it: an architecture without a variant has its default
+    /// one ([`default_variant`]: arm64 is arm64/v8).
+    pub fn key(&self) -> (String, String, String) {
+        let variant = match &self.variant {
+            Some(v) => v.clone(),
+            None => default_variant(&self.architecture)
+                .unwrap_or_default()
+                .to_string(),
+        };
+        (self.os.clone(), self.architecture.clone(), variant)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,9 @@
 //! bytes), so not one byte of a corrupt blob leaves; the bytes are hashed again as they are
 //! sent and the last of them held back unless they still hash to the digest. The manifest
 //! goes last, with the exact bytes, and the digest the registry answers must be theirs: a
-//! failure anywhere before leaves the tag untouched.
+//! failure anywhere before leaves the tag untouched. An image index goes the same way, one
+//! platform after another (a blob they share once, each manifest by its digest), and the
+//! index last, under the tag.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use super::RegistryError;
 use super::auth::Credentials;
 use super::client::{Body, Client, ClientOptions, DEFAULT_TIMEOUT, Response, error_text};
 use super::reference::Reference;
-use super::source::{self, Blob, BlobLocation};
+use super::source::{self, Blob, BlobLocation, Source, SourceIndex};
 use crate::hashing::Digester;
 use crate::oci::{Compression, Digest};
 
@@ -159,8 +161,9 @@ fn connect(dest: &Reference, opts: &PushOptions) -> Result<Client, RegistryError
     Ok(client)
 }
 
-/// Push the image at `image` (a tar or an OCI layout directory from mkimage) to `dest`.
-/// `on_blob` is told about each blob when it is done.
+/// Push the image at `image` (a tar or an OCI layout directory from mkimage, or an image
+/// index from mkindex: every platform, then the index) to `dest`. `on_blob` is told about
+/// each blob when it is done.
 pub fn push(
     image: &Path,
     dest: &Reference,
@@ -168,7 +171,10 @@ pub fn push(
     on_blob: &dyn Fn(&BlobReport),
 ) -> Result<PushReport, RegistryError> {
     check_options(opts)?;
-    let src = source::open(image)?;
+    let src = match source::open_source(image)? {
+        Source::Image(src) => src,
+        Source::Index(index) => return push_index(&index, dest, opts, on_blob),
+    };
     let tag = dest
         .tag
         .clone()
@@ -214,6 +220,107 @@ pub fn push(
         uploaded_bytes: reports.iter().map(|r| r.uploaded_bytes).sum(),
         blobs: reports,
     })
+}
+
+/// Push an image index (`mkindex`'s output): every platform's blobs, each blob once however
+/// many platforms share it, and its manifest (by digest), then the index under the tag. With
+/// compression the manifests name the compressed layers, and the index the rewritten
+/// manifests.
+fn push_index(
+    src: &SourceIndex,
+    dest: &Reference,
+    opts: &PushOptions,
+    on_blob: &dyn Fn(&BlobReport),
+) -> Result<PushReport, RegistryError> {
+    let tag = dest
+        .tag
+        .clone()
+        .or_else(|| src.tag.clone())
+        .unwrap_or_else(|| "latest".to_string());
+    let temp = match &opts.temp_dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("strata-push-")
+            .tempdir_in(d),
+        None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
+    }
+    .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
+    let client = connect(dest, opts)?;
+    let pusher = Pusher {
+        client: &client,
+        repo: &dest.repository,
+        opts,
+    };
+    // What each blob became (by the digest the image gives it), so a blob shared by several
+    // platforms goes up once and is reported once.
+    let mut done: std::collections::BTreeMap<Digest, BlobReport> = Default::default();
+    let mut reports = Vec::new();
+    // Each manifest's digest in the index, and what was pushed for it.
+    let mut manifests: std::collections::BTreeMap<Digest, (Digest, u64)> = Default::default();
+    for (i, image) in src.images.iter().enumerate() {
+        let mut own = Vec::new();
+        let blobs = image.layers.iter().map(|l| ("layer", l));
+        for (j, (kind, blob)) in blobs.chain([("config", &image.config)]).enumerate() {
+            if let Some(report) = done.get(&blob.digest) {
+                own.push(report.clone());
+                continue;
+            }
+            let compress = kind == "layer"
+                && opts.compression != Compression::None
+                && blob.compression() == Compression::None;
+            let report = if compress {
+                pusher.compressed_layer(blob, &temp.path().join(format!("layer-{i}-{j}")))?
+            } else {
+                pusher.blob(kind, blob)?
+            };
+            on_blob(&report);
+            done.insert(blob.digest.clone(), report.clone());
+            reports.push(report.clone());
+            own.push(report);
+        }
+        let manifest = if opts.compression != Compression::None {
+            rewrite_layers(&image.manifest, &own)?
+        } else {
+            image.manifest.clone()
+        };
+        let wanted = Digest::sha256_of(&manifest).to_string();
+        let digest = pusher.manifest(&manifest, &image.manifest_media_type, &wanted)?;
+        let listed = Digest::sha256_of(&image.manifest);
+        manifests.insert(listed, (digest, manifest.len() as u64));
+    }
+    let index = if opts.compression != Compression::None {
+        rewrite_manifests(&src.index, &manifests)?
+    } else {
+        src.index.clone()
+    };
+    let digest = pusher.manifest(&index, &src.media_type, &tag)?;
+    Ok(PushReport {
+        reference: dest.display_with(&tag),
+        digest,
+        manifest_size: index.len() as u64,
+        uploaded_bytes: reports.iter().map(|r| r.uploaded_bytes).sum(),
+        blobs: reports,
+    })
+}
+
+/// The index with each manifest descriptor naming the manifest that was pushed for it.
+fn rewrite_manifests(
+    index: &[u8],
+    pushed: &std::collections::BTreeMap<Digest, (Digest, u64)>,
+) -> Result<Vec<u8>, RegistryError> {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(index).map_err(|e| RegistryError::Invalid(format!("index: {e}")))?;
+    if let Some(descs) = doc.get_mut("manifests").and_then(|l| l.as_array_mut()) {
+        for desc in descs.iter_mut().filter_map(|d| d.as_object_mut()) {
+            let listed = desc.get("digest").and_then(|d| d.as_str()).unwrap_or("");
+            let pushed_as = Digest::parse(listed).ok().and_then(|d| pushed.get(&d));
+            if let Some((digest, size)) = pushed_as {
+                let (digest, size) = (digest.to_string(), *size);
+                desc.insert("digest".into(), digest.into());
+                desc.insert("size".into(), size.into());
+            }
+        }
+    }
+    serde_json::to_vec(&doc).map_err(|e| RegistryError::Invalid(format!("index: {e}")))
 }
 
 /// The plain-HTTP rule: TLS unless the registry is on loopback or `--plain-http` says so;
@@ -932,6 +1039,27 @@ mod tests {
         )
         .unwrap();
         assert!(compress_one(&bad, Compression::Gzip, &dir.path().join("c")).is_err());
+    }
+
+    #[test]
+    fn an_index_names_the_manifests_that_were_pushed() {
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"digest": Digest::sha256_of(b"a").to_string(), "size": 1, "platform": {"architecture": "amd64"}},
+            {"digest": Digest::sha256_of(b"b").to_string(), "size": 2, "platform": {"architecture": "arm64"}},
+        ]});
+        let pushed = std::collections::BTreeMap::from([(
+            Digest::sha256_of(b"b"),
+            (Digest::sha256_of(b"c"), 3),
+        )]);
+        let bytes = rewrite_manifests(&serde_json::to_vec(&index).unwrap(), &pushed).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["manifests"][0], index["manifests"][0]);
+        assert_eq!(
+            doc["manifests"][1]["digest"],
+            Digest::sha256_of(b"c").to_string()
+        );
+        assert_eq!(doc["manifests"][1]["size"], 3);
+        assert_eq!(doc["manifests"][1]["platform"]["architecture"], "arm64");
     }
 
     #[test]
