@@ -10,6 +10,7 @@ mod direct;
 mod example;
 mod image;
 mod layering;
+mod multi;
 mod nix_live;
 mod push;
 mod readme;

@@ -34,6 +34,7 @@ pub fn tool(name: &str, store_root: &Path) -> Command {
         "mklayers" => env!("CARGO_BIN_EXE_mklayers"),
         "mkwrapper" => env!("CARGO_BIN_EXE_mkwrapper"),
         "mkimage" => env!("CARGO_BIN_EXE_mkimage"),
+        "mkindex" => env!("CARGO_BIN_EXE_mkindex"),
         "push-image" => env!("CARGO_BIN_EXE_push-image"),
         other => panic!("unknown tool {other}"),
     };

@@ -50,6 +50,11 @@ failures!(
     crate::deb::ar::ArError,
     crate::image::ImageError,
     crate::registry::RegistryError,
+    crate::oci::digest::DigestError,
+    crate::oci::reference::ReferenceError,
+    crate::oci::layout::LayoutError,
+    crate::oci::time::TimeError,
+    crate::layering::LayersJsonError,
 );
 
 /// Every bad flag of a makeWrapper command line is the command line's fault.

@@ -17,68 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::tar::{BLOCK, Entry, EntryKind, Owner, RECORD, Source, header};
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A writer that hashes and counts what passes through it.
-#[derive(Debug)]
-pub struct Digester<W> {
-    pub inner: W,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Digester<W> {
-    pub fn new(inner: W) -> Self {
-        Digester {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    /// `(hex sha256, byte count)` and the inner writer.
-    pub fn finish(self) -> (String, u64, W) {
-        (hex(&self.hasher.finalize()), self.len, self.inner)
-    }
-}
-
-impl<W: Write> Write for Digester<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(data)?;
-        self.hasher.update(&data[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Writes everything to two writers (the output and a cache file).
-#[derive(Debug)]
-pub struct Tee<A, B>(pub A, pub Option<B>);
-
-impl<A: Write, B: Write> Write for Tee<A, B> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.0.write_all(data)?;
-        if let Some(b) = &mut self.1 {
-            b.write_all(data)?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()?;
-        if let Some(b) = &mut self.1 {
-            b.flush()?;
-        }
-        Ok(())
-    }
-}
+pub use crate::hashing::{Digester, Tee, hex};
 
 /// What the output holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

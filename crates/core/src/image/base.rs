@@ -8,16 +8,19 @@
 //! on the side if it is compressed, so a mismatch fails the build naming the layer instead of
 //! making an image that `docker load` refuses with `invalid diffID`.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 use super::ImageError;
-use super::archive::{BlobOut, Digester, Tee};
-use super::config::DockerManifest;
+use super::archive::BlobOut;
 use super::input::{MAX_BASE_CONFIG, MAX_BASE_MANIFEST, check_file, read_limited, show_size};
-use super::layer::Compression;
+use crate::hashing::{Digester, Tee};
+use crate::oci::config::DockerManifest;
+use crate::oci::layout::{inside_name, tar_members};
+use crate::oci::{Compression, Digest};
 
 /// A base layer as found in the archive.
 #[derive(Debug, Clone)]
@@ -25,8 +28,8 @@ pub struct BaseLayer {
     pub name: String,
     offset: u64,
     pub size: u64,
-    /// `sha256:<hex>` from the base config.
-    pub diff_id: String,
+    /// From the base config.
+    pub diff_id: Digest,
 }
 
 #[derive(Debug, Clone)]
@@ -70,8 +73,8 @@ impl DiffHasher {
         })
     }
 
-    /// Hex SHA-256 of the uncompressed bytes.
-    fn finish(self) -> io::Result<String> {
+    /// The digest of the uncompressed bytes.
+    fn finish(self) -> io::Result<Digest> {
         let inner = match self {
             DiffHasher::Plain(d) => d,
             DiffHasher::Gzip(d) => d.finish()?,
@@ -80,7 +83,7 @@ impl DiffHasher {
                 d.into_inner()
             }
         };
-        Ok(inner.finish().0)
+        Ok(inner.finish_digest().0)
     }
 }
 
@@ -102,44 +105,41 @@ impl Write for DiffHasher {
     }
 }
 
-/// The digest a member's name claims, if it is `blobs/sha256/<64 hex digits>`.
-fn named_digest(name: &str) -> Option<&str> {
-    let hex = name
-        .trim_start_matches("./")
-        .strip_prefix("blobs/sha256/")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then_some(hex)
+/// The part of a base config that is read: the layers' diff_ids and the `Env`. Anything
+/// else is not kept (as in nixpkgs), so it is not parsed either.
+#[derive(Debug, Default, Deserialize)]
+struct BaseConfig {
+    #[serde(default)]
+    rootfs: Option<BaseRootFs>,
+    #[serde(default)]
+    config: Option<BaseRuntime>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct BaseRootFs {
+    #[serde(default)]
+    diff_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct BaseRuntime {
+    #[serde(rename = "Env", default)]
+    env: Option<Vec<String>>,
 }
 
 impl BaseImage {
     pub fn open(path: &Path) -> Result<BaseImage, ImageError> {
         // Read by offset, twice: a pipe or a device will not do.
         check_file(path, "--from", false)?;
-        let file = File::open(path).map_err(ImageError::io(path))?;
-        let mut archive = ::tar::Archive::new(&file);
-        let mut members: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for entry in archive
-            .entries()
-            .map_err(|e| invalid(path, format!("not a tar: {e}")))?
-        {
-            let entry = entry.map_err(|e| invalid(path, format!("not a tar: {e}")))?;
-            let name = entry
-                .path()
-                .map_err(|e| invalid(path, e))?
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
-            members.insert(name, (entry.raw_file_position(), entry.size()));
-        }
+        // The one index of a tar's members an image is read through (regular files only,
+        // no name that leaves the archive).
+        let members = tar_members(path).map_err(|e| invalid(path, e))?;
+        let find =
+            |name: &str| -> Option<(u64, u64)> { members.get(&inside_name(name).ok()?).copied() };
         let mut file = File::open(path).map_err(ImageError::io(path))?;
         let mut member = |name: &str, limit: u64| -> Result<Vec<u8>, ImageError> {
-            let (off, size) = members
-                .get(name.trim_start_matches("./"))
-                .copied()
-                .ok_or_else(|| invalid(path, format!("no '{name}' in the archive")))?;
+            let (off, size) =
+                find(name).ok_or_else(|| invalid(path, format!("no '{name}' in the archive")))?;
             if size > limit {
                 return Err(invalid(
                     path,
@@ -161,9 +161,9 @@ impl BaseImage {
             ));
         };
         let config_bytes = member(&manifest.config, MAX_BASE_CONFIG)?;
-        let config: serde_json::Value = serde_json::from_slice(&config_bytes)
+        let config: BaseConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid(path, format!("{}: {e}", manifest.config)))?;
-        let diff_ids = strings(&config["rootfs"]["diff_ids"]);
+        let diff_ids = config.rootfs.and_then(|r| r.diff_ids).unwrap_or_default();
         if diff_ids.len() != manifest.layers.len() {
             return Err(invalid(
                 path,
@@ -174,12 +174,12 @@ impl BaseImage {
                 ),
             ));
         }
-        let env = strings(&config["config"]["Env"]);
+        let env = config.config.and_then(|c| c.env).unwrap_or_default();
         let mut layers = Vec::new();
         for (name, diff_id) in manifest.layers.iter().zip(diff_ids) {
-            let (offset, size) = members
-                .get(name.trim_start_matches("./"))
-                .copied()
+            let diff_id = Digest::parse(&diff_id)
+                .map_err(|e| invalid(path, format!("{}: {e}", manifest.config)))?;
+            let (offset, size) = find(name)
                 .ok_or_else(|| invalid(path, format!("no layer '{name}' in the archive")))?;
             layers.push(BaseLayer {
                 name: name.clone(),
@@ -202,7 +202,7 @@ impl BaseImage {
         &self,
         layer: &BaseLayer,
         sink: &mut dyn BlobOut,
-    ) -> Result<(String, Compression), ImageError> {
+    ) -> Result<(Digest, Compression), ImageError> {
         let mut file = File::open(&self.path).map_err(ImageError::io(&self.path))?;
         let head = read_member(&mut file, layer.offset, layer.size.min(8))
             .map_err(ImageError::io(&self.path))?;
@@ -210,52 +210,46 @@ impl BaseImage {
         file.seek(SeekFrom::Start(layer.offset))
             .map_err(ImageError::io(&self.path))?;
         let bad = |why: String| invalid(&self.path, format!("base layer '{}' {why}", layer.name));
-        let mut diff =
-            DiffHasher::new(compression).map_err(|e| bad(format!("cannot be read: {e}")))?;
-        sink.begin_blob()
-            .map_err(|e| ImageError::Stream(e.to_string()))?;
+        let bad_io = |why: &str, e: io::Error| {
+            ImageError::invalid_io(
+                format_args!(
+                    "--from '{}': base layer '{}' {why}",
+                    self.path.display(),
+                    layer.name
+                ),
+                e,
+            )
+        };
+        let mut diff = DiffHasher::new(compression).map_err(|e| bad_io("cannot be read", e))?;
+        sink.begin_blob().map_err(ImageError::stream)?;
         let mut w = Tee(Digester::new(sink.blob_writer()), Some(&mut diff));
         let n = io::copy(&mut (&mut file).take(layer.size), &mut w).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::InvalidInput {
-                bad(format!("is not a valid {} blob: {e}", compression.name()))
+                bad_io(&format!("is not a valid {} blob", compression.name()), e)
             } else {
-                ImageError::Stream(e.to_string())
+                ImageError::stream(e)
             }
         })?;
-        let (digest, _, _) = w.0.finish();
+        let (digest, _, _) = w.0.finish_digest();
         if n != layer.size {
             return Err(bad("is cut short".into()));
         }
         let diff_id = diff
             .finish()
-            .map_err(|e| bad(format!("is not a valid {} blob: {e}", compression.name())))?;
-        if format!("sha256:{diff_id}") != layer.diff_id {
+            .map_err(|e| bad_io(&format!("is not a valid {} blob", compression.name()), e))?;
+        if diff_id != layer.diff_id {
             return Err(bad(format!(
-                "does not match its diff_id in the config ({} expected, sha256:{diff_id} found)",
+                "does not match its diff_id in the config ({} expected, {diff_id} found)",
                 layer.diff_id
             )));
         }
-        if let Some(named) = named_digest(&layer.name)
+        if let Some(named) = Digest::from_blob_path(&layer.name)
             && named != digest
         {
-            return Err(bad(format!(
-                "does not match its name (sha256:{digest} found)"
-            )));
+            return Err(bad(format!("does not match its name ({digest} found)")));
         }
-        sink.end_blob(&digest, layer.size)
-            .map_err(|e| ImageError::Stream(e.to_string()))?;
+        sink.end_blob(digest.hex(), layer.size)
+            .map_err(ImageError::stream)?;
         Ok((digest, compression))
     }
-}
-
-/// The strings of a JSON array (none if it is not one).
-fn strings(value: &serde_json::Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }

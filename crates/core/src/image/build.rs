@@ -8,6 +8,7 @@ use super::config;
 use super::plan::{ImageDocuments, ImagePlan, LayerOrigin, PlannedLayer};
 use super::sink::{LayoutSink, emit};
 use super::{ImageError, ImageSpec, Output};
+use crate::oci::Digest;
 use crate::store::Store;
 
 /// Where a layer came from.
@@ -26,10 +27,10 @@ pub enum LayerSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerReport {
     pub source: LayerSource,
-    /// `sha256:<hex>` of the uncompressed tar.
-    pub diff_id: String,
-    /// `sha256:<hex>` of the blob.
-    pub digest: String,
+    /// Of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Of the blob.
+    pub digest: Digest,
     pub size: u64,
 }
 
@@ -39,10 +40,10 @@ pub struct BuildReport {
     pub name: String,
     pub tag: String,
     pub layers: Vec<LayerReport>,
-    /// `sha256:<hex>` of the config blob: the image ID Docker shows.
-    pub config_digest: String,
-    /// `sha256:<hex>` of the OCI manifest.
-    pub manifest_digest: String,
+    /// Of the config blob: the image ID Docker shows.
+    pub config_digest: Digest,
+    /// Of the OCI manifest.
+    pub manifest_digest: Digest,
     /// Bytes of store files read (cache hits read none).
     pub store_bytes_read: u64,
     /// What `--extra-commands` printed (stdout and stderr), for the caller to show.
@@ -58,8 +59,8 @@ pub struct BuildSummary {
     pub image: String,
     pub name: String,
     pub tag: String,
-    pub config_digest: String,
-    pub manifest_digest: String,
+    pub config_digest: Digest,
+    pub manifest_digest: Digest,
     /// How many layers (base, store and customisation).
     pub layers: usize,
     /// Bytes of all layer blobs (compressed, if they are).
@@ -154,8 +155,8 @@ fn report(plan: &ImagePlan<'_>, docs: &ImageDocuments) -> BuildReport {
         name: plan.name.clone(),
         tag: plan.tag.clone(),
         layers,
-        config_digest: format!("sha256:{}", docs.config_digest),
-        manifest_digest: format!("sha256:{}", docs.manifest_digest),
+        config_digest: docs.config_digest.clone(),
+        manifest_digest: docs.manifest_digest.clone(),
         store_bytes_read: plan.store_bytes_read,
         extra_commands_output: plan.extra_commands_output.clone(),
     }

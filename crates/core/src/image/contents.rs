@@ -128,7 +128,7 @@ pub fn symlink_join(
                     c.logical
                 ))
             } else {
-                ImageError::Invalid(format!("--contents '{}': {e}", c.logical))
+                ImageError::invalid_io(format_args!("--contents '{}'", c.logical), e)
             }
         };
         let store = beneath::open_root(&c.store_dir).map_err(ImageError::io(&c.store_dir))?;
@@ -226,7 +226,7 @@ pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<Vec<u
         }
         cmd.uid(NOBODY).gid(NOBODY);
     }
-    let stream = |e: io::Error| ImageError::Stream(e.to_string());
+    let stream = ImageError::stream;
     let mut log = tempfile::tempfile().map_err(stream)?;
     cmd.arg("-e")
         .arg("-c")
@@ -243,7 +243,7 @@ pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<Vec<u
         .stderr(log.try_clone().map_err(stream)?)
         .process_group(0);
     let status = run_contained(cmd, as_root)
-        .map_err(|e| ImageError::Invalid(format!("--extra-commands: cannot run bash: {e}")))?;
+        .map_err(|e| ImageError::invalid_io("--extra-commands: cannot run bash", e))?;
     // Only what was written by now: a process that escaped cannot keep this reading.
     let len = log.metadata().map_err(stream)?.len();
     if !status.success() {
@@ -344,8 +344,9 @@ impl Walk<'_> {
         for name in beneath::list(dir).map_err(ImageError::io(&shown_dir))? {
             let rel = rel.join(&name);
             let shown = format!("/{}", rel.to_string_lossy());
-            let node = beneath::open_entry(dir, &name)
-                .map_err(|e| ImageError::Invalid(format!("customisation root: '{shown}': {e}")))?;
+            let node = beneath::open_entry(dir, &name).map_err(|e| {
+                ImageError::invalid_io(format_args!("customisation root: '{shown}'"), e)
+            })?;
             let name_bytes = rel.as_os_str().as_encoded_bytes().to_vec();
             let mut sub = None;
             let (kind, mode) = match node {

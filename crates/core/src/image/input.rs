@@ -77,7 +77,7 @@ pub fn read_limited(
     reader
         .take(limit + 1)
         .read_to_end(&mut data)
-        .map_err(|e| ImageError::Invalid(format!("{shown}: {e}")))?;
+        .map_err(|e| ImageError::invalid_io(shown, e))?;
     if data.len() as u64 > limit {
         return Err(ImageError::Invalid(format!(
             "{shown}: larger than the limit of {} for {what}",

@@ -6,58 +6,16 @@
 //! second one.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::ImageError;
-use super::archive::{Digester, Tee};
 use super::tar::{Entry, EntryKind, Owner, Source, write_layer_into};
-use crate::pipeline::with_background_lending_sink;
+use crate::hashing::{Digester, Tee};
+use crate::threaded_io::with_background_lending_sink;
 
-/// The pinned zstd level (`--compress zstd`).
-pub const ZSTD_LEVEL: i32 = 3;
-/// The pinned gzip level (`--compress gzip`).
-pub const GZIP_LEVEL: u32 = 6;
-
-/// How layer blobs are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
-
-    /// The OCI media type of a layer blob.
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-        }
-    }
-
-    /// Recognise a blob's compression by its first bytes.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-}
+pub use crate::oci::compression::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
 
 /// The entries of a store layer. `paths` are `(logical, physical)` pairs; the store dir's
 /// ancestors (`/nix`, `/nix/store`) come first with mode 0755.
@@ -137,7 +95,7 @@ pub fn stream_layer(
     copy: Option<&mut (dyn Write + Send)>,
 ) -> Result<BlobInfo, ImageError> {
     let target = Tee(out, copy);
-    let err = |e: io::Error| ImageError::Stream(e.to_string());
+    let err = ImageError::stream;
     let info = match compression {
         Compression::None => {
             let mut sink = Digester::new(target);
@@ -151,28 +109,8 @@ pub fn stream_layer(
                 size,
             }
         }
-        Compression::Gzip => {
-            let inner = Digester::new(target);
-            let gz = flate2::GzBuilder::new()
-                .mtime(0)
-                .write(inner, flate2::Compression::new(GZIP_LEVEL));
-            let mut sink = Digester::new(gz);
-            with_background_lending_sink(&mut sink, |w| write_layer_into(entries, w))
-                .map_err(err)?
-                .map_err(err)?;
-            let (diff_id, _, gz) = sink.finish();
-            let (digest, size, _) = gz.finish().map_err(err)?.finish();
-            BlobInfo {
-                diff_id,
-                digest,
-                size,
-            }
-        }
-        Compression::Zstd => {
-            let inner = Digester::new(target);
-            let mut enc = zstd::Encoder::new(inner, ZSTD_LEVEL).map_err(err)?;
-            enc.include_checksum(false).map_err(err)?;
-            enc.include_contentsize(false).map_err(err)?;
+        Compression::Gzip | Compression::Zstd => {
+            let enc = compression.encoder(Digester::new(target)).map_err(err)?;
             let mut sink = Digester::new(enc);
             with_background_lending_sink(&mut sink, |w| write_layer_into(entries, w))
                 .map_err(err)?
@@ -247,10 +185,7 @@ mod tests {
             assert_eq!(blob, copy);
             assert_eq!(info.diff_id, p.diff_id);
             assert_eq!(info.size, blob.len() as u64);
-            assert_eq!(
-                super::super::archive::hex(&Sha256::digest(&blob)),
-                info.digest
-            );
+            assert_eq!(crate::hashing::hex(&Sha256::digest(&blob)), info.digest);
             assert_eq!(Compression::sniff(&blob), c);
             let mut back = Vec::new();
             match c {

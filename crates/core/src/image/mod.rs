@@ -8,7 +8,8 @@
 //! pipeline, [`contents`] the customisation layer, [`config`] the JSON documents, [`archive`]
 //! the output layouts, [`cache`] the layer cache; [`plan`] computes what the image is (after
 //! the pre-flight checks of [`check`] and [`start_check`], which reads the image's files
-//! through `rootfs` and `elf`), and a [`sink`] writes it; `build` joins the two. Hostile
+//! through `rootfs` and `elf`), and a [`sink`] writes it; `build` joins the two. [`index`]
+//! combines images of several platforms into one OCI image index. Hostile
 //! input is kept out by `beneath` (trees read without following symlinks), [`input`]
 //! (bounded reads), `output` (what `-o` may replace) and `temp` (temporary files and
 //! processes that never outlive a build, see [`interrupted`]).
@@ -22,6 +23,7 @@ pub mod check;
 pub mod config;
 pub mod contents;
 mod elf;
+pub mod index;
 pub mod input;
 pub mod layer;
 mod output;
@@ -59,6 +61,14 @@ pub enum ImageError {
     /// Bad input found before anything is written.
     #[error("{0}")]
     Invalid(String),
+    /// Bad input found by an I/O error (a file that cannot be read, a blob that does not
+    /// decompress); the message names the input and the error is kept.
+    #[error("{message}")]
+    InvalidIo {
+        message: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -71,9 +81,25 @@ pub enum ImageError {
     /// Loading the image into a container engine (`mkimage --load`).
     #[error("{0}")]
     Engine(String),
+    /// Writing the image failed; the I/O error is kept (its kind says what happened).
+    #[error("writing the image: {0}")]
+    StreamIo(#[source] io::Error),
 }
 
 impl ImageError {
+    /// Bad input: `what` and the I/O error, in one line, the error kept as the source.
+    pub(crate) fn invalid_io(what: impl std::fmt::Display, source: io::Error) -> ImageError {
+        ImageError::InvalidIo {
+            message: format!("{what}: {source}"),
+            source,
+        }
+    }
+
+    /// An I/O error while the image is written.
+    pub(crate) fn stream(e: io::Error) -> ImageError {
+        ImageError::StreamIo(e)
+    }
+
     pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
         move |source| ImageError::Io {
             path: path.to_path_buf(),
@@ -156,5 +182,39 @@ impl ImageSpec {
             cache: None,
             start_check: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_write_error_keeps_its_io_error() {
+        let e = ImageError::stream(io::Error::new(io::ErrorKind::BrokenPipe, "pipe closed"));
+        assert_eq!(e.to_string(), "writing the image: pipe closed");
+        let kind = e
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind);
+        assert_eq!(kind, Some(io::ErrorKind::BrokenPipe));
+    }
+
+    #[test]
+    fn a_read_error_of_an_input_keeps_its_io_error() {
+        struct Failing;
+        impl io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, "denied"))
+            }
+        }
+        let e = input::read_limited(Failing, 10, "--config 'c.json'", "a config").unwrap_err();
+        assert_eq!(e.to_string(), "--config 'c.json': denied");
+        let kind = e
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind);
+        assert_eq!(kind, Some(io::ErrorKind::PermissionDenied));
     }
 }

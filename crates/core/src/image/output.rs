@@ -108,7 +108,7 @@ impl Target {
         format: Format,
         mtime: u64,
     ) -> Result<(Target, Sink), ImageError> {
-        let stream = |e: io::Error| ImageError::Stream(e.to_string());
+        let stream = ImageError::stream;
         let unlinked = || -> Result<(File, Sink), ImageError> {
             let file = tempfile::tempfile().map_err(stream)?;
             let sink = Sink::tar(file.try_clone().map_err(stream)?, mtime).map_err(stream)?;
@@ -172,8 +172,7 @@ impl Target {
     pub(crate) fn persist(self) -> Result<(), ImageError> {
         match self {
             Target::Stream { mut file, to } => {
-                file.seek(SeekFrom::Start(0))
-                    .map_err(|e| ImageError::Stream(e.to_string()))?;
+                file.seek(SeekFrom::Start(0)).map_err(ImageError::stream)?;
                 match to {
                     None => {
                         let stdout = io::stdout();

@@ -16,11 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::archive::{BlobOut, copy_blob, hex};
 use super::base::{BaseImage, BaseLayer};
@@ -39,6 +39,7 @@ use super::temp::{Temp, reclaim};
 use super::{ImageError, ImageSpec, MAX_LAYERS};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{AbsStorePath, StorePath};
+use crate::oci::Digest;
 use crate::store::Store;
 
 /// The prefix of the customisation scratch directory in `$TMPDIR` (`mkimage-root-XXXXXX.tmp`).
@@ -172,10 +173,10 @@ fn inputs_hash(
 /// What a layer's blob is, once known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobFacts {
-    /// `sha256:<hex>` of the uncompressed tar.
-    pub diff_id: String,
-    /// `sha256:<hex>` of the blob.
-    pub digest: String,
+    /// Of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Of the blob.
+    pub digest: Digest,
     /// Bytes of the blob (compressed, if it is).
     pub size: u64,
     pub media_type: &'static str,
@@ -236,12 +237,12 @@ pub struct ImagePlan<'a> {
 #[derive(Debug, Clone)]
 pub struct ImageDocuments {
     pub config: Vec<u8>,
-    /// Hex SHA-256 of `config`.
-    pub config_digest: String,
+    /// Of `config`.
+    pub config_digest: Digest,
     /// The OCI manifest.
     pub manifest: Vec<u8>,
-    /// Hex SHA-256 of `manifest`.
-    pub manifest_digest: String,
+    /// Of `manifest`.
+    pub manifest_digest: Digest,
 }
 
 /// The inputs after phase 1.
@@ -396,12 +397,17 @@ pub(crate) fn plan_layers(
         let refs: Vec<&PathInfo> = layer.infos.iter().collect();
         let key = layer_key(spec.compression.name(), &spec.owner, store_dir, &refs);
         let hit = checked.cache.as_ref().and_then(|c| c.get(&key));
-        let blob = hit.as_ref().map(|(rec, _)| BlobFacts {
-            diff_id: rec.diff_id.clone(),
-            digest: format!("sha256:{}", rec.digest),
-            size: rec.size,
-            media_type: spec.compression.media_type(),
+        // A record that does not parse is no hit: the layer is built again.
+        let hit = hit.and_then(|(rec, path)| {
+            let facts = BlobFacts {
+                diff_id: Digest::parse(&rec.diff_id).ok()?,
+                digest: Digest::sha256(&rec.digest).ok()?,
+                size: rec.size,
+                media_type: spec.compression.media_type(),
+            };
+            Some((facts, path))
         });
+        let blob = hit.as_ref().map(|(facts, _)| facts.clone());
         let names: Vec<String> = layer.infos.iter().map(|p| p.path.to_string()).collect();
         let h = history(
             "strata mkimage",
@@ -491,7 +497,7 @@ impl<'a> ImagePlan<'a> {
         let (digest, compression) = base.copy_layer(layer, out)?;
         Ok(BlobFacts {
             diff_id: layer.diff_id.clone(),
-            digest: format!("sha256:{digest}"),
+            digest,
             size: layer.size,
             media_type: compression.media_type(),
         })
@@ -507,12 +513,11 @@ impl<'a> ImagePlan<'a> {
         layer: &PlannedLayer,
         out: &mut dyn BlobOut,
     ) -> Result<(BlobFacts, bool, u64), ImageError> {
-        let stream = |e: io::Error| ImageError::Stream(e.to_string());
-        if let (Some(path), Some(facts)) = (cached, &layer.blob) {
-            let digest = facts.digest.trim_start_matches("sha256:");
-            if copy_blob(out, path, digest, facts.size).map_err(ImageError::io(path))? {
-                return Ok((facts.clone(), true, 0));
-            }
+        let stream = ImageError::stream;
+        if let (Some(path), Some(facts)) = (cached, &layer.blob)
+            && copy_blob(out, path, facts.digest.hex(), facts.size).map_err(ImageError::io(path))?
+        {
+            return Ok((facts.clone(), true, 0));
         }
         let store_dir = self.store.store_dir().as_str();
         let phys: Vec<(String, PathBuf)> = infos
@@ -534,8 +539,8 @@ impl<'a> ImagePlan<'a> {
         };
         if let (Some(c), Some(t)) = (&self.cache, temp) {
             let rec = CachedLayer {
-                diff_id: facts.diff_id.clone(),
-                digest: facts.digest.trim_start_matches("sha256:").to_string(),
+                diff_id: facts.diff_id.to_string(),
+                digest: facts.digest.hex().to_string(),
                 size: facts.size,
             };
             c.commit(key, t, &rec).map_err(stream)?;
@@ -564,33 +569,39 @@ impl<'a> ImagePlan<'a> {
             os: self.os.clone(),
             rootfs: RootFs {
                 kind: "layers".into(),
-                diff_ids: blobs.iter().map(|b| b.diff_id.clone()).collect(),
+                diff_ids: blobs.iter().map(|b| b.diff_id.to_string()).collect(),
             },
             variant: self.variant.clone(),
         };
         let config = config::to_bytes(&image_config);
-        let config_digest = hex(&Sha256::digest(&config));
+        let config_digest = Digest::sha256_of(&config);
+        let layers = blobs
+            .iter()
+            .map(|b| {
+                Ok(Descriptor {
+                    media_type: b.media_type.into(),
+                    digest: b.digest.clone(),
+                    size: b.size,
+                    annotations: None,
+                    platform: None,
+                })
+            })
+            .collect::<Result<Vec<_>, ImageError>>()?;
         let manifest = OciManifest {
             schema_version: 2,
             media_type: MEDIA_MANIFEST.into(),
             config: Descriptor {
                 media_type: MEDIA_CONFIG.into(),
-                digest: format!("sha256:{config_digest}"),
                 size: config.len() as u64,
+                digest: config_digest.clone(),
                 annotations: None,
+                platform: None,
             },
-            layers: blobs
-                .iter()
-                .map(|b| Descriptor {
-                    media_type: b.media_type.into(),
-                    digest: b.digest.clone(),
-                    size: b.size,
-                    annotations: None,
-                })
-                .collect(),
+            layers,
         };
+
         let manifest = config::to_bytes(&manifest);
-        let manifest_digest = hex(&Sha256::digest(&manifest));
+        let manifest_digest = Digest::sha256_of(&manifest);
         Ok(ImageDocuments {
             config,
             config_digest,
@@ -607,13 +618,13 @@ fn stream_entries(
     out: &mut dyn BlobOut,
     copy: Option<&mut (dyn Write + Send)>,
 ) -> Result<BlobFacts, ImageError> {
-    let stream = |e: io::Error| ImageError::Stream(e.to_string());
+    let stream = ImageError::stream;
     out.begin_blob().map_err(stream)?;
     let info = stream_layer(entries, compression, out.blob_writer(), copy)?;
     out.end_blob(&info.digest, info.size).map_err(stream)?;
     Ok(BlobFacts {
-        diff_id: format!("sha256:{}", info.diff_id),
-        digest: format!("sha256:{}", info.digest),
+        diff_id: Digest::sha256(&info.diff_id).map_err(|e| ImageError::Stream(e.to_string()))?,
+        digest: Digest::sha256(&info.digest).map_err(|e| ImageError::Stream(e.to_string()))?,
         size: info.size,
         media_type: compression.media_type(),
     })
@@ -623,6 +634,7 @@ fn stream_entries(
 mod tests {
     use super::*;
     use crate::store::{AddOptions, StoreConfig};
+    use std::io;
 
     /// A blob output that keeps every blob in memory.
     #[derive(Default)]

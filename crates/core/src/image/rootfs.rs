@@ -132,7 +132,7 @@ impl ImageFs {
     /// Resolve an absolute image path, following every symlink inside the image. `None`:
     /// it does not exist (or goes through a non-directory).
     pub(crate) fn resolve(&self, path: &str) -> Result<Option<Found>, ImageError> {
-        let fail = |e: io::Error| ImageError::Invalid(format!("{path} in the image: {e}"));
+        let fail = |e: io::Error| ImageError::invalid_io(format_args!("{path} in the image"), e);
         let mut todo: VecDeque<Vec<u8>> = components(path.as_bytes()).map(<[u8]>::to_vec).collect();
         let mut stack: Vec<(Vec<u8>, DirView)> = Vec::new();
         let root = self.root().map_err(fail)?;

@@ -12,7 +12,6 @@
 //! layer files whose chains the engine holds are left out of the archive).
 
 use std::collections::BTreeMap;
-use std::io;
 
 use super::archive::{BlobOut, Format, Sink};
 use super::config::{self, Descriptor, DockerManifest, MEDIA_INDEX, MEDIA_MANIFEST, OciIndex};
@@ -80,9 +79,10 @@ impl LayoutSink {
             media_type: MEDIA_INDEX.into(),
             manifests: vec![Descriptor {
                 media_type: MEDIA_MANIFEST.into(),
-                digest: format!("sha256:{}", docs.manifest_digest),
+                digest: docs.manifest_digest.clone(),
                 size: docs.manifest.len() as u64,
                 annotations: Some(annotations),
+                platform: None,
             }],
         })
     }
@@ -90,11 +90,9 @@ impl LayoutSink {
     fn docker_manifest(plan: &ImagePlan<'_>, docs: &ImageDocuments) -> Vec<u8> {
         let layers = plan.layers.iter().filter_map(|l| l.blob.as_ref());
         config::to_bytes(&vec![DockerManifest {
-            config: format!("blobs/sha256/{}", docs.config_digest),
+            config: docs.config_digest.blob_path(),
             repo_tags: vec![format!("{}:{}", plan.name, plan.tag)],
-            layers: layers
-                .map(|b| format!("blobs/sha256/{}", b.digest.trim_start_matches("sha256:")))
-                .collect(),
+            layers: layers.map(|b| b.digest.blob_path()).collect(),
         }])
     }
 }
@@ -106,7 +104,7 @@ impl ImageSink for LayoutSink {
     }
 
     fn finish(mut self, plan: &ImagePlan<'_>, docs: &ImageDocuments) -> Result<(), ImageError> {
-        let stream = |e: io::Error| ImageError::Stream(e.to_string());
+        let stream = ImageError::stream;
         self.out.put_blob(&docs.config).map_err(stream)?;
         if self.format.has_oci() {
             self.out.put_blob(&docs.manifest).map_err(stream)?;

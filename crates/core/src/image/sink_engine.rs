@@ -327,7 +327,7 @@ impl ImageSink for EngineSink<'_> {
             _ => None,
         };
         if let (Some(facts), Some(_)) = (&plan.layers[i].blob, &cached) {
-            let next = next_chain(self.chain.as_deref(), &facts.diff_id);
+            let next = next_chain(self.chain.as_deref(), &facts.diff_id.to_string());
             if self.held.contains(&next) {
                 self.chain = Some(next);
                 self.layers.push(Layer {
@@ -341,7 +341,10 @@ impl ImageSink for EngineSink<'_> {
         let path = self.dir.join(format!("layer-{i}"));
         let mut out = FileOut::new(path.clone());
         let facts = plan.write_layer(i, &mut out)?.clone();
-        self.chain = Some(next_chain(self.chain.as_deref(), &facts.diff_id));
+        self.chain = Some(next_chain(
+            self.chain.as_deref(),
+            &facts.diff_id.to_string(),
+        ));
         self.layers.push(Layer {
             facts,
             file: Some(path),
@@ -364,7 +367,7 @@ impl ImageSink for EngineSink<'_> {
                     let path = self.dir.join(format!("layer-{i}"));
                     let mut out = FileOut::new(path.clone());
                     let from = layer.cached.clone().unwrap_or_default();
-                    let digest = layer.facts.digest.trim_start_matches("sha256:");
+                    let digest = layer.facts.digest.hex();
                     let copied = copy_blob(&mut out, &from, digest, layer.facts.size)
                         .map_err(|e| ImageError::Engine(format!("{}: {e}", from.display())))?;
                     if !copied {
@@ -486,7 +489,7 @@ impl EngineSink<'_> {
             pos += h.len() as u64 + size + pad;
             Ok::<(), io::Error>(())
         };
-        let config_name = format!("blobs/sha256/{}", docs.config_digest);
+        let config_name = docs.config_digest.blob_path();
         member(
             &mut w,
             &config_name,
@@ -496,12 +499,7 @@ impl EngineSink<'_> {
         let names: Vec<String> = self
             .layers
             .iter()
-            .map(|l| {
-                format!(
-                    "blobs/sha256/{}",
-                    l.facts.digest.trim_start_matches("sha256:")
-                )
-            })
+            .map(|l| l.facts.digest.blob_path())
             .collect();
         let manifest = config::to_bytes(&vec![DockerManifest {
             config: config_name,

@@ -27,6 +27,7 @@ use super::archive::BlobOut;
 use super::config::{MEDIA_CONFIG, MEDIA_MANIFEST};
 use super::plan::{ImageDocuments, ImagePlan};
 use super::sink::{ImageSink, emit};
+use crate::oci::Digest;
 use crate::registry::RegistryError;
 use crate::registry::client::{Body, Response, error_text};
 use crate::registry::push::{
@@ -89,7 +90,7 @@ impl RegistrySink<'_> {
     }
 
     /// Whether the registry has the blob `digest` (`sha256:…`).
-    fn has(&self, digest: &str) -> Result<bool, RegistryError> {
+    fn has(&self, digest: &Digest) -> Result<bool, RegistryError> {
         let c = self.pusher.client;
         let url = c.url(&format!("/v2/{}/blobs/{digest}", self.pusher.repo));
         let head = c.send("HEAD", &url, &[], &Body::Empty)?;
@@ -139,7 +140,7 @@ impl ImageSink for RegistrySink<'_> {
         let sent = up
             .begin_blob()
             .and_then(|()| up.write_all(&docs.config))
-            .and_then(|()| up.end_blob(&docs.config_digest, docs.config.len() as u64));
+            .and_then(|()| up.end_blob(docs.config_digest.hex(), docs.config.len() as u64));
         if let Err(e) = sent {
             up.abandon();
             return Err(match up.failure.take() {
@@ -164,10 +165,10 @@ impl ImageSink for RegistrySink<'_> {
     }
 }
 
-fn skipped(kind: &'static str, digest: &str, size: u64, media_type: &str) -> BlobReport {
+fn skipped(kind: &'static str, digest: &Digest, size: u64, media_type: &str) -> BlobReport {
     BlobReport {
         kind,
-        digest: digest.to_string(),
+        digest: digest.clone(),
         size,
         media_type: media_type.to_string(),
         action: BlobAction::Skipped,
@@ -178,8 +179,9 @@ fn skipped(kind: &'static str, digest: &str, size: u64, media_type: &str) -> Blo
 }
 
 /// `sha256:0123456789ab` for messages.
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
+fn short(digest: &Digest) -> String {
+    let text = digest.to_string();
+    text[..text.len().min(19)].to_string()
 }
 
 /// One blob on its way to the registry while it is being made (a [`BlobOut`]): bytes held up
@@ -307,7 +309,7 @@ impl<'s, 'a> Upload<'s, 'a> {
         }
     }
 
-    fn check_stored(&self, digest: &str, resp: &Response) -> Result<(), RegistryError> {
+    fn check_stored(&self, digest: &Digest, resp: &Response) -> Result<(), RegistryError> {
         if resp.status != 201 {
             return Err(RegistryError::Registry(format!(
                 "uploading blob {} to {}: {}",
@@ -317,14 +319,14 @@ impl<'s, 'a> Upload<'s, 'a> {
             )));
         }
         match &resp.digest {
-            Some(d) if d != digest => Err(RegistryError::Digest(format!(
+            Some(d) if *d != digest.to_string() => Err(RegistryError::Digest(format!(
                 "the registry stored blob {digest} as {d}"
             ))),
             _ => Ok(()),
         }
     }
 
-    fn finish(&mut self, digest: &str, size: u64) -> Result<BlobReport, RegistryError> {
+    fn finish(&mut self, digest: &Digest, size: u64) -> Result<BlobReport, RegistryError> {
         let mut report = skipped(self.kind, digest, size, self.media_type);
         if let Some(mut spool) = self.spool.take() {
             let file_err = |e: io::Error| RegistryError::Invalid(format!("temporary file: {e}"));
@@ -333,7 +335,7 @@ impl<'s, 'a> Upload<'s, 'a> {
             self.buf.clear();
             let blob = Blob {
                 media_type: self.media_type.to_string(),
-                digest: digest.to_string(),
+                digest: digest.clone(),
                 size,
                 location: BlobLocation::File(spool.path().to_path_buf()),
                 // Hashed on its way into the spool: the digest is of these bytes.
@@ -434,7 +436,10 @@ impl BlobOut for Upload<'_, '_> {
     }
 
     fn end_blob(&mut self, digest: &str, size: u64) -> io::Result<()> {
-        let digest = format!("sha256:{digest}");
+        let digest = match Digest::sha256(digest) {
+            Ok(d) => d,
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        };
         match self.finish(&digest, size) {
             Ok(r) => {
                 self.report = Some(r);

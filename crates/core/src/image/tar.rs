@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use crate::pipeline::{Buffered, LendingSink};
+use crate::threaded_io::{Buffered, LendingSink};
 
 /// Tar block size.
 pub const BLOCK: u64 = 512;
@@ -512,7 +512,7 @@ mod tests {
         let mut plain = Vec::new();
         let n = write_layer(&entries, &mut plain).unwrap();
         let mut lent = Vec::new();
-        let m = crate::pipeline::with_background_lending_sink(&mut lent, |w| {
+        let m = crate::threaded_io::with_background_lending_sink(&mut lent, |w| {
             write_layer_into(&entries, w)
         })
         .unwrap()

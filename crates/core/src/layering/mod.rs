@@ -30,6 +30,33 @@ pub enum LayeringError {
     ExcludedNotInGraph(String),
 }
 
+/// A layers JSON that is not one: one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LayersJsonError(pub String);
+
+/// Parse the layers JSON `mklayers` writes and `mkimage` reads: a list of lists of absolute store paths, or the object
+/// `mklayers --explain` prints (its `layers` member).
+pub fn parse_layers(text: &str) -> Result<Vec<Vec<String>>, LayersJsonError> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        List(Vec<Vec<String>>),
+        Explained { layers: Vec<Vec<String>> },
+    }
+    let bad = |e: &dyn std::fmt::Display| {
+        LayersJsonError(format!(
+            "layers JSON: {e} (expected a list of lists of store paths)"
+        ))
+    };
+    // Syntax errors first, with their line and column.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
+    match serde_json::from_value(value) {
+        Ok(Shape::List(l)) | Ok(Shape::Explained { layers: l }) => Ok(l),
+        Err(_) => Err(bad(&"wrong shape")),
+    }
+}
+
 /// Which layering to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -372,5 +399,29 @@ pub(crate) mod tests {
         let big = serde_json::to_string(&Popularity(BigUint::from(1u64 << 53))).unwrap();
         assert_eq!(small, "9007199254740991");
         assert_eq!(big, "\"9007199254740992\"");
+    }
+}
+
+#[cfg(test)]
+mod layers_json_tests {
+    use super::*;
+
+    #[test]
+    fn layers_json() {
+        assert_eq!(parse_layers(r#"[["/a"],["/b","/c"]]"#).unwrap().len(), 2);
+        let explained = r#"{"algorithm":"popularity","layers":[["/a"]],"paths":[]}"#;
+        assert_eq!(parse_layers(explained).unwrap(), [["/a"]]);
+        assert!(
+            parse_layers("[[")
+                .unwrap_err()
+                .to_string()
+                .contains("line 1")
+        );
+        assert!(
+            parse_layers("[\"/a\"]")
+                .unwrap_err()
+                .to_string()
+                .contains("list of lists")
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::pipeline::{Buffered, LendingSink};
+use crate::threaded_io::{Buffered, LendingSink};
 
 /// The first string of every NAR.
 pub const MAGIC: &str = "nix-archive-1";

@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::RegistryError;
+use crate::oci::reference::DOCKER_HUB;
 
 /// A user name and a password (or token), with the place they came from.
 #[derive(Clone, PartialEq, Eq)]
@@ -72,7 +73,7 @@ fn auth_keys(registry: &str) -> Vec<String> {
         format!("https://{registry}/v1/"),
         format!("https://{registry}/v2/"),
     ];
-    if registry == "docker.io" {
+    if registry == DOCKER_HUB {
         keys.push("https://index.docker.io/v1/".to_string());
         keys.push("index.docker.io".to_string());
         keys.push("registry-1.docker.io".to_string());
@@ -168,7 +169,7 @@ fn is_helper_name(name: &str) -> bool {
 
 /// The server name a helper is asked about: Docker Hub's legacy URL, else the host[:port].
 fn helper_server(registry: &str) -> String {
-    if registry == "docker.io" {
+    if registry == DOCKER_HUB {
         "https://index.docker.io/v1/".to_string()
     } else {
         registry.to_string()
@@ -191,13 +192,17 @@ pub fn run_credential_helper(
     use std::io::{Read, Write};
     let program = format!("docker-credential-{name}");
     let fail = |why: String| RegistryError::Auth(format!("credential helper {program}: {why}"));
+    let fail_io = |why: &str, source: std::io::Error| RegistryError::AuthIo {
+        message: format!("credential helper {program}: {why}{source}"),
+        source,
+    };
     let mut child = std::process::Command::new(&program)
         .arg("get")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| fail(format!("cannot run it: {e}")))?;
+        .map_err(|e| fail_io("cannot run it: ", e))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(server.as_bytes());
     }
@@ -211,7 +216,7 @@ pub fn run_credential_helper(
     });
     let start = std::time::Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| fail(e.to_string()))? {
+        if let Some(status) = child.try_wait().map_err(|e| fail_io("", e))? {
             break status;
         }
         if start.elapsed() > HELPER_TIMEOUT {
@@ -282,7 +287,10 @@ pub fn find_credentials(
             &run_credential_helper,
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(RegistryError::Invalid(format!("{}: {e}", path.display()))),
+        Err(e) => Err(RegistryError::AuthIo {
+            message: format!("{}: {e}", path.display()),
+            source: e,
+        }),
     }
 }
 
@@ -474,5 +482,21 @@ mod tests {
         assert!(find_credentials(None, "h:1", &env).is_err());
         let env = env_of(&[("HOME", "/nonexistent")]);
         assert!(find_credentials(None, "h:1", &env).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_helper_that_cannot_run_keeps_its_io_error() {
+        use std::error::Error as _;
+        let e = run_credential_helper("strata-test-no-such-helper", "r.example").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "credential helper docker-credential-strata-test-no-such-helper: cannot run it: \
+             No such file or directory (os error 2)"
+        );
+        let kind = e
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::kind);
+        assert_eq!(kind, Some(std::io::ErrorKind::NotFound));
     }
 }

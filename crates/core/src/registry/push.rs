@@ -7,7 +7,9 @@
 //! bytes), so not one byte of a corrupt blob leaves; the bytes are hashed again as they are
 //! sent and the last of them held back unless they still hash to the digest. The manifest
 //! goes last, with the exact bytes, and the digest the registry answers must be theirs: a
-//! failure anywhere before leaves the tag untouched.
+//! failure anywhere before leaves the tag untouched. An image index goes the same way, one
+//! platform after another (a blob they share once, each manifest by its digest), and the
+//! index last, under the tag.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,15 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::RegistryError;
 use super::auth::Credentials;
 use super::client::{Body, Client, ClientOptions, DEFAULT_TIMEOUT, Response, error_text};
 use super::reference::Reference;
-use super::source::{self, Blob, BlobLocation};
-use crate::image::archive::{Digester, hex};
-use crate::image::layer::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
+use super::source::{self, Blob, BlobLocation, Source, SourceIndex};
+use crate::hashing::Digester;
+use crate::oci::{Compression, Digest};
 
 /// HTTP or HTTPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +95,7 @@ pub enum BlobAction {
 pub struct BlobReport {
     /// `layer` or `config`.
     pub kind: &'static str,
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     pub media_type: String,
     pub action: BlobAction,
@@ -111,8 +113,8 @@ pub struct BlobReport {
 pub struct PushReport {
     /// `REGISTRY/REPO:TAG`.
     pub reference: String,
-    /// The manifest's digest (`sha256:…`), as the registry confirmed it.
-    pub digest: String,
+    /// The manifest's digest, as the registry confirmed it.
+    pub digest: Digest,
     pub manifest_size: u64,
     pub blobs: Vec<BlobReport>,
     /// Blob body bytes sent, all blobs together (the manifest not included).
@@ -159,8 +161,9 @@ pub(crate) fn connect(dest: &Reference, opts: &PushOptions) -> Result<Client, Re
     Ok(client)
 }
 
-/// Push the image at `image` (a tar or an OCI layout directory from mkimage) to `dest`.
-/// `on_blob` is told about each blob when it is done.
+/// Push the image at `image` (a tar or an OCI layout directory from mkimage, or an image
+/// index from mkindex: every platform, then the index) to `dest`. `on_blob` is told about
+/// each blob when it is done.
 pub fn push(
     image: &Path,
     dest: &Reference,
@@ -168,7 +171,10 @@ pub fn push(
     on_blob: &dyn Fn(&BlobReport),
 ) -> Result<PushReport, RegistryError> {
     check_options(opts)?;
-    let src = source::open(image)?;
+    let src = match source::open_source(image)? {
+        Source::Image(src) => src,
+        Source::Index(index) => return push_index(&index, dest, opts, on_blob),
+    };
     let tag = dest
         .tag
         .clone()
@@ -214,6 +220,107 @@ pub fn push(
         uploaded_bytes: reports.iter().map(|r| r.uploaded_bytes).sum(),
         blobs: reports,
     })
+}
+
+/// Push an image index (`mkindex`'s output): every platform's blobs, each blob once however
+/// many platforms share it, and its manifest (by digest), then the index under the tag. With
+/// compression the manifests name the compressed layers, and the index the rewritten
+/// manifests.
+fn push_index(
+    src: &SourceIndex,
+    dest: &Reference,
+    opts: &PushOptions,
+    on_blob: &dyn Fn(&BlobReport),
+) -> Result<PushReport, RegistryError> {
+    let tag = dest
+        .tag
+        .clone()
+        .or_else(|| src.tag.clone())
+        .unwrap_or_else(|| "latest".to_string());
+    let temp = match &opts.temp_dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("strata-push-")
+            .tempdir_in(d),
+        None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
+    }
+    .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
+    let client = connect(dest, opts)?;
+    let pusher = Pusher {
+        client: &client,
+        repo: &dest.repository,
+        opts,
+    };
+    // What each blob became (by the digest the image gives it), so a blob shared by several
+    // platforms goes up once and is reported once.
+    let mut done: std::collections::BTreeMap<Digest, BlobReport> = Default::default();
+    let mut reports = Vec::new();
+    // Each manifest's digest in the index, and what was pushed for it.
+    let mut manifests: std::collections::BTreeMap<Digest, (Digest, u64)> = Default::default();
+    for (i, image) in src.images.iter().enumerate() {
+        let mut own = Vec::new();
+        let blobs = image.layers.iter().map(|l| ("layer", l));
+        for (j, (kind, blob)) in blobs.chain([("config", &image.config)]).enumerate() {
+            if let Some(report) = done.get(&blob.digest) {
+                own.push(report.clone());
+                continue;
+            }
+            let compress = kind == "layer"
+                && opts.compression != Compression::None
+                && blob.compression() == Compression::None;
+            let report = if compress {
+                pusher.compressed_layer(blob, &temp.path().join(format!("layer-{i}-{j}")))?
+            } else {
+                pusher.blob(kind, blob)?
+            };
+            on_blob(&report);
+            done.insert(blob.digest.clone(), report.clone());
+            reports.push(report.clone());
+            own.push(report);
+        }
+        let manifest = if opts.compression != Compression::None {
+            rewrite_layers(&image.manifest, &own)?
+        } else {
+            image.manifest.clone()
+        };
+        let wanted = Digest::sha256_of(&manifest).to_string();
+        let digest = pusher.manifest(&manifest, &image.manifest_media_type, &wanted)?;
+        let listed = Digest::sha256_of(&image.manifest);
+        manifests.insert(listed, (digest, manifest.len() as u64));
+    }
+    let index = if opts.compression != Compression::None {
+        rewrite_manifests(&src.index, &manifests)?
+    } else {
+        src.index.clone()
+    };
+    let digest = pusher.manifest(&index, &src.media_type, &tag)?;
+    Ok(PushReport {
+        reference: dest.display_with(&tag),
+        digest,
+        manifest_size: index.len() as u64,
+        uploaded_bytes: reports.iter().map(|r| r.uploaded_bytes).sum(),
+        blobs: reports,
+    })
+}
+
+/// The index with each manifest descriptor naming the manifest that was pushed for it.
+fn rewrite_manifests(
+    index: &[u8],
+    pushed: &std::collections::BTreeMap<Digest, (Digest, u64)>,
+) -> Result<Vec<u8>, RegistryError> {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(index).map_err(|e| RegistryError::Invalid(format!("index: {e}")))?;
+    if let Some(descs) = doc.get_mut("manifests").and_then(|l| l.as_array_mut()) {
+        for desc in descs.iter_mut().filter_map(|d| d.as_object_mut()) {
+            let listed = desc.get("digest").and_then(|d| d.as_str()).unwrap_or("");
+            let pushed_as = Digest::parse(listed).ok().and_then(|d| pushed.get(&d));
+            if let Some((digest, size)) = pushed_as {
+                let (digest, size) = (digest.to_string(), *size);
+                desc.insert("digest".into(), digest.into());
+                desc.insert("size".into(), size.into());
+            }
+        }
+    }
+    serde_json::to_vec(&doc).map_err(|e| RegistryError::Invalid(format!("index: {e}")))
 }
 
 /// The plain-HTTP rule: TLS unless the registry is on loopback or `--plain-http` says so;
@@ -320,7 +427,7 @@ impl Pusher<'_> {
             .opts
             .cache
             .as_ref()
-            .map(|dir| dir.join(format!("{}-{}", compression.name(), &layer.digest[7..])));
+            .map(|dir| dir.join(format!("{}-{}", compression.name(), layer.digest.hex())));
         let known = key.as_ref().and_then(|k| read_cache_entry(k));
         if let Some((digest, size)) = &known {
             let c = self.client;
@@ -367,7 +474,7 @@ impl Pusher<'_> {
             return Err(self.fail("uploading blob", blob, resp));
         }
         match &resp.digest {
-            Some(d) if d != &blob.digest => Err(RegistryError::Digest(format!(
+            Some(d) if blob.digest != *d => Err(RegistryError::Digest(format!(
                 "the registry stored blob {} as {d}",
                 blob.digest
             ))),
@@ -473,9 +580,9 @@ impl Pusher<'_> {
         bytes: &[u8],
         media_type: &str,
         tag: &str,
-    ) -> Result<String, RegistryError> {
+    ) -> Result<Digest, RegistryError> {
         let c = self.client;
-        let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+        let digest = Digest::sha256_of(bytes);
         let url = c.url(&format!("/v2/{}/manifests/{tag}", self.repo));
         let resp = c.send(
             "PUT",
@@ -491,11 +598,11 @@ impl Pusher<'_> {
             )));
         }
         if let Some(stored) = &resp.digest
-            && stored != &digest
+            && digest != *stored
         {
             // The tag now names something other than what we sent: take it back if the
             // registry lets us (by the digest it gave, else by the digest of our bytes).
-            let undone = [stored.as_str(), digest.as_str()].iter().any(|d| {
+            let undone = [stored.clone(), digest.to_string()].iter().any(|d| {
                 let url = c.url(&format!("/v2/{}/manifests/{d}", self.repo));
                 c.send("DELETE", &url, &[], &Body::Empty)
                     .is_ok_and(|r| r.status == 202)
@@ -515,8 +622,10 @@ impl Pusher<'_> {
 }
 
 /// `sha256:0123456789ab` for messages.
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
+fn short(digest: &Digest) -> String {
+    let mut text = digest.to_string();
+    text.truncate(19);
+    text
 }
 
 /// The upload session URL an answer gives (its `Location`, resolved against the URL that
@@ -536,7 +645,8 @@ fn session_location(resp: &Response, what: &str, blob: &Blob) -> Result<String, 
 }
 
 /// The session URL with `digest=` added to its query (which carries the session's state).
-pub(crate) fn finish_url(location: &str, digest: &str) -> String {
+pub(crate) fn finish_url(location: &str, digest: &Digest) -> String {
+    let digest = &digest.to_string();
     match url::Url::parse(location) {
         Ok(mut url) => {
             url.query_pairs_mut().append_pair("digest", digest);
@@ -552,7 +662,7 @@ fn verify(blob: &Blob) -> Result<(), RegistryError> {
     if blob.verified {
         return Ok(());
     }
-    let mut reader = blob.open().map_err(|e| image_error(blob, &e))?;
+    let mut reader = blob.open().map_err(|e| image_error(blob, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut read = 0u64;
@@ -564,7 +674,7 @@ fn verify(blob: &Blob) -> Result<(), RegistryError> {
                 read += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(image_error(blob, &e)),
+            Err(e) => return Err(image_error(blob, e)),
         }
     }
     if read != blob.size {
@@ -575,7 +685,7 @@ fn verify(blob: &Blob) -> Result<(), RegistryError> {
             blob.size
         )));
     }
-    let got = format!("sha256:{}", hex(&hasher.finalize()));
+    let got = Digest::sha256_of_hash(&hasher.finalize());
     if got != blob.digest {
         return Err(RegistryError::Digest(mismatch_text(blob, &got)));
     }
@@ -602,7 +712,7 @@ struct UploadState {
 
 impl<'a> Upload<'a> {
     fn new(blob: &'a Blob, progress: Option<Arc<AtomicU64>>) -> Result<Upload<'a>, RegistryError> {
-        let reader = blob.open().map_err(|e| image_error(blob, &e))?;
+        let reader = blob.open().map_err(|e| image_error(blob, e))?;
         Ok(Upload {
             blob,
             state: Arc::new(Mutex::new(UploadState {
@@ -656,7 +766,7 @@ impl<'a> Upload<'a> {
             .state
             .lock()
             .map_err(|_| RegistryError::Digest("poisoned".into()))?;
-        let got = format!("sha256:{}", hex(&state.hasher.clone().finalize()));
+        let got = sha256_digest(&state.hasher);
         if got != self.blob.digest {
             return Err(RegistryError::Digest(mismatch_text(self.blob, &got)));
         }
@@ -664,7 +774,12 @@ impl<'a> Upload<'a> {
     }
 }
 
-fn mismatch_text(blob: &Blob, got: &str) -> String {
+/// The digest of what a hasher has seen so far.
+fn sha256_digest(hasher: &Sha256) -> Digest {
+    Digest::sha256_of_hash(&hasher.clone().finalize())
+}
+
+fn mismatch_text(blob: &Blob, got: &Digest) -> String {
     format!(
         "{}: blob {} holds bytes that hash to {got}: the image is corrupt; nothing was tagged",
         location_name(blob),
@@ -676,10 +791,11 @@ fn location_name(blob: &Blob) -> String {
     blob.location.shown()
 }
 
-fn image_error(blob: &Blob, e: &io::Error) -> RegistryError {
-    RegistryError::Image {
+fn image_error(blob: &Blob, source: io::Error) -> RegistryError {
+    RegistryError::ImageIo {
         path: location_name(blob),
-        message: format!("blob {}: {e}", blob.digest),
+        message: format!("blob {}: {source}", blob.digest),
+        source,
     }
 }
 
@@ -714,7 +830,7 @@ impl Read for Part<'_, '_> {
         state.hasher.update(&buf[..n]);
         state.read += n as u64;
         if state.read == self.upload.blob.size {
-            let got = format!("sha256:{}", hex(&state.hasher.clone().finalize()));
+            let got = sha256_digest(&state.hasher);
             if got != self.upload.blob.digest {
                 state.mismatch = Some(mismatch_text(self.upload.blob, &got));
                 return Err(io::Error::other("digest mismatch"));
@@ -753,17 +869,17 @@ fn copy_fixed(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<u64> {
 }
 
 /// A cache entry: `sha256:<hex> <size>`; anything unreadable is no entry.
-fn read_cache_entry(path: &Path) -> Option<(String, u64)> {
+fn read_cache_entry(path: &Path) -> Option<(Digest, u64)> {
     let text = std::fs::read_to_string(path).ok()?;
     let (digest, size) = text.trim().split_once(' ')?;
-    let ok = digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-    Some((digest.to_string(), size.parse().ok()?)).filter(|_| ok)
+    let digest = Digest::parse(digest).ok()?;
+    (digest.algorithm() == crate::oci::digest::Algorithm::Sha256)
+        .then_some(())
+        .and(Some((digest, size.parse().ok()?)))
 }
 
 /// Best effort (the cache only saves work): written under a temporary name and renamed.
-fn write_cache_entry(path: &Path, digest: &str, size: u64) {
+fn write_cache_entry(path: &Path, digest: &Digest, size: u64) {
     let Some(dir) = path.parent() else { return };
     let _ = std::fs::create_dir_all(dir);
     if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir)
@@ -776,41 +892,22 @@ fn write_cache_entry(path: &Path, digest: &str, size: u64) {
 /// Compress one uncompressed layer with the pinned encoders into `path`, checking on the way
 /// that its bytes hash to its digest (the diff_id).
 fn compress_one(blob: &Blob, compression: Compression, path: &Path) -> Result<Blob, RegistryError> {
-    let io_err = |e: io::Error| image_error(blob, &e);
+    let io_err = |e: io::Error| image_error(blob, e);
     let file = std::fs::File::create(path).map_err(io_err)?;
     let outer = Digester::new(io::BufWriter::new(file));
     let mut reader = blob.open().map_err(io_err)?;
-    let (diff_id, digest, size) = match compression {
-        Compression::Gzip => {
-            let gz = flate2::GzBuilder::new()
-                .mtime(0)
-                .write(outer, flate2::Compression::new(GZIP_LEVEL));
-            let mut inner = Digester::new(gz);
-            copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
-            let (diff_id, _, gz) = inner.finish();
-            let (digest, size, mut w) = gz.finish().map_err(io_err)?.finish();
-            w.flush().map_err(io_err)?;
-            (diff_id, digest, size)
-        }
-        _ => {
-            let mut enc = zstd::Encoder::new(outer, ZSTD_LEVEL).map_err(io_err)?;
-            enc.include_checksum(false).map_err(io_err)?;
-            enc.include_contentsize(false).map_err(io_err)?;
-            let mut inner = Digester::new(enc);
-            copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
-            let (diff_id, _, enc) = inner.finish();
-            let (digest, size, mut w) = enc.finish().map_err(io_err)?.finish();
-            w.flush().map_err(io_err)?;
-            (diff_id, digest, size)
-        }
-    };
-    let diff_id = format!("sha256:{diff_id}");
+    let enc = compression.encoder(outer).map_err(io_err)?;
+    let mut inner = Digester::new(enc);
+    copy_fixed(&mut reader, &mut inner).map_err(io_err)?;
+    let (diff_id, _, enc) = inner.finish_digest();
+    let (digest, size, mut w) = enc.finish().map_err(io_err)?.finish_digest();
+    w.flush().map_err(io_err)?;
     if diff_id != blob.digest {
         return Err(RegistryError::Digest(mismatch_text(blob, &diff_id)));
     }
     Ok(Blob {
         media_type: compression.media_type().to_string(),
-        digest: format!("sha256:{digest}"),
+        digest,
         size,
         location: BlobLocation::File(path.to_path_buf()),
         // Its digest was computed from the bytes as they were written.
@@ -828,7 +925,7 @@ fn rewrite_layers(manifest: &[u8], reports: &[BlobReport]) -> Result<Vec<u8>, Re
         for (desc, r) in descs.iter_mut().zip(layers) {
             if let Some(d) = desc.as_object_mut() {
                 d.insert("mediaType".into(), r.media_type.clone().into());
-                d.insert("digest".into(), r.digest.clone().into());
+                d.insert("digest".into(), r.digest.to_string().into());
                 d.insert("size".into(), r.size.into());
             }
         }
@@ -854,11 +951,11 @@ mod tests {
     }
 
     fn blob_file(dir: &Path, data: &[u8], digest_of: &[u8]) -> Blob {
-        let path = dir.join(format!("blob-{}", hex(&Sha256::digest(data))));
+        let path = dir.join(format!("blob-{}", Digest::sha256_of(data).hex()));
         std::fs::write(&path, data).unwrap();
         Blob {
-            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-            digest: format!("sha256:{}", hex(&Sha256::digest(digest_of))),
+            media_type: crate::oci::media_type::OCI_LAYER.into(),
+            digest: Digest::sha256_of(digest_of),
             size: data.len() as u64,
             location: BlobLocation::File(path),
             verified: false,
@@ -933,7 +1030,7 @@ mod tests {
             };
             let bytes = rewrite_layers(&serde_json::to_vec(&manifest).unwrap(), &[report]).unwrap();
             let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            assert_eq!(doc["layers"][0]["digest"], a.digest.as_str());
+            assert_eq!(doc["layers"][0]["digest"], a.digest.to_string().as_str());
             assert_eq!(doc["layers"][0]["mediaType"], c.media_type());
             assert_eq!(doc["config"], manifest["config"]);
         }
@@ -954,10 +1051,31 @@ mod tests {
     }
 
     #[test]
+    fn an_index_names_the_manifests_that_were_pushed() {
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"digest": Digest::sha256_of(b"a").to_string(), "size": 1, "platform": {"architecture": "amd64"}},
+            {"digest": Digest::sha256_of(b"b").to_string(), "size": 2, "platform": {"architecture": "arm64"}},
+        ]});
+        let pushed = std::collections::BTreeMap::from([(
+            Digest::sha256_of(b"b"),
+            (Digest::sha256_of(b"c"), 3),
+        )]);
+        let bytes = rewrite_manifests(&serde_json::to_vec(&index).unwrap(), &pushed).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["manifests"][0], index["manifests"][0]);
+        assert_eq!(
+            doc["manifests"][1]["digest"],
+            Digest::sha256_of(b"c").to_string()
+        );
+        assert_eq!(doc["manifests"][1]["size"], 3);
+        assert_eq!(doc["manifests"][1]["platform"]["architecture"], "arm64");
+    }
+
+    #[test]
     fn cache_entries() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/gzip-ab");
-        let digest = format!("sha256:{}", "a".repeat(64));
+        let digest = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
         write_cache_entry(&p, &digest, 42);
         assert_eq!(read_cache_entry(&p), Some((digest, 42)));
         std::fs::write(&p, "sha256:zz 1\n").unwrap();

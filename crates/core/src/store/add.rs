@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::fsutil::{self, PathLock, Scratch};
 use super::{Store, StoreError, db};
+use crate::hashing::FanOut;
 use crate::nix::content_address::ContentAddress;
 use crate::nix::hash::{Hash, HashAlgo, Hasher};
 use crate::nix::nar::{self, NarVisitor, Restorer};
@@ -52,23 +53,6 @@ pub struct AddOptions {
     /// instead of copying it. (Ignored for a dry run, and where a self-reference must be
     /// rewritten, which needs a copy.)
     pub move_source: bool,
-}
-
-/// Sends every write to several sinks.
-struct Tee<'a> {
-    sinks: Vec<&'a mut (dyn Write + Send)>,
-}
-
-impl Write for Tee<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for s in &mut self.sinks {
-            s.write_all(buf)?;
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Copies entries (when given a restorer) and hashes file contents for flat hashing.
@@ -356,7 +340,7 @@ fn dump_copying(
         .map(|s| &mut **s as &mut (dyn Write + Send))
         .collect();
     all.push(&mut counter);
-    let mut tee = Tee { sinks: all };
+    let mut tee = FanOut { sinks: all };
     let mut visitor = CopyAndHash {
         restorer: copy_to.map(Restorer::canonical),
         flat: flat
@@ -366,15 +350,15 @@ fn dump_copying(
     // Walking and reading on this thread; hashing and scanning on a second; writing the copy
     // (when there is one) on a third.
     if visitor.restorer.is_some() {
-        crate::pipeline::with_background_lending_sink(&mut tee, |w| {
-            crate::pipeline::with_background_visitor(&mut visitor, |v| {
+        crate::threaded_io::with_background_lending_sink(&mut tee, |w| {
+            crate::threaded_io::with_background_visitor(&mut visitor, |v| {
                 nar::dump_path_into(src, w, v)
             })
         })
         .map_err(StoreError::io(src))?
         .map_err(StoreError::io(src))??;
     } else {
-        crate::pipeline::with_background_lending_sink(&mut tee, |w| {
+        crate::threaded_io::with_background_lending_sink(&mut tee, |w| {
             nar::dump_path_into(src, w, &mut visitor)
         })
         .map_err(StoreError::io(src))??;
@@ -416,7 +400,7 @@ fn copy_rewriting(
         let mut hasher = Hasher::new(HashAlgo::Sha256);
         let mut writer = writer;
         {
-            let mut tee = Tee {
+            let mut tee = FanOut {
                 sinks: vec![&mut hasher, &mut writer],
             };
             let mut rewriter = Rewriter::new(from.as_bytes(), to.as_bytes(), &mut tee);
