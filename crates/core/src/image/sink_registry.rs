@@ -319,9 +319,9 @@ impl<'s, 'a> Upload<'s, 'a> {
             )));
         }
         match &resp.digest {
-            Some(d) if *d != digest.to_string() => Err(RegistryError::Digest(format!(
-                "the registry stored blob {digest} as {d}"
-            ))),
+            Some(d) if Digest::parse(d).ok().as_ref() != Some(digest) => Err(
+                RegistryError::Digest(format!("the registry stored blob {digest} as {d}")),
+            ),
             _ => Ok(()),
         }
     }
