@@ -534,6 +534,23 @@ impl Drop for Progress {
     }
 }
 
+/// On SIGINT, SIGTERM or SIGHUP: kill an image build's extra commands and remove every
+/// temporary file it made ([`strata_core::image::interrupted`]), then die of the signal as
+/// if it had not been caught.
+pub fn on_signals_clean_up() -> Result<(), Failure> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Failure::failed(format!("cannot handle signals: {e}")))?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            strata_core::image::interrupted();
+            let _ = signal_hook::low_level::emulate_default_handler(sig);
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use strata_core::image::input::{MAX_CONFIG_JSON, MAX_LAYERS_JSON, read_input};
 use strata_core::image::sink_engine::{Engine, EngineOptions};
 use strata_core::image::{
     BuildReport, Compression, Format, ImageSpec, LayerSource, Output, build_and_load,
-    build_and_push, build_observed, contents::PermRule, interrupted,
+    build_and_push, build_observed, contents::PermRule,
 };
 use strata_core::manifest::{Inputs, PathArg, resolve_path_args};
 use strata_core::registry::{PushOptions, Reference};
@@ -265,25 +265,9 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     cli::run("mkimage", || {
-        on_signals_clean_up()?;
+        cli::on_signals_clean_up()?;
         body(&args)
     })
-}
-
-/// On SIGINT, SIGTERM or SIGHUP: kill the extra commands, remove every temporary file, then
-/// die of the signal as if it had not been caught.
-fn on_signals_clean_up() -> Result<(), Failure> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| Failure::failed(format!("cannot handle signals: {e}")))?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            interrupted();
-            let _ = signal_hook::low_level::emulate_default_handler(sig);
-            std::process::exit(128 + sig);
-        }
-    });
-    Ok(())
 }
 
 /// `--created` / `--mtime`, else `SOURCE_DATE_EPOCH` (as `@SECONDS`), else nixpkgs' date.

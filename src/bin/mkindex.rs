@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use strata::cli::{self, Failure};
 use strata_core::image::index::{IndexSpec, build_index};
-use strata_core::image::{Format, Output, interrupted};
+use strata_core::image::{Format, Output};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -53,7 +53,7 @@ struct Args {
 
 fn main() -> ExitCode {
     cli::main("mkindex", |args: Args| {
-        on_signals_clean_up()?;
+        cli::on_signals_clean_up()?;
         let format = if args.format == "oci-dir" {
             Format::OciDir
         } else {
@@ -96,20 +96,4 @@ fn main() -> ExitCode {
         eprintln!("mkindex: {}", report.line());
         Ok(())
     })
-}
-
-/// On SIGINT, SIGTERM or SIGHUP: remove the temporary output, then die of the signal as if
-/// it had not been caught.
-fn on_signals_clean_up() -> Result<(), Failure> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| Failure::failed(format!("cannot handle signals: {e}")))?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            interrupted();
-            let _ = signal_hook::low_level::emulate_default_handler(sig);
-            std::process::exit(128 + sig);
-        }
-    });
-    Ok(())
 }

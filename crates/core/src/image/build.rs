@@ -250,3 +250,104 @@ pub fn build_and_load(
     })?;
     Ok((report(&plan, &docs), loaded))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::oci::config::OciIndex;
+    use crate::store::{AddOptions, StoreConfig};
+
+    fn store_with_text(root: &Path) -> (Store, String) {
+        let config = StoreConfig {
+            store_dir: Default::default(),
+            root: root.to_path_buf(),
+            sync_contents: false,
+        };
+        let store = Store::open(config).unwrap();
+        let info = store
+            .add_text(
+                "hello",
+                b"hello\n",
+                &BTreeSet::new(),
+                &AddOptions::default(),
+            )
+            .unwrap();
+        (store, info.path.to_string())
+    }
+
+    #[test]
+    fn the_report_says_what_each_layer_was_and_the_layout_names_the_manifest() {
+        let t = tempfile::tempdir().unwrap();
+        let (store, path) = store_with_text(&t.path().join("store"));
+        let mut spec = ImageSpec::new("app", vec![vec![path.clone()]]);
+        spec.tag = Some("1".into());
+        spec.format = super::super::Format::OciDir;
+        let mut started = Vec::new();
+        let out = t.path().join("image");
+        let report = build_observed(&store, &spec, &Output::Dir(out.clone()), &mut |l| {
+            started.push((l.number, l.total, l.what.to_string()))
+        })
+        .unwrap();
+        assert_eq!(
+            started,
+            [
+                (1, 2, "1 store path".into()),
+                (2, 2, "customisation".into())
+            ]
+        );
+        assert_eq!(
+            report.layers[0].source,
+            LayerSource::Store {
+                paths: vec![path],
+                cached: false
+            }
+        );
+        assert_eq!(report.layers[1].source, LayerSource::Customisation);
+        assert!(report.store_bytes_read > 0);
+        // The digests reported are those of the blobs written.
+        let index: OciIndex =
+            serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index.manifests[0].digest, report.manifest_digest);
+        for layer in &report.layers {
+            let blob = std::fs::read(out.join(layer.digest.blob_path())).unwrap();
+            assert_eq!(Digest::sha256_of(&blob), layer.digest);
+            assert_eq!(blob.len() as u64, layer.size);
+        }
+        let summary = report.summary();
+        assert_eq!((summary.image.as_str(), summary.layers), ("app:1", 2));
+        assert_eq!(
+            summary.size,
+            report.layers.iter().map(|l| l.size).sum::<u64>()
+        );
+        assert!(summary.line().starts_with("built app:1 (config sha256:"));
+    }
+
+    #[test]
+    fn the_summary_json_is_written_whole_beside_its_path() {
+        let t = tempfile::tempdir().unwrap();
+        let summary = BuildSummary {
+            image: "app:1".into(),
+            name: "app".into(),
+            tag: "1".into(),
+            config_digest: Digest::sha256_of(b"config"),
+            manifest_digest: Digest::sha256_of(b"manifest"),
+            layers: 2,
+            size: 10,
+            pushed: None,
+            loaded: None,
+        };
+        let path = t.path().join("summary.json");
+        summary.write_json(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("}\n"), "{text}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            back["configDigest"],
+            Digest::sha256_of(b"config").to_string()
+        );
+        // Nothing else is left in the directory (no temporary file).
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+    }
+}

@@ -14,6 +14,7 @@ use serde::{Serialize, Serializer};
 use crate::nix::closure::ClosureGraph;
 use crate::nix::dag::IndexedGraph;
 use crate::nix::store_path::AbsStorePath;
+use popularity::Scores;
 
 /// Errors of the layering step.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -191,13 +192,13 @@ pub fn layer<'g>(
     };
     let indexed = reduced.as_ref().unwrap_or(&whole);
     let scores = match request.algorithm {
-        Algorithm::Auto if !request.explain => Vec::new(),
-        _ => popularity::popularity(indexed),
+        Algorithm::Auto if !request.explain => Scores::Machine(Vec::new()),
+        _ => Scores::of(indexed),
     };
 
     let (groups, used_by): (Vec<Vec<u32>>, Vec<Option<Vec<u32>>>) = match request.algorithm {
         Algorithm::Popularity => {
-            let order = popularity::popularity_order(indexed, &scores);
+            let order = scores.order(indexed);
             let groups = popularity::limit_layers(&order, store_layers);
             let none = vec![None; groups.len()];
             (groups, none)
@@ -242,7 +243,7 @@ fn explain<'g>(
     indexed: &IndexedGraph<'g>,
     groups: &[Vec<u32>],
     used_by: Vec<Option<Vec<u32>>>,
-    scores: &[BigUint],
+    scores: &Scores,
 ) -> (Vec<LayerExplanation<'g>>, Vec<PathExplanation<'g>>) {
     let path_of = |v: u32| &indexed.info(v as usize).path;
     let sizes: Vec<u128> = (0..indexed.len())
@@ -273,7 +274,7 @@ fn explain<'g>(
             paths.push(PathExplanation {
                 path: &info.path,
                 layer: index,
-                popularity: Popularity(scores[v as usize].clone()),
+                popularity: Popularity(scores.get(v as usize)),
                 nar_size: info.nar_size,
                 closure_size: u64::try_from(closure_sizes[v as usize]).unwrap_or(u64::MAX),
             });
@@ -286,13 +287,14 @@ fn explain<'g>(
 /// `closure-graph.py` prints).
 pub fn popularity_ranking(graph: &ClosureGraph) -> Vec<(AbsStorePath, BigUint)> {
     let indexed = graph.indexed();
-    let scores = popularity::popularity(&indexed);
-    popularity::popularity_order(&indexed, &scores)
+    let scores = Scores::of(&indexed);
+    scores
+        .order(&indexed)
         .into_iter()
         .map(|v| {
             (
                 indexed.info(v as usize).path.clone(),
-                scores[v as usize].clone(),
+                scores.get(v as usize),
             )
         })
         .collect()

@@ -16,11 +16,44 @@ use crate::nix::store_path::AbsStorePath;
 
 /// Every path's popularity, indexed like `graph`.
 pub fn popularity(graph: &IndexedGraph<'_>) -> Vec<BigUint> {
-    // Machine integers almost always suffice; fall back to big ones when they overflow.
-    if let Some(scores) = scores::<u128>(graph) {
-        return scores.into_iter().map(BigUint::from).collect();
+    match Scores::of(graph) {
+        Scores::Machine(scores) => scores.into_iter().map(BigUint::from).collect(),
+        Scores::Big(scores) => scores,
     }
-    scores::<BigUint>(graph).expect("big integers do not overflow")
+}
+
+/// Every path's popularity, indexed like a graph: in machine integers when they all fit
+/// (nearly always), which sort and compare without an allocation per path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scores {
+    Machine(Vec<u128>),
+    Big(Vec<BigUint>),
+}
+
+impl Scores {
+    /// The scores of `graph`, falling back to big integers when machine ones overflow.
+    pub fn of(graph: &IndexedGraph<'_>) -> Scores {
+        match scores::<u128>(graph) {
+            Some(scores) => Scores::Machine(scores),
+            None => Scores::Big(scores::<BigUint>(graph).expect("big integers do not overflow")),
+        }
+    }
+
+    /// The score of path `node`.
+    pub fn get(&self, node: usize) -> BigUint {
+        match self {
+            Scores::Machine(scores) => BigUint::from(scores[node]),
+            Scores::Big(scores) => scores[node].clone(),
+        }
+    }
+
+    /// All paths, most popular first; see [`popularity_order`].
+    pub fn order(&self, graph: &IndexedGraph<'_>) -> Vec<u32> {
+        match self {
+            Scores::Machine(scores) => popularity_order(graph, scores),
+            Scores::Big(scores) => popularity_order(graph, scores),
+        }
+    }
 }
 
 fn scores<T: Tally + From<u8>>(graph: &IndexedGraph<'_>) -> Option<Vec<T>> {
@@ -62,14 +95,9 @@ pub(crate) fn path_string(path: &AbsStorePath) -> String {
 }
 
 /// All paths, most popular first; equal popularity in increasing [`tie_key`] order.
-pub fn popularity_order(graph: &IndexedGraph<'_>, scores: &[BigUint]) -> Vec<u32> {
+pub fn popularity_order<T: Ord>(graph: &IndexedGraph<'_>, scores: &[T]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..graph.len() as u32).collect();
-    // Scores nearly always fit in a machine integer, which compares much faster.
-    let small: Option<Vec<u128>> = scores.iter().map(|s| u128::try_from(s).ok()).collect();
-    match &small {
-        Some(small) => order.sort_unstable_by_key(|&v| std::cmp::Reverse(small[v as usize])),
-        None => order.sort_unstable_by(|&a, &b| scores[b as usize].cmp(&scores[a as usize])),
-    }
+    order.sort_unstable_by(|&a, &b| scores[b as usize].cmp(&scores[a as usize]));
     // Break ties by key, building keys only for the paths that tie.
     let mut start = 0;
     while start < order.len() {

@@ -60,7 +60,32 @@ pub struct PathInfo {
     pub nar_size: u64,
     pub path: AbsStorePath,
     /// Store paths this one mentions, sorted; a self-reference is listed.
+    #[serde(deserialize_with = "path_set")]
     pub references: BTreeSet<AbsStorePath>,
+}
+
+/// A JSON list of paths as a set, built in bulk: the list is read whole, then sorted (a
+/// linear check when it already is, as Nix writes it) and deduplicated, instead of inserting
+/// path by path with a search each time.
+fn path_set<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<AbsStorePath>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = BTreeSet<AbsStorePath>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of store paths")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut paths = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(path) = seq.next_element::<AbsStorePath>()? {
+                paths.push(path);
+            }
+            Ok(BTreeSet::from_iter(paths))
+        }
+    }
+    d.deserialize_seq(Visitor)
 }
 
 impl PathInfo {
@@ -178,6 +203,21 @@ mod tests {
         assert_eq!(parse_path_infos(&text).unwrap().len(), 3);
         let err = parse_path_infos("{\"path\": 3}").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn references_are_a_sorted_set() {
+        let path = |c: char| format!("/nix/store/{}-{c}", c.to_string().repeat(32));
+        let info: PathInfo = serde_json::from_value(serde_json::json!({
+            "narHash": "sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky",
+            "narSize": 1,
+            "path": path('a'),
+            "references": [path('c'), path('a'), path('b'), path('c')],
+        }))
+        .unwrap();
+        let refs: Vec<String> = info.references.iter().map(|r| r.to_string()).collect();
+        assert_eq!(refs, [path('a'), path('b'), path('c')]);
+        assert!(serde_json::from_str::<PathInfo>(&ONE.replace("[]", "[3]")).is_err());
     }
 
     #[test]

@@ -483,9 +483,27 @@ thread_local! {
     static INTERNED: RefCell<Option<InternTable>> = const { RefCell::new(None) };
 }
 
-/// Paths by their text; the text starts with the store dir, then the uniformly distributed hash
-/// part, so the cheap hasher of the closure graph's tables does.
-type InternTable = HashMap<Box<str>, AbsStorePath, BuildHasherDefault<HashPartHasher>>;
+/// Paths by their hash part, kept inline (no copy of the text per path): uniformly
+/// distributed, so the cheap hasher of the closure graph's tables does. A path found this way
+/// is used only if it spells the same text.
+type InternTable = HashMap<[u8; HASH_PART_LEN], AbsStorePath, BuildHasherDefault<HashPartHasher>>;
+
+/// The hash part of an absolute store path's text, if it has one where it should.
+fn intern_key(text: &str) -> Option<[u8; HASH_PART_LEN]> {
+    let (_, base) = text.rsplit_once('/')?;
+    base.as_bytes().get(..HASH_PART_LEN)?.try_into().ok()
+}
+
+impl AbsStorePath {
+    /// Whether the absolute path's text is `text`, compared without building it.
+    fn spells(&self, text: &str) -> bool {
+        let (dir, base) = (self.store_dir.as_str(), self.path.as_base_name());
+        text.len() == dir.len() + 1 + base.len()
+            && text.starts_with(dir)
+            && text.as_bytes()[dir.len()] == b'/'
+            && text.ends_with(base)
+    }
+}
 
 /// While alive, deserialising the same path string again on this thread gives a clone of the
 /// path read the first time (sharing its string) instead of parsing and allocating it anew: a
@@ -526,16 +544,22 @@ impl<'de> Deserialize<'de> for AbsStorePath {
                 f.write_str("an absolute store path")
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<AbsStorePath, E> {
-                INTERNED.with_borrow_mut(|interned| match interned {
-                    Some(known) => match known.get(text) {
-                        Some(path) => Ok(path.clone()),
+                INTERNED.with_borrow_mut(|interned| {
+                    let parse = |text| AbsStorePath::parse(text).map_err(E::custom);
+                    let Some((known, key)) = interned.as_mut().zip(intern_key(text)) else {
+                        return parse(text);
+                    };
+                    match known.get(&key) {
+                        Some(path) if path.spells(text) => Ok(path.clone()),
+                        // Another path with the same hash part (not in a real store): not
+                        // shared.
+                        Some(_) => parse(text),
                         None => {
-                            let path = AbsStorePath::parse(text).map_err(E::custom)?;
-                            known.insert(text.into(), path.clone());
+                            let path = parse(text)?;
+                            known.insert(key, path.clone());
                             Ok(path)
                         }
-                    },
-                    None => AbsStorePath::parse(text).map_err(E::custom),
+                    }
                 })
             }
         }
@@ -636,6 +660,30 @@ mod tests {
                 assert_eq!(pa.cmp(&pb), a.cmp(b), "{a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn interned_paths_are_shared_only_when_they_spell_the_same_text() {
+        let hash = "i9pmrzmpshapij2kin22pff6fc2adavx";
+        let texts = [
+            format!("/nix/store/{hash}-hello"),
+            format!("/nix/store/{hash}-hello"),
+            // The same hash part under another name or store dir is another path.
+            format!("/nix/store/{hash}-hello2"),
+            format!("/nix/store/{hash}-hell"),
+            format!("/gnu/store/{hash}-hello"),
+        ];
+        let _interned = InternPaths::start(4);
+        let paths: Vec<AbsStorePath> = serde_json::from_value(serde_json::json!(texts)).unwrap();
+        for (path, text) in paths.iter().zip(&texts) {
+            assert_eq!(&path.to_path_string(), text);
+        }
+        assert!(Arc::ptr_eq(&paths[0].path.base, &paths[1].path.base));
+        // Interned or not, a bad path is refused.
+        let bad = serde_json::from_value::<AbsStorePath>(serde_json::json!(format!(
+            "/nix/store/{hash}-bad/name"
+        )));
+        assert!(bad.is_err());
     }
 
     #[test]
