@@ -340,7 +340,9 @@ fn output_of(args: &Args) -> Result<Output, Failure> {
     Ok(output)
 }
 
-fn body(args: &Args) -> Result<(), Failure> {
+/// The flags that go together, checked: where the image goes (`-o`, or nothing with
+/// `--push`/`--load`) and the registry it is pushed to.
+fn destination(args: &Args) -> Result<(Output, Option<Reference>), Failure> {
     let direct = args.push.is_some() || args.load.is_some();
     let output = if direct {
         Output::Stdout
@@ -365,6 +367,14 @@ fn body(args: &Args) -> Result<(), Failure> {
             "stdin ('-') can be read once: --password-stdin reads it (give LAYERS as a file)",
         ));
     }
+    Ok((output, dest))
+}
+
+/// The layers JSON: a list of lists of store paths.
+type Layers = Vec<Vec<String>>;
+
+/// The layers JSON and the path-info inputs (`--contents`, `--inputs`), read and checked.
+fn layers_and_inputs(args: &Args) -> Result<(Layers, Vec<String>, Inputs), Failure> {
     // The inputs first: a manifest among them may be what was meant as the layers.
     let store_dir = args.store.store_dir()?;
     let stdin_twice = args
@@ -395,6 +405,12 @@ fn body(args: &Args) -> Result<(), Failure> {
         .map_err(|_| Failure::failed(format!("{shown}: not UTF-8")))?;
     let layers =
         parse_layers(&layers_text).map_err(|e| Failure::failed(format!("{shown}: {e}")))?;
+    Ok((layers, contents, inputs))
+}
+
+/// The image spec the flags describe.
+fn spec_of(args: &Args) -> Result<ImageSpec, Failure> {
+    let (layers, contents, inputs) = layers_and_inputs(args)?;
     let created = parse_time(&time_or_epoch(&args.created)?, "--created")?;
     let mtime_text = time_or_epoch(&args.mtime)?;
     let mtime = parse_time(&mtime_text, "--mtime")?;
@@ -420,12 +436,25 @@ fn body(args: &Args) -> Result<(), Failure> {
     spec.format = args.format;
     spec.cache = args.cache.clone();
     spec.start_check = !args.no_start_check;
+    Ok(spec)
+}
+
+/// What a build made, and where it went besides `-o`.
+type Built = (
+    BuildReport,
+    Option<strata_core::registry::PushReport>,
+    Option<strata_core::image::sink_engine::LoadReport>,
+);
+
+fn body(args: &Args) -> Result<(), Failure> {
+    let (output, dest) = destination(args)?;
+    let spec = spec_of(args)?;
     let store = args.store.open()?;
     let progress = cli::Progress::stages("mkimage");
     let mut on_layer = |l: strata_core::image::LayerStarted<'_>| {
         progress.stage(format!("layer {}/{}: {}", l.number, l.total, l.what))
     };
-    let (report, pushed, loaded) = if let Some(dest) = &dest {
+    let built: Built = if let Some(dest) = &dest {
         let opts = PushOptions {
             transport: args.registry.transport(),
             credentials: args.registry.credentials(dest)?,
@@ -448,55 +477,46 @@ fn body(args: &Args) -> Result<(), Failure> {
         let (report, loaded) = build_and_load(&store, &spec, &opts, &mut on_layer)?;
         (report, None, Some(loaded))
     } else {
-        (
-            build_observed(&store, &spec, &output, &mut on_layer)?,
-            None,
-            None,
-        )
+        let report = build_observed(&store, &spec, &output, &mut on_layer)?;
+        (report, None, None)
     };
     drop(progress);
-    finish(args, &report, pushed, loaded)
+    finish(args, built)
 }
 
-/// Tell what was built and where it went.
-fn finish(
-    args: &Args,
-    report: &BuildReport,
-    pushed: Option<strata_core::registry::PushReport>,
-    loaded: Option<strata_core::image::sink_engine::LoadReport>,
-) -> Result<(), Failure> {
-    // What --extra-commands printed, passed on as it ran.
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), &report.extra_commands_output);
-    if args.verbose {
-        for (i, l) in report.layers.iter().enumerate() {
-            let what = match &l.source {
-                LayerSource::Base => "base".to_string(),
-                LayerSource::Store { paths, cached } => format!(
-                    "{} store paths, {}",
-                    paths.len(),
-                    if *cached { "cached" } else { "built" }
-                ),
-                LayerSource::Customisation => "customisation".to_string(),
-            };
-            eprintln!(
-                "mkimage: layer {} {} {} bytes ({what})",
-                i + 1,
-                l.digest,
-                l.size
-            );
-        }
-        let cached = report
-            .layers
-            .iter()
-            .filter(|l| matches!(l.source, LayerSource::Store { cached: true, .. }))
-            .count();
+/// With `-v`: each layer, and how many came from the cache.
+fn show_layers(report: &BuildReport) {
+    for (i, l) in report.layers.iter().enumerate() {
+        let what = match &l.source {
+            LayerSource::Base => "base".to_string(),
+            LayerSource::Store { paths, cached } => format!(
+                "{} store paths, {}",
+                paths.len(),
+                if *cached { "cached" } else { "built" }
+            ),
+            LayerSource::Customisation => "customisation".to_string(),
+        };
         eprintln!(
-            "mkimage: {cached} store layers from the cache ({} bytes of store files read)",
-            report.store_bytes_read
+            "mkimage: layer {} {} {} bytes ({what})",
+            i + 1,
+            l.digest,
+            l.size
         );
     }
-    let mut summary = report.summary();
-    if let Some(l) = &loaded {
+    let cached = report
+        .layers
+        .iter()
+        .filter(|l| matches!(l.source, LayerSource::Store { cached: true, .. }))
+        .count();
+    eprintln!(
+        "mkimage: {cached} store layers from the cache ({} bytes of store files read)",
+        report.store_bytes_read
+    );
+}
+
+/// Where the image went besides `-o`: the engine it was loaded into, the registry.
+fn show_destinations(built: &Built) {
+    if let Some(l) = &built.2 {
         if let Some(why) = &l.fell_back {
             eprintln!(
                 "mkimage: {} refused the image without the layers it said it had ({why}); sent the whole image",
@@ -508,7 +528,7 @@ fn finish(
             l.engine, l.layers_sent, l.layers_omitted, l.archive_bytes
         );
     }
-    if let Some(p) = &pushed {
+    if let Some(p) = &built.1 {
         let uploaded = p
             .blobs
             .iter()
@@ -522,6 +542,18 @@ fn finish(
             p.uploaded_bytes
         );
     }
+}
+
+/// Tell what was built and where it went.
+fn finish(args: &Args, built: Built) -> Result<(), Failure> {
+    // What --extra-commands printed, passed on as it ran.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), &built.0.extra_commands_output);
+    if args.verbose {
+        show_layers(&built.0);
+    }
+    show_destinations(&built);
+    let (report, pushed, loaded) = built;
+    let mut summary = report.summary();
     let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
     if let Some(p) = &pushed
         && !json_to_stdout
