@@ -175,19 +175,7 @@ pub fn push(
         Source::Image(src) => src,
         Source::Index(index) => return push_index(&index, dest, opts, on_blob),
     };
-    let tag = dest
-        .tag
-        .clone()
-        .or_else(|| src.tag.clone())
-        .unwrap_or_else(|| "latest".to_string());
-    let temp = match &opts.temp_dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("strata-push-")
-            .tempdir_in(d),
-        None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
-    }
-    .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
-    let client = connect(dest, opts)?;
+    let (tag, temp, client) = start(dest, src.tag.as_deref(), opts)?;
     let pusher = Pusher {
         client: &client,
         repo: &dest.repository,
@@ -222,6 +210,29 @@ pub fn push(
     })
 }
 
+/// What every push starts with: the tag (the reference's, else the image's, else `latest`),
+/// a scratch directory for compressed layers, and a connection to the registry.
+fn start(
+    dest: &Reference,
+    image_tag: Option<&str>,
+    opts: &PushOptions,
+) -> Result<(String, tempfile::TempDir, Client), RegistryError> {
+    let tag = dest
+        .tag
+        .clone()
+        .or_else(|| image_tag.map(str::to_string))
+        .unwrap_or_else(|| "latest".to_string());
+    let temp = match &opts.temp_dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("strata-push-")
+            .tempdir_in(d),
+        None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
+    }
+    .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
+    let client = connect(dest, opts)?;
+    Ok((tag, temp, client))
+}
+
 /// Push an image index (`mkindex`'s output): every platform's blobs, each blob once however
 /// many platforms share it, and its manifest (by digest), then the index under the tag. With
 /// compression the manifests name the compressed layers, and the index the rewritten
@@ -232,19 +243,7 @@ fn push_index(
     opts: &PushOptions,
     on_blob: &dyn Fn(&BlobReport),
 ) -> Result<PushReport, RegistryError> {
-    let tag = dest
-        .tag
-        .clone()
-        .or_else(|| src.tag.clone())
-        .unwrap_or_else(|| "latest".to_string());
-    let temp = match &opts.temp_dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("strata-push-")
-            .tempdir_in(d),
-        None => tempfile::Builder::new().prefix("strata-push-").tempdir(),
-    }
-    .map_err(|e| RegistryError::Invalid(format!("temporary directory: {e}")))?;
-    let client = connect(dest, opts)?;
+    let (tag, temp, client) = start(dest, src.tag.as_deref(), opts)?;
     let pusher = Pusher {
         client: &client,
         repo: &dest.repository,
