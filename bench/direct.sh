@@ -24,26 +24,6 @@ cleanup() {
 trap 'cat "$work/mkimage.log" >&2 2>/dev/null; cleanup' EXIT
 scripts/services.sh docker
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-start_registry() { # NAME -> sets PORT_<NAME>
-  local name=$1 port; port=$(free_port)
-  cat > "$work/$name.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/$name-storage
-http:
-  addr: 127.0.0.1:$port
-YML
-  docker-registry serve "$work/$name.yml" > "$work/$name.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-  eval "PORT_$name=$port"
-}
 start_registry direct
 start_registry tar
 

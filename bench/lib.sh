@@ -133,3 +133,30 @@ show() {
 machine() {
     echo "  ($(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg))"
 }
+
+# A free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# A fresh docker-registry with its storage in $work: sets PORT_NAME and PID_NAME and adds the
+# PID to the caller's `pids` array (for its clean-up).
+start_registry() { # NAME
+  local name=$1 port; port=$(free_port)
+  cat > "$work/$name.yml" <<YML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/$name-storage
+http:
+  addr: 127.0.0.1:$port
+YML
+  rm -rf "$work/$name-storage"
+  docker-registry serve "$work/$name.yml" > "$work/$name.log" 2>&1 &
+  pids+=($!)
+  eval "PID_$name=$!"
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+  eval "PORT_$name=$port"
+}

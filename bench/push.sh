@@ -26,35 +26,14 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 export STRATA_STORE_ROOT=$work/root
-# push-image --compress gzip deflates at this level (crates/core/src/image/layer.rs GZIP_LEVEL);
+# push-image --compress gzip deflates at this level (crates/core/src/oci/compression.rs GZIP_LEVEL);
 # skopeo is given the same.
-GZIP_LEVEL=$(sed -n 's/^pub const GZIP_LEVEL: u32 = \([0-9]*\);/\1/p' crates/core/src/image/layer.rs)
+GZIP_LEVEL=$(sed -n 's/^pub const GZIP_LEVEL: u32 = \([0-9]*\);/\1/p' crates/core/src/oci/compression.rs)
+[ -n "$GZIP_LEVEL" ] || { echo "bench: GZIP_LEVEL not found in crates/core/src/oci/compression.rs" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 stored() { # bytes of blob files in a registry's storage
   [ -d "$1/docker/registry/v2/blobs" ] || { echo 0; return; }
   find "$1/docker/registry/v2/blobs" -name data -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}'
-}
-start_registry() { # NAME -> sets PORT_<NAME>
-  local name=$1 port; port=$(free_port)
-  cat > "$work/$name.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/$name-storage
-http:
-  addr: 127.0.0.1:$port
-YML
-  rm -rf "$work/$name-storage"
-  docker-registry serve "$work/$name.yml" > "$work/$name.log" 2>&1 &
-  pids+=($!)
-  eval "PID_$name=$!"
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-  eval "PORT_$name=$port"
 }
 
 if [ "${BENCH_IMAGE:-}" = agatha ]; then
