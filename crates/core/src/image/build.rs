@@ -253,29 +253,9 @@ pub fn build_and_load(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
     use crate::oci::config::OciIndex;
-    use crate::store::{AddOptions, StoreConfig};
-
-    fn store_with_text(root: &Path) -> (Store, String) {
-        let config = StoreConfig {
-            store_dir: Default::default(),
-            root: root.to_path_buf(),
-            sync_contents: false,
-        };
-        let store = Store::open(config).unwrap();
-        let info = store
-            .add_text(
-                "hello",
-                b"hello\n",
-                &BTreeSet::new(),
-                &AddOptions::default(),
-            )
-            .unwrap();
-        (store, info.path.to_string())
-    }
+    use crate::testing::store_with_hello as store_with_text;
 
     #[test]
     fn the_report_says_what_each_layer_was_and_the_layout_names_the_manifest() {

@@ -633,7 +633,6 @@ fn stream_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AddOptions, StoreConfig};
     use std::io;
 
     /// A blob output that keeps every blob in memory.
@@ -663,21 +662,7 @@ mod tests {
     }
 
     fn store(root: &Path) -> (Store, String) {
-        let config = StoreConfig {
-            store_dir: Default::default(),
-            root: root.to_path_buf(),
-            sync_contents: false,
-        };
-        let store = Store::open(config).unwrap();
-        let info = store
-            .add_text(
-                "hello",
-                b"hello\n",
-                &BTreeSet::new(),
-                &AddOptions::default(),
-            )
-            .unwrap();
-        (store, info.path.to_string())
+        crate::testing::store_with_hello(root)
     }
 
     fn spec(path: &str, cache: &Path) -> ImageSpec {
