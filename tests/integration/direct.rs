@@ -417,14 +417,7 @@ fn podman_and_containerd_get_the_whole_image_and_run_it() {
     );
     assert_eq!(s["loaded"]["engine"], "podman");
     assert_eq!(s["loaded"]["layersSent"], 4, "{s}");
-    let out = Command::new("podman")
-        .args(["run", "--rm", "--runtime", "runc", "--network=none"])
-        .args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ])
+    let out = podman_run()
         .arg(format!("localhost/{name}:p1"))
         .output()
         .expect("podman run");

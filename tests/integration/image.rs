@@ -292,14 +292,7 @@ fn podman_loads_and_runs_it() {
         "{}",
         String::from_utf8_lossy(&load.stderr)
     );
-    let out = Command::new("podman")
-        .args(["run", "--rm", "--runtime", "runc", "--network=none"])
-        .args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ])
+    let out = podman_run()
         .arg(format!("docker.io/{NAME}:{TAG}"))
         .output()
         .expect("podman run");

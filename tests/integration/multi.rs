@@ -186,14 +186,7 @@ fn the_index_lists_both_platforms_and_skopeo_and_podman_read_it() {
         env!("CARGO_MANIFEST_DIR")
     ));
     for (arch, machine) in [("arm64", "aarch64"), ("amd64", "x86_64")] {
-        let out = Command::new("podman")
-            .args(["run", "--rm", "--runtime", "runc", "--network=none"])
-            .args([
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-            ])
+        let out = podman_run()
             .args(["--arch", arch, &archive])
             .output()
             .expect("podman");

@@ -389,3 +389,17 @@ pub fn on_a_terminal(line: &str) -> String {
     assert!(out.status.success(), "{text}");
     text
 }
+
+/// `podman run --rm` as the tests run it: runc, no network, and file and process limits that
+/// fit inside a container; the image and command follow.
+pub fn podman_run() -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.args(["run", "--rm", "--runtime", "runc", "--network=none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]);
+    cmd
+}
