@@ -39,6 +39,9 @@ use super::tar::{BLOCK, Entry, EntryKind, Owner, RECORD, Source, header};
 pub const MAX_ENGINE_ANSWER: u64 = 16 << 20;
 /// Most images whose layers are asked for.
 pub const MAX_ENGINE_IMAGES: usize = 20_000;
+
+/// The prefix of the directory in `$TMPDIR` the layers to load wait in (`mkimage-load-XXXXXX.tmp`).
+const LOAD_PREFIX: &str = "mkimage-load-";
 /// Image IDs per `docker image inspect` call.
 const INSPECT_BATCH: usize = 500;
 
@@ -125,10 +128,11 @@ pub fn load_plan(
         Engine::Docker => held_chains(&program)?,
         _ => BTreeSet::new(),
     };
-    let dir = tempfile::Builder::new()
-        .prefix("mkimage-load-")
-        .tempdir()
-        .map_err(|e| ImageError::Engine(format!("temporary directory: {e}")))?;
+    // The layers to send wait here: a temporary of the build's (removed on a signal, reclaimed
+    // after a kill), as the customisation root is.
+    let tmpdir = std::env::temp_dir();
+    super::temp::reclaim(&tmpdir, LOAD_PREFIX);
+    let dir = super::temp::Temp::dir(&tmpdir, LOAD_PREFIX).map_err(ImageError::io(&tmpdir))?;
     let mut report = None;
     let sink = EngineSink {
         engine: opts.engine,
