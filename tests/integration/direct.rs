@@ -12,6 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::push::blobs_with;
 use crate::push::{Fault, Proxy, docker_pull_run};
 use crate::support::*;
 
@@ -95,16 +96,6 @@ fn summary(cmd: &mut Command) -> (Value, String) {
     (serde_json::from_str(text.trim()).expect("--json -"), stderr)
 }
 
-fn digests(pushed: &Value, action: &str) -> BTreeSet<String> {
-    pushed["blobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["action"] == action)
-        .map(|b| b["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// The store paths (of `paths`) whose files the traced run opened, from an strace log.
 fn opened(trace: &Path, root: &Path, paths: &[&str]) -> BTreeSet<String> {
     let log = std::fs::read_to_string(trace).unwrap();
@@ -155,7 +146,11 @@ fn a_direct_push_is_the_tar_push_and_after_a_change_reads_and_sends_only_the_cha
     let p1 = &s1["pushed"];
     assert_eq!(p1["digest"], by_tar["digest"], "the same manifest: {s1}");
     assert_eq!(p1["reference"], format!("{dest}:t1"));
-    assert_eq!(digests(p1, "uploaded").len(), 5, "4 layers and the config");
+    assert_eq!(
+        blobs_with(p1, "uploaded").len(),
+        5,
+        "4 layers and the config"
+    );
     assert_eq!(
         proxy.upload_body_bytes(),
         p1["uploadedBytes"].as_u64().unwrap()
@@ -192,13 +187,13 @@ fn a_direct_push_is_the_tar_push_and_after_a_change_reads_and_sends_only_the_cha
         BTreeSet::from([extra2.clone()]),
         "only the changed store path is read"
     );
-    let uploaded = digests(p2, "uploaded");
+    let uploaded = blobs_with(p2, "uploaded");
     assert_eq!(
         uploaded.len(),
         3,
         "the changed layer, the customisation layer, the config: {p2}"
     );
-    assert_eq!(digests(p2, "skipped").len(), 2, "data and hello: {p2}");
+    assert_eq!(blobs_with(p2, "skipped").len(), 2, "data and hello: {p2}");
     let sent = p2["uploadedBytes"].as_u64().unwrap();
     assert_eq!(proxy.upload_body_bytes(), sent, "bytes on the wire");
     assert!(sent < 100_000, "{sent} bytes sent after a one-line change");

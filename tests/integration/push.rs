@@ -554,7 +554,8 @@ fn uploaded(r: &Value) -> u64 {
     r["uploadedBytes"].as_u64().unwrap()
 }
 
-fn blobs_with(r: &Value, action: &str) -> BTreeSet<String> {
+/// The digests of the blobs a push report says were `action` (`uploaded`, `skipped`, …).
+pub(crate) fn blobs_with(r: &Value, action: &str) -> BTreeSet<String> {
     r["blobs"]
         .as_array()
         .unwrap()
