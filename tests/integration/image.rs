@@ -517,6 +517,116 @@ fn the_cache_skips_unchanged_layers_only() {
     assert!(std::fs::read(plain).unwrap() == std::fs::read(fx.work.join("cache3.tar")).unwrap());
 }
 
+/// What the extra commands of the kept-root tests do: write down the tree they start from
+/// (every name, kind, mode, owner and link target), then change it in every way they can.
+const CHANGING_COMMANDS: &str = "seen=$(find . -printf '%p %y %m %u %l\\n' | LC_ALL=C sort); \
+    echo \"$seen\" > seen; \
+    mkdir -p home/deep && echo x > home/deep/f && chmod 500 home/deep; \
+    rm -f bin/hello; ln -s hello bin/h2; mkdir -p etc && echo junk > etc/junk; \
+    chmod 700 bin";
+
+/// An image of `contents` with [`CHANGING_COMMANDS`], into `out`, with or without a cache.
+fn changing_build(fx: &Fixture, contents: &[&str], out: &Path, cache: Option<&Path>) {
+    let mut cmd = mkimage(&fx.root, &fx.layers);
+    cmd.args([
+        "--name",
+        "k",
+        "--tag",
+        "1",
+        "--extra-commands",
+        CHANGING_COMMANDS,
+    ]);
+    for c in contents {
+        cmd.args(["--contents", c]);
+    }
+    if let Some(cache) = cache {
+        cmd.arg("--cache").arg(cache);
+    }
+    ok(&run(cmd.arg("-o").arg(out)));
+}
+
+#[test]
+fn a_kept_customisation_root_gives_what_a_fresh_one_gives() {
+    let fx = fixture();
+    let d = open_tempdir("strata-kept-root-");
+    let cache = d.path().join("cache");
+    let sets: [&[&str]; 3] = [
+        &[&fx.hello, &fx.extra],
+        &[&fx.data, &fx.hello],
+        &[&fx.hello, &fx.extra],
+    ];
+    for (i, contents) in sets.iter().enumerate() {
+        let kept = d.path().join(format!("kept{i}.tar"));
+        let fresh = d.path().join(format!("fresh{i}.tar"));
+        changing_build(fx, contents, &kept, Some(&cache));
+        changing_build(fx, contents, &fresh, None);
+        let (k, f) = (
+            std::fs::read(&kept).unwrap(),
+            std::fs::read(&fresh).unwrap(),
+        );
+        assert!(
+            k == f,
+            "build {i}: the kept root's image differs at byte {}",
+            first_difference(&k, &f)
+        );
+        // The root was kept (what the commands left is still there until the next build).
+        assert!(cache.join("customisation/root/etc/junk").exists());
+    }
+    assert!(
+        std::fs::read(d.path().join("kept0.tar")).unwrap()
+            == std::fs::read(d.path().join("kept2.tar")).unwrap()
+    );
+}
+
+#[test]
+fn a_cache_nobody_can_reach_still_runs_the_extra_commands() {
+    if !is_root() {
+        eprintln!("skipped: the extra commands only run as nobody when mkimage is root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let fx = fixture();
+    let d = open_tempdir("strata-kept-private-");
+    let private = d.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cache = private.join("cache");
+    let out = d.path().join("out.tar");
+    changing_build(fx, &[&fx.hello, &fx.extra], &out, Some(&cache));
+    let fresh = d.path().join("fresh.tar");
+    changing_build(fx, &[&fx.hello, &fx.extra], &fresh, None);
+    assert!(std::fs::read(out).unwrap() == std::fs::read(fresh).unwrap());
+}
+
+#[test]
+fn builds_sharing_a_cache_at_once_each_get_a_root_of_their_own() {
+    let fx = fixture();
+    let d = open_tempdir("strata-kept-race-");
+    let cache = d.path().join("cache");
+    let sets: [&[&str]; 2] = [&[&fx.hello, &fx.extra], &[&fx.data, &fx.hello]];
+    for (i, contents) in sets.iter().enumerate() {
+        changing_build(fx, contents, &d.path().join(format!("fresh{i}.tar")), None);
+    }
+    std::thread::scope(|s| {
+        for (i, contents) in sets.iter().enumerate() {
+            let (d, cache) = (d.path(), &cache);
+            s.spawn(move || {
+                let fresh = std::fs::read(d.join(format!("fresh{i}.tar"))).unwrap();
+                for round in 0..4 {
+                    let out = d.join(format!("race{i}-{round}.tar"));
+                    changing_build(fx, contents, &out, Some(cache));
+                    let got = std::fs::read(&out).unwrap();
+                    assert!(
+                        got == fresh,
+                        "set {i}, round {round}: differs at byte {}",
+                        first_difference(&got, &fresh)
+                    );
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn formats_and_a_base_image() {
     let fx = fixture();

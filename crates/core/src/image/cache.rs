@@ -76,6 +76,11 @@ impl LayerCache {
         })
     }
 
+    /// The cache's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn blob(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}.blob"))
     }

@@ -12,11 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::str::FromStr;
@@ -107,16 +105,31 @@ pub struct Customisation {
     pub ignore_collisions: bool,
 }
 
-/// Symlink-join `contents` into `root` (an empty directory): directories become real
+/// The `--contents` symlink-joined, in memory: what the customisation root holds before the
+/// extra commands run (see `custom_root` for how it gets onto the disk).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinTree {
+    pub entries: BTreeMap<OsString, JoinNode>,
+}
+
+/// One entry of a [`JoinTree`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinNode {
+    Dir(JoinTree),
+    /// A symlink and its target.
+    Link(PathBuf),
+}
+
+/// Symlink-join `contents` the way `symlinkJoin` (lndir) does: directories become real
 /// directories, merged; a file becomes a symlink to its logical store path; a symlink is copied
 /// with the same target. Two contents putting different things at one path is an error unless
 /// `ignore_collisions`, when the first stays. The store is read without following symlinks: a
 /// contents path that is (or goes through) a symlink is an error.
 pub fn symlink_join(
     contents: &[ContentsDir],
-    root: &Path,
     ignore_collisions: bool,
-) -> Result<(), ImageError> {
+) -> Result<JoinTree, ImageError> {
+    let mut tree = JoinTree::default();
     let mut owners: BTreeMap<PathBuf, String> = BTreeMap::new();
     for c in contents {
         let not_dir =
@@ -133,68 +146,73 @@ pub fn symlink_join(
         };
         let store = beneath::open_root(&c.store_dir).map_err(ImageError::io(&c.store_dir))?;
         let dir = beneath::open_dir_below(&store, &c.rel).map_err(failed)?;
-        join_dir(
-            &dir,
-            &c.logical,
-            root,
-            Path::new(""),
-            &mut owners,
-            ignore_collisions,
-        )?;
+        let mut join = Join {
+            logical: &c.logical,
+            owners: &mut owners,
+            ignore: ignore_collisions,
+        };
+        join.dir(&dir, &mut tree, Path::new(""))?;
     }
-    Ok(())
+    Ok(tree)
 }
 
-fn join_dir(
-    dir: &OwnedFd,
-    logical: &str,
-    root: &Path,
-    rel: &Path,
-    owners: &mut BTreeMap<PathBuf, String>,
+/// Joining one contents directory into the tree; `owners` says which contents path put each
+/// entry there (for the collision message).
+struct Join<'a> {
+    logical: &'a str,
+    owners: &'a mut BTreeMap<PathBuf, String>,
     ignore: bool,
-) -> Result<(), ImageError> {
-    let here = Path::new(logical).join(rel);
-    for name in beneath::list(dir).map_err(ImageError::io(&here))? {
-        let rel = rel.join(&name);
-        let d = root.join(&rel);
-        let shown = Path::new("/").join(&rel);
-        let node = beneath::open_entry(dir, &name).map_err(ImageError::io(&here.join(&name)))?;
-        let existing = fs::symlink_metadata(&d).ok();
-        let collision = |owners: &BTreeMap<PathBuf, String>| {
-            ImageError::Invalid(format!(
-                "contents collide at '{}': '{}' and '{logical}' both provide it (--ignore-collisions keeps the first)",
-                shown.display(),
-                owners.get(&rel).map_or("extra files", String::as_str)
-            ))
-        };
-        let target = match node {
-            Node::Dir(sub) => {
-                match existing {
-                    None => fs::create_dir(&d).map_err(ImageError::io(&d))?,
-                    Some(m) if m.is_dir() => {}
-                    Some(_) if ignore => continue,
-                    Some(_) => return Err(collision(owners)),
+}
+
+impl Join<'_> {
+    fn dir(&mut self, dir: &OwnedFd, tree: &mut JoinTree, rel: &Path) -> Result<(), ImageError> {
+        let here = Path::new(self.logical).join(rel);
+        for name in beneath::list(dir).map_err(ImageError::io(&here))? {
+            let rel = rel.join(&name);
+            let node =
+                beneath::open_entry(dir, &name).map_err(ImageError::io(&here.join(&name)))?;
+            let target = match node {
+                Node::Dir(sub) => {
+                    let slot = tree
+                        .entries
+                        .entry(name)
+                        .or_insert_with(|| JoinNode::Dir(JoinTree::default()));
+                    match slot {
+                        JoinNode::Dir(subtree) => {
+                            self.owners
+                                .entry(rel.clone())
+                                .or_insert_with(|| self.logical.to_string());
+                            self.dir(&sub, subtree, &rel)?;
+                        }
+                        JoinNode::Link(_) if self.ignore => {}
+                        JoinNode::Link(_) => return Err(self.collision(&rel)),
+                    }
+                    continue;
                 }
-                owners
-                    .entry(rel.clone())
-                    .or_insert_with(|| logical.to_string());
-                join_dir(&sub, logical, root, &rel, owners, ignore)?;
-                continue;
+                Node::Symlink(target) => PathBuf::from(OsString::from_vec(target)),
+                Node::File(..) | Node::Other(_) => PathBuf::from(self.logical).join(&rel),
+            };
+            match tree.entries.get(&name) {
+                None => {
+                    tree.entries.insert(name, JoinNode::Link(target));
+                    self.owners.insert(rel, self.logical.to_string());
+                }
+                Some(JoinNode::Link(t)) if *t == target => {}
+                Some(_) if self.ignore => {}
+                Some(_) => return Err(self.collision(&rel)),
             }
-            Node::Symlink(target) => PathBuf::from(OsString::from_vec(target)),
-            Node::File(..) | Node::Other(_) => PathBuf::from(logical).join(&rel),
-        };
-        match existing {
-            None => {
-                symlink(&target, &d).map_err(ImageError::io(&d))?;
-                owners.insert(rel, logical.to_string());
-            }
-            Some(m) if m.file_type().is_symlink() && fs::read_link(&d).ok() == Some(target) => {}
-            Some(_) if ignore => {}
-            Some(_) => return Err(collision(owners)),
         }
+        Ok(())
     }
-    Ok(())
+
+    fn collision(&self, rel: &Path) -> ImageError {
+        ImageError::Invalid(format!(
+            "contents collide at '{}': '{}' and '{}' both provide it (--ignore-collisions keeps the first)",
+            Path::new("/").join(rel).display(),
+            self.owners.get(rel).map_or("extra files", String::as_str),
+            self.logical
+        ))
+    }
 }
 
 /// The user extra commands run as when mkimage runs as root.
@@ -205,7 +223,8 @@ const OUTPUT_TAIL: u64 = 64 * 1024;
 
 /// Run `script` with `bash -e` in `root`, umask 022, `TZ=UTC`, `LC_ALL=C` and
 /// `SOURCE_DATE_EPOCH`, unprivileged: as the invoking user, or as nobody (65534:65534, no
-/// supplementary groups, the root chowned to it first) when that is root. It runs in a
+/// supplementary groups) when that is root — the caller has given nobody the root then
+/// (`custom_root`). It runs in a
 /// process group of its own (and, as root, a PID namespace of its own); when the script ends
 /// every process it started is killed. Its output goes to a file (no pipe a leftover process
 /// could hold open) and is returned for the caller to show; if it fails, the error carries
@@ -216,14 +235,6 @@ pub fn run_extra_commands(script: &str, root: &Path, mtime: u64) -> Result<Vec<u
     let as_root = rustix::process::geteuid().is_root();
     let mut cmd = Command::new("bash");
     if as_root {
-        for entry in walkdir::WalkDir::new(root) {
-            let entry = entry.map_err(|e| ImageError::Io {
-                path: root.to_path_buf(),
-                source: e.into(),
-            })?;
-            std::os::unix::fs::lchown(entry.path(), Some(NOBODY), Some(NOBODY))
-                .map_err(ImageError::io(entry.path()))?;
-        }
         cmd.uid(NOBODY).gid(NOBODY);
     }
     let stream = ImageError::stream;
@@ -409,6 +420,9 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
+    use std::fs;
+    use std::os::unix::fs::symlink;
 
     /// The contents directory `rel` of a "store" at `store`, named `/nix/store/<rel>`.
     fn dir(store: &Path, rel: &str) -> ContentsDir {
@@ -417,6 +431,12 @@ mod tests {
             store_dir: store.to_path_buf(),
             rel: PathBuf::from(rel),
         }
+    }
+
+    /// `tree` written into the empty directory `root`, as a scratch customisation root is.
+    fn materialise(tree: &JoinTree, root: &Path) {
+        let dir = beneath::open_root(root).unwrap();
+        super::super::custom_root::reconcile(&dir, tree, None).unwrap();
     }
 
     fn tree(root: &Path, files: &[(&str, &str)]) {
@@ -449,7 +469,7 @@ mod tests {
         let root = t.path().join("root");
         fs::create_dir(&root).unwrap();
         let contents = vec![dir(t.path(), "a"), dir(t.path(), "b")];
-        symlink_join(&contents, &root, false).unwrap();
+        materialise(&symlink_join(&contents, false).unwrap(), &root);
         assert!(fs::symlink_metadata(root.join("bin")).unwrap().is_dir());
         assert_eq!(
             fs::read_link(root.join("bin/x")).unwrap(),
@@ -487,16 +507,15 @@ mod tests {
         tree(&a, &[("bin/x", "1")]);
         tree(&b, &[("bin/x", "2")]);
         let contents = vec![dir(t.path(), "a"), dir(t.path(), "b")];
-        let root = t.path().join("root");
-        fs::create_dir(&root).unwrap();
-        let err = symlink_join(&contents, &root, false).unwrap_err();
+        let err = symlink_join(&contents, false).unwrap_err();
         assert!(err.to_string().contains("collide at '/bin/x'"), "{err}");
-        let root2 = t.path().join("root2");
-        fs::create_dir(&root2).unwrap();
-        symlink_join(&contents, &root2, true).unwrap();
+        let joined = symlink_join(&contents, true).unwrap();
+        let JoinNode::Dir(bin) = &joined.entries[OsStr::new("bin")] else {
+            panic!("bin is not a directory: {joined:?}");
+        };
         assert_eq!(
-            fs::read_link(root2.join("bin/x")).unwrap(),
-            Path::new("/nix/store/a/bin/x")
+            bin.entries[OsStr::new("x")],
+            JoinNode::Link("/nix/store/a/bin/x".into())
         );
     }
 
@@ -521,6 +540,11 @@ mod tests {
     #[test]
     fn extra_commands_run_in_the_root_and_failures_are_one_line() {
         let t = tempfile::tempdir().unwrap();
+        // As root they run as nobody, who is given the root first.
+        let me = rustix::process::geteuid();
+        let user = me.is_root().then_some(NOBODY);
+        let dir = beneath::open_root(t.path()).unwrap();
+        super::super::custom_root::reconcile(&dir, &JoinTree::default(), user).unwrap();
         run_extra_commands(
             "mkdir -p tmp && echo hi > tmp/f && id -u > uid",
             t.path(),
@@ -528,9 +552,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fs::read_to_string(t.path().join("tmp/f")).unwrap(), "hi\n");
-        use std::os::unix::fs::MetadataExt;
-        let me = fs::metadata("/proc/self").unwrap().uid();
-        let expected = if me == 0 { NOBODY } else { me };
+        let expected = user.unwrap_or(me.as_raw());
         let uid = fs::read_to_string(t.path().join("uid")).unwrap();
         assert_eq!(uid.trim(), expected.to_string());
         let err = run_extra_commands("echo first >&2; echo boom >&2; false", t.path(), 1)
@@ -548,10 +570,8 @@ mod tests {
         fs::create_dir_all(store.join("a")).unwrap();
         symlink(&host, store.join("a/out")).unwrap();
         symlink(&host, store.join("link")).unwrap();
-        let root = t.path().join("root");
-        fs::create_dir(&root).unwrap();
         for rel in ["a/out", "a/out/sub", "link", "link/sub"] {
-            let err = symlink_join(&[dir(&store, rel)], &root, false)
+            let err = symlink_join(&[dir(&store, rel)], false)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -559,10 +579,9 @@ mod tests {
                 "{rel}: {err}"
             );
         }
-        assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
         // The store path itself: its symlink stays a symlink.
-        symlink_join(&[dir(&store, "a")], &root, false).unwrap();
-        assert_eq!(fs::read_link(root.join("out")).unwrap(), host);
+        let joined = symlink_join(&[dir(&store, "a")], false).unwrap();
+        assert_eq!(joined.entries[OsStr::new("out")], JoinNode::Link(host));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod cache;
 pub mod check;
 pub mod config;
 pub mod contents;
+mod custom_root;
 mod elf;
 pub mod index;
 pub mod input;

@@ -15,9 +15,7 @@
 //! Nothing here writes an output: a sink asks the plan for what it needs, layer by layer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -31,19 +29,16 @@ use super::config::{
     OciManifest, RootFs,
 };
 use super::contents::{ContentsDir, NOBODY, root_entries, run_extra_commands, symlink_join};
+use super::custom_root::CustomRoot;
 use super::layer::{Compression, stream_layer};
 use super::rootfs::ImageFs;
 use super::start_check::{StartCheck, check_config_paths, has_command};
 use super::tar::{Entry, Owner};
-use super::temp::{Temp, reclaim};
 use super::{ImageError, ImageSpec, MAX_LAYERS};
 use crate::nix::path_info::PathInfo;
 use crate::nix::store_path::{AbsStorePath, StorePath};
 use crate::oci::Digest;
 use crate::store::Store;
-
-/// The prefix of the customisation scratch directory in `$TMPDIR` (`mkimage-root-XXXXXX.tmp`).
-const SCRATCH_PREFIX: &str = "mkimage-root-";
 
 /// A store layer after the pre-flight.
 #[derive(Debug)]
@@ -223,8 +218,9 @@ pub struct ImagePlan<'a> {
     owner: Owner,
     base: Option<BaseImage>,
     cache: Option<LayerCache>,
-    /// The customisation scratch directory (removed with the plan) and the layer's entries.
-    custom: (Temp, Vec<Entry>),
+    /// The customisation root (a scratch one removed, a kept one unlocked with the plan) and
+    /// the layer's entries.
+    custom: (CustomRoot, Vec<Entry>),
     /// What `--extra-commands` printed (stdout and stderr), for the caller to show.
     pub extra_commands_output: Vec<u8>,
     created: String,
@@ -312,36 +308,32 @@ pub(crate) fn check_inputs(store: &Store, spec: &ImageSpec) -> Result<Checked, I
 
 /// Phase 2: the customisation root, built before any output is opened so a failing script,
 /// a collision or an entrypoint that cannot start stops the build before the store is read.
-/// Returns the scratch directory (locked and registered: removed on an error or a signal,
-/// reclaimed after a kill) and the layer's entries.
+/// Returns the root (kept in the layer cache and brought up to date, or a scratch directory:
+/// see `custom_root`) and the layer's entries.
 pub(crate) fn customise(
     store: &Store,
     spec: &ImageSpec,
     checked: &Checked,
 ) -> Result<Customised, ImageError> {
-    let tmpdir = std::env::temp_dir();
-    reclaim(&tmpdir, SCRATCH_PREFIX);
-    let scratch = Temp::dir(&tmpdir, SCRATCH_PREFIX).map_err(ImageError::io(&tmpdir))?;
-    // Traversable, so extra commands run as nobody can reach the root (but not rename it).
-    fs::set_permissions(scratch.path(), fs::Permissions::from_mode(0o711))
-        .map_err(ImageError::io(scratch.path()))?;
-    let root = scratch.path().join("root");
-    fs::create_dir(&root).map_err(ImageError::io(&root))?;
-    symlink_join(&checked.contents, &root, spec.ignore_collisions)?;
+    let tree = symlink_join(&checked.contents, spec.ignore_collisions)?;
+    // As root the extra commands run as nobody, who must own the root to change it.
+    let as_root = rustix::process::geteuid().is_root();
+    let commands_user = (as_root && spec.extra_commands.is_some()).then_some(NOBODY);
+    let cache_dir = checked.cache.as_ref().map(LayerCache::dir);
+    let custom = CustomRoot::prepare(cache_dir, &tree, commands_user)?;
+    let root = custom.path();
     let mut file_owner = None;
     let mut output = Vec::new();
     if let Some(script) = &spec.extra_commands {
-        output = run_extra_commands(script, &root, spec.owner.mtime)?;
-        if rustix::process::geteuid().is_root() {
-            file_owner = Some(NOBODY);
-        }
+        output = run_extra_commands(script, root, spec.owner.mtime)?;
+        file_owner = commands_user;
     }
-    let entries = root_entries(&root, &spec.perms, spec.owner.mtime, file_owner)?;
+    let entries = root_entries(root, &spec.perms, spec.owner.mtime, file_owner)?;
     // A base image's files are not looked at: with --from, nothing is checked.
     if spec.start_check && checked.base.is_none() && has_command(&checked.config) {
         let store_dir = store.store_dir().as_str();
         let names = checked.names.clone();
-        let fs = ImageFs::open(&root, &store.physical_store_dir(), store_dir, names)?;
+        let fs = ImageFs::open(root, &store.physical_store_dir(), store_dir, names)?;
         StartCheck {
             fs: &fs,
             store,
@@ -352,16 +344,16 @@ pub(crate) fn customise(
         .run()?;
     }
     Ok(Customised {
-        scratch,
+        custom,
         entries,
         output,
     })
 }
 
-/// What phase 2 made: the scratch directory holding the customisation root, the layer's
+/// What phase 2 made: the customisation root, the layer's
 /// entries, and what `--extra-commands` printed.
 pub(crate) struct Customised {
-    scratch: Temp,
+    custom: CustomRoot,
     entries: Vec<Entry>,
     output: Vec<u8>,
 }
@@ -437,7 +429,7 @@ impl<'a> ImagePlan<'a> {
     pub fn new(store: &'a Store, spec: &ImageSpec) -> Result<ImagePlan<'a>, ImageError> {
         let mut checked = check_inputs(store, spec)?;
         let Customised {
-            scratch,
+            custom,
             entries,
             output,
         } = customise(store, spec, &checked)?;
@@ -453,7 +445,7 @@ impl<'a> ImagePlan<'a> {
             owner: spec.owner.clone(),
             base: checked.base,
             cache: checked.cache,
-            custom: (scratch, entries),
+            custom: (custom, entries),
             extra_commands_output: output,
             created: spec.created.clone(),
             architecture: spec.architecture.clone(),
@@ -633,6 +625,7 @@ fn stream_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::io;
 
     /// A blob output that keeps every blob in memory.

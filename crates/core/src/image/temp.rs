@@ -97,7 +97,7 @@ fn is_root() -> bool {
 
 /// Remove a file or a whole tree, best effort. A tree that unprivileged extra commands left
 /// read-only is made writable first when we are not root (root needs no write permission).
-fn remove(path: &Path, dir: bool) {
+pub(crate) fn remove(path: &Path, dir: bool) {
     if !dir {
         let _ = fs::remove_file(path);
         return;
