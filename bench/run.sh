@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 cargo build --release --quiet
-rm -f "$BENCH_RESULTS"/*.jsonl "$BENCH_RESULTS/summary.json"
+# The last run's summary is kept beside the new one, and each figure compared with it.
+if [ -f "$BENCH_RESULTS/summary.json" ]; then
+  mv "$BENCH_RESULTS/summary.json" "$BENCH_RESULTS/summary.previous.json"
+fi
+rm -f "$BENCH_RESULTS"/*.jsonl
 for b in bench/store-add.sh bench/mkimage.sh bench/mklayers.sh bench/push.sh bench/example.sh bench/direct.sh; do
   echo "== $b"
   "$b"
@@ -48,4 +52,26 @@ for fig in figures:
     if "gib_per_s" in s:
         line += f"  {s['gib_per_s']:.2f} GiB/s"
     print(line)
+# Against the previous run: is each side's median within the other run's spread (min-max)?
+previous = os.path.join(results, "summary.previous.json")
+if os.path.exists(previous):
+    before = {(f["bench"], f["figure"]): f for f in json.load(open(previous))["figures"]}
+    print(f"== against the previous run ({json.load(open(previous)).get('date', '?')}): "
+          "each median within the other run's min-max?")
+    steady = True
+    for fig in figures:
+        old = before.get((fig["bench"], fig["figure"]))
+        if not old:
+            continue
+        for role in ("strata", "peer"):
+            a, b = fig.get(role), old.get(role)
+            if not a or not b:
+                continue
+            ok = b["min"] <= a["median"] <= b["max"] and a["min"] <= b["median"] <= a["max"]
+            steady &= ok
+            print(f"  {'yes' if ok else 'NO ':3} {fig['bench']:9} {fig['figure'][:52]:52} {role:6} "
+                  f"now {a['median']:.3f} ({a['min']:.3f}-{a['max']:.3f})  "
+                  f"before {b['median']:.3f} ({b['min']:.3f}-{b['max']:.3f})")
+    print("  every figure within the other run's spread" if steady
+          else "  some figures moved beyond the other run's spread")
 PY

@@ -579,7 +579,7 @@ fn a_kept_customisation_root_gives_what_a_fresh_one_gives() {
 }
 
 #[test]
-fn a_cache_nobody_can_reach_still_runs_the_extra_commands() {
+fn a_cache_nobody_can_reach_keeps_its_root_in_tmpdir() {
     if !is_root() {
         eprintln!("skipped: the extra commands only run as nobody when mkimage is root");
         return;
@@ -590,12 +590,62 @@ fn a_cache_nobody_can_reach_still_runs_the_extra_commands() {
     let private = d.path().join("private");
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let cache = private.join("cache");
-    let out = d.path().join("out.tar");
-    changing_build(fx, &[&fx.hello, &fx.extra], &out, Some(&cache));
-    let fresh = d.path().join("fresh.tar");
-    changing_build(fx, &[&fx.hello, &fx.extra], &fresh, None);
-    assert!(std::fs::read(out).unwrap() == std::fs::read(fresh).unwrap());
+    let (cache, tmp) = (private.join("cache"), d.path().join("tmp"));
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let kept_roots = || -> Vec<PathBuf> {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("mkimage-kept-")
+            })
+            .collect()
+    };
+    let build = |out: &Path, cache: Option<&Path>| {
+        let mut cmd = mkimage(&fx.root, &fx.layers);
+        cmd.env("TMPDIR", &tmp)
+            .args([
+                "--name",
+                "k",
+                "--tag",
+                "1",
+                "--extra-commands",
+                CHANGING_COMMANDS,
+            ])
+            .args(["--contents", &fx.hello, "--contents", &fx.extra]);
+        if let Some(cache) = cache {
+            cmd.arg("--cache").arg(cache);
+        }
+        ok(&run(cmd.arg("-o").arg(out)));
+    };
+    for round in 0..2 {
+        let out = d.path().join(format!("out{round}.tar"));
+        build(&out, Some(&cache));
+        let fresh = d.path().join("fresh.tar");
+        build(&fresh, None);
+        assert!(std::fs::read(out).unwrap() == std::fs::read(fresh).unwrap());
+        // One kept root, beside the scratch roots (all removed), not in the cache.
+        let kept = kept_roots();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept[0].join("root/etc/junk").exists());
+        assert!(!cache.join("customisation").exists());
+    }
+    // A name planted there by someone else (here: a symlink to elsewhere) is not used.
+    let kept = kept_roots().remove(0);
+    std::fs::remove_dir_all(&kept).unwrap();
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &kept).unwrap();
+    build(&d.path().join("planted.tar"), Some(&cache));
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert!(
+        std::fs::read(d.path().join("planted.tar")).unwrap()
+            == std::fs::read(d.path().join("fresh.tar")).unwrap()
+    );
 }
 
 #[test]

@@ -14,8 +14,10 @@
 //!
 //! The kept root belongs to one build at a time (an `flock` on `<cache>/customisation`,
 //! taken without waiting). Its parent is 0700 (0711 while extra commands run as nobody, who
-//! must reach the root), so between builds no other user can touch the tree nobody owns; a
-//! cache nobody could not reach (below a 0700 home) gets a scratch root.
+//! must reach the root), so between builds no other user can touch the tree nobody owns. For
+//! a cache nobody could not reach (below a 0700 home, while mkimage is root and the commands
+//! run as nobody) the kept root lives in `$TMPDIR` instead, under a name made from the cache's
+//! path; one there that is not this user's directory is not used.
 //! Every change is made relative to an open directory, never following a symlink. A build
 //! killed half-way leaves a root the next one corrects like any other; one that cannot be
 //! corrected (a tree deeper than [`MAX_DEPTH`], entries this user cannot change) is removed
@@ -31,16 +33,23 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, FlockOperation, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
+use sha2::{Digest, Sha256};
+
 use super::ImageError;
 use super::beneath;
 use super::contents::{JoinNode, JoinTree};
 use super::temp::{self, Temp, reclaim};
+use crate::hashing::hex;
 
 /// The prefix of scratch roots in `$TMPDIR` (`mkimage-root-XXXXXX.tmp`).
 const SCRATCH_PREFIX: &str = "mkimage-root-";
 
 /// The kept root's directory inside the layer cache.
 const KEPT_DIR: &str = "customisation";
+
+/// The prefix of a kept root in `$TMPDIR` (`mkimage-kept-<euid>-<hash of the cache's path>`),
+/// for a cache the extra commands' user could not reach.
+const KEPT_PREFIX: &str = "mkimage-kept-";
 
 /// How deep a tree left in the kept root is taken apart entry by entry; a deeper one is
 /// removed whole.
@@ -58,7 +67,7 @@ pub(crate) struct CustomRoot {
 
 #[derive(Debug)]
 enum Kind {
-    /// `<cache>/customisation`, open and locked for this build.
+    /// `<cache>/customisation` (or its stand-in in `$TMPDIR`), open and locked for this build.
     Kept(OwnedFd),
     /// A scratch directory (registered: removed when dropped or on a signal, reclaimed after
     /// a kill).
@@ -109,18 +118,28 @@ impl CustomRoot {
     }
 
     /// The kept root, locked and up to date; `None` (a scratch root will do) when it is busy,
-    /// is not ours, or cannot be made right.
+    /// is not ours, or cannot be made right. It lives in the cache, unless the extra
+    /// commands' user could not reach it there: then in `$TMPDIR`, named after the cache.
     fn kept(cache: &Path, tree: &JoinTree, owner: Option<u32>) -> Option<CustomRoot> {
-        if owner.is_some() && !others_can_reach(cache) {
-            return None;
-        }
-        let cache_fd = beneath::open_root(cache).ok()?;
-        match rustix::fs::mkdirat(&cache_fd, KEPT_DIR, Mode::from_raw_mode(0o700)) {
+        let (home, name) = if owner.is_none() || others_can_reach(cache) {
+            (cache.to_path_buf(), KEPT_DIR.to_string())
+        } else {
+            let tmpdir = std::env::temp_dir();
+            if !others_can_reach(&tmpdir) {
+                return None;
+            }
+            let cache = fs::canonicalize(cache).ok()?;
+            let id = hex(&Sha256::digest(cache.as_os_str().as_encoded_bytes()));
+            let euid = rustix::process::geteuid().as_raw();
+            (tmpdir, format!("{KEPT_PREFIX}{euid}-{}", &id[..32]))
+        };
+        let home_fd = beneath::open_root(&home).ok()?;
+        match rustix::fs::mkdirat(&home_fd, name.as_str(), Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(_) => return None,
         }
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let parent = rustix::fs::openat(&cache_fd, KEPT_DIR, flags, Mode::empty()).ok()?;
+        // Ours and a directory (a name planted in a shared $TMPDIR by another user is not).
+        let parent = open_dir(&home_fd, OsStr::new(&name)).ok()?;
         let st = rustix::fs::fstat(&parent).ok()?;
         if st.st_uid != rustix::process::geteuid().as_raw() {
             return None;
@@ -128,7 +147,7 @@ impl CustomRoot {
         rustix::fs::flock(&parent, FlockOperation::NonBlockingLockExclusive).ok()?;
         let mode = if owner.is_some() { 0o711 } else { 0o700 };
         rustix::fs::fchmod(&parent, Mode::from_raw_mode(mode)).ok()?;
-        let path = cache.join(KEPT_DIR).join("root");
+        let path = home.join(&name).join("root");
         if bring_up_to_date(&parent, tree, owner).is_err() {
             // Start again from nothing; if even that fails, a scratch root it is.
             temp::remove(&path, true);
