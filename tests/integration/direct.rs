@@ -315,8 +315,39 @@ fn the_thin_load_sends_docker_only_what_it_lacks_and_never_leaves_out_a_missing_
     let id = docker(&["image", "inspect", "--format", "{{.Id}}", &image("l2")]);
     assert_eq!(id.trim(), s2["configDigest"].as_str().unwrap());
 
+    // Rebuilt under the same tag: the image it replaces holds every cached layer, so that one
+    // image is all dockerd is asked about.
+    let (extra3, layers3) = fx.version("a third line");
+    let log = fx.work.join("docker-calls");
+    let path = docker_wrapper(
+        &fx.work.join("logging-docker"),
+        &format!("echo \"$*\" >> '{}'", log.display()),
+    );
+    let (s2b, _) = summary(
+        fx.mkimage(&layers3, &extra3, &name, "l2")
+            .args(["--load", "docker", "--json", "-"])
+            .env("PATH", path),
+    );
+    assert_eq!(s2b["loaded"]["layersOmitted"], 2, "{s2b}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let asked: Vec<&str> = calls.lines().filter(|l| !l.starts_with("load")).collect();
+    assert_eq!(
+        asked,
+        [format!(
+            "image inspect --format {{{{json .RootFS.Layers}}}} {}",
+            image("l2")
+        )],
+        "{calls}"
+    );
+    assert_eq!(
+        docker_run(&image("l2")),
+        "hello from strata: world arg1 a third line"
+    );
+
     // The images deleted between builds: their layers are gone, and every one is sent.
-    rmi(&[&image("l1"), &image("l2")]);
+    // (l2's first image too, untagged when the third replaced it.)
+    let replaced = s2["configDigest"].as_str().unwrap();
+    rmi(&[&image("l1"), &image("l2"), replaced]);
     let (s3, err3) = load(&layers2, &extra2, "l3");
     assert_eq!(s3["loaded"]["layersOmitted"], 0, "{s3}");
     assert_eq!(s3["loaded"]["layersSent"], 4);
@@ -336,29 +367,14 @@ fn the_thin_load_sends_docker_only_what_it_lacks_and_never_leaves_out_a_missing_
         .arg("-o")
         .arg(&tar)));
     let diff_ids = tar_diff_ids(&tar, &fx.work.join("v1-unpacked"));
-    let bin = fx.work.join("lying-docker");
-    std::fs::create_dir_all(&bin).unwrap();
     let claim = fx.work.join("claim.json");
     std::fs::write(&claim, serde_json::to_string(&diff_ids).unwrap()).unwrap();
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v docker"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let script = format!(
-        "#!/bin/sh\n\"{real}\" \"$@\" || exit $?\nif [ \"$1 $2\" = \"image inspect\" ]; then cat '{claim}'; echo; fi\n",
-        real = real.trim(),
-        claim = claim.display()
-    );
-    std::fs::write(bin.join("docker"), script).unwrap();
-    std::fs::set_permissions(bin.join("docker"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let path = docker_wrapper(
+        &fx.work.join("lying-docker"),
+        &format!(
+            "if [ \"$1 $2\" = \"image inspect\" ]; then\n  \"$real\" \"$@\" || exit $?\n  cat '{}'; echo; exit 0\nfi",
+            claim.display()
+        ),
     );
     let (s4, err4) = summary(
         fx.mkimage(&layers1, &extra1, &name, "l4")
@@ -376,6 +392,31 @@ fn the_thin_load_sends_docker_only_what_it_lacks_and_never_leaves_out_a_missing_
         "hello from strata: world arg1 from the store"
     );
     rmi(&[&image("l1"), &image("l4")]);
+}
+
+/// A `docker` in `bin` that runs `body` (a shell snippet; `$real` is the real docker) and then
+/// the real docker with the same arguments; the PATH that finds it first.
+fn docker_wrapper(bin: &Path, body: &str) -> String {
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v docker"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::create_dir_all(bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\nreal='{real}'\n{body}\nexec \"$real\" \"$@\"\n",
+        real = real.trim()
+    );
+    std::fs::write(bin.join("docker"), script).unwrap();
+    std::fs::set_permissions(bin.join("docker"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// The config's diff_ids of a docker-archive.

@@ -5,9 +5,10 @@
 //! - **Docker** gets a thin docker-archive on `docker load`'s stdin. Docker's loader does not
 //!   open the file of a layer whose chain ID (chainID(L1) = diffID(L1), chainID(Ln) =
 //!   sha256(chainID(Ln-1) + " " + diffID(Ln))) its layer store holds, so such a file can be
-//!   left out of the archive. The chain IDs the engine holds come from its images
-//!   (`docker image ls`, then `docker image inspect` of their `RootFS.Layers`), read with
-//!   limits. Only a layer whose diff_id the plan knows without reading it (a layer cache hit)
+//!   left out of the archive. The chain IDs the engine holds come from its images'
+//!   `RootFS.Layers` (`docker image inspect`), read with limits: first the image the plan
+//!   replaces (`name:tag`), which after a rebuild holds every layer the cache knows; only when
+//!   it does not, every image (`docker image ls`, then `docker image inspect` of each). Only a layer whose diff_id the plan knows without reading it (a layer cache hit)
 //!   is left out, and only when its chain is held; every other layer is written. If Docker
 //!   refuses the thin archive (an engine that said it had a layer and does not, or one that
 //!   lost it meanwhile), the full archive is sent instead and [`LoadReport::fell_back`] says
@@ -31,7 +32,7 @@ use sha2::{Digest, Sha256};
 use super::ImageError;
 use super::archive::{BlobOut, copy_blob, hex};
 use super::config::{self, DockerManifest};
-use super::plan::{BlobFacts, ImageDocuments, ImagePlan, LayerOrigin};
+use super::plan::{BlobFacts, ImageDocuments, ImagePlan, LayerOrigin, PlannedLayer};
 use super::sink::{ImageSink, emit};
 use super::tar::{BLOCK, Entry, EntryKind, Owner, RECORD, Source, header};
 
@@ -125,7 +126,7 @@ pub fn load_plan(
         .clone()
         .unwrap_or_else(|| opts.engine.default_program().into());
     let held = match opts.engine {
-        Engine::Docker => held_chains(&program)?,
+        Engine::Docker => held_chains(&program, plan)?,
         _ => BTreeSet::new(),
     };
     // The layers to send wait here: a temporary of the build's (removed on a signal, reclaimed
@@ -222,8 +223,66 @@ fn one_line(text: &str) -> String {
     line.trim().chars().take(500).collect()
 }
 
+/// The layer cache hit of layer `layer`: its facts, known without reading it.
+fn cache_hit(layer: &PlannedLayer) -> Option<&BlobFacts> {
+    match (&layer.blob, &layer.origin) {
+        (
+            Some(facts),
+            LayerOrigin::Store {
+                cached: Some(_), ..
+            },
+        ) => Some(facts),
+        _ => None,
+    }
+}
+
+/// The chain IDs of the plan's lowest layers that are cache hits (in a row from the bottom),
+/// and whether every cache hit is among them.
+fn chains_of_known_layers(plan: &ImagePlan<'_>) -> (Vec<String>, bool) {
+    let mut chains: Vec<String> = Vec::new();
+    let mut layers = plan.layers.iter();
+    for layer in layers.by_ref() {
+        let Some(facts) = cache_hit(layer) else {
+            break;
+        };
+        let prev = chains.last().map(String::as_str);
+        chains.push(next_chain(prev, &facts.diff_id.to_string()));
+    }
+    let all = layers.all(|l| cache_hit(l).is_none());
+    (chains, all)
+}
+
+/// The chain IDs dockerd holds that matter to this plan. Only a cache hit can be left out, so
+/// with none nothing is asked. First only the image this plan replaces (`name:tag`, one
+/// question): after a rebuild it usually holds every layer the cache knows. When it does
+/// not, every image's layer stacks are asked for.
+fn held_chains(program: &OsString, plan: &ImagePlan<'_>) -> Result<BTreeSet<String>, ImageError> {
+    let (known, all_in_a_row) = chains_of_known_layers(plan);
+    if known.is_empty() && all_in_a_row {
+        return Ok(BTreeSet::new());
+    }
+    if all_in_a_row {
+        let reference = format!("{}:{}", plan.name, plan.tag);
+        let args = [
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RootFS.Layers}}",
+            &reference,
+        ];
+        // No such image (an error) or one holding less: ask about every image.
+        if let Ok(text) = ask(program, &args) {
+            let held = chains_of(&text);
+            if known.iter().all(|c| held.contains(c)) {
+                return Ok(held);
+            }
+        }
+    }
+    all_held_chains(program)
+}
+
 /// The chain IDs of every layer stack dockerd's images hold.
-fn held_chains(program: &OsString) -> Result<BTreeSet<String>, ImageError> {
+fn all_held_chains(program: &OsString) -> Result<BTreeSet<String>, ImageError> {
     let ids = ask(program, &["image", "ls", "--all", "--quiet", "--no-trunc"])?;
     let ids: BTreeSet<&str> = ids
         .lines()
