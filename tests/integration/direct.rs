@@ -256,6 +256,41 @@ fn a_direct_push_streams_a_big_new_layer_in_chunks() {
     );
 }
 
+#[test]
+fn a_direct_push_to_a_registry_that_refuses_chunks_sends_each_blob_whole() {
+    let fx = Fixture::new("strata-direct-whole-");
+    let reg = Registry::start(None);
+    let refusing = Proxy::start(reg.port, Fault::RefusePatch, None);
+    let (extra, layers) = fx.version("from the store");
+    let tmp = fx.work.join("tmp-whole");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (s, _) = summary(
+        fx.mkimage(&layers, &extra, REPO, "w1")
+            .args(["--push", &format!("{}/{REPO}", refusing.addr())])
+            .args(["--json", "-", "--chunk-size", "1M"])
+            .env("TMPDIR", &tmp)
+            .env("DOCKER_CONFIG", "/nonexistent"),
+    );
+    let blobs = s["pushed"]["blobs"].as_array().unwrap();
+    // A blob bigger than a chunk was refused its first chunk and went up whole; the others
+    // were whole anyway.
+    let big: Vec<&Value> = blobs
+        .iter()
+        .filter(|b| b["size"].as_u64().unwrap() > 1 << 20)
+        .collect();
+    assert!(
+        !big.is_empty() && big.iter().all(|b| b["fellBack"] == true),
+        "{s}"
+    );
+    // The spooled blobs were removed once sent.
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        docker_pull_run(&format!("{}/{REPO}:w1", reg.addr())),
+        "hello from strata: world arg1 from the store"
+    );
+}
+
 /// `docker run` of a loaded image.
 fn docker_run(image: &str) -> String {
     docker(&["run", "--rm", "--network=none", image])

@@ -27,6 +27,7 @@ use super::archive::BlobOut;
 use super::config::{MEDIA_CONFIG, MEDIA_MANIFEST};
 use super::plan::{ImageDocuments, ImagePlan};
 use super::sink::{ImageSink, emit};
+use super::temp::{Temp, reclaim};
 use crate::oci::Digest;
 use crate::registry::RegistryError;
 use crate::registry::client::{Body, Response, error_text};
@@ -39,6 +40,10 @@ use crate::registry::source::{Blob, BlobLocation};
 
 /// Chunk size of a streamed upload when `PushOptions::chunk_size` gives none.
 pub const STREAM_CHUNK: u64 = 16 << 20;
+
+/// The prefix of a blob spooled in `$TMPDIR` for a registry that refuses chunks
+/// (`mkimage-spool-XXXXXX.tmp`).
+const SPOOL_PREFIX: &str = "mkimage-spool-";
 
 /// Push `plan` to `dest`: every layer the registry lacks, then the config and manifest.
 /// `each` is called with a layer's number before it is taken, `on_blob` when a blob is done.
@@ -199,8 +204,9 @@ struct Upload<'s, 'a> {
     offset: u64,
     sent: u64,
     chunks: u64,
-    /// The registry refused chunks: the blob is spooled here and sent whole at the end.
-    spool: Option<tempfile::NamedTempFile>,
+    /// The registry refused chunks: the blob is spooled here and sent whole at the end (a
+    /// temporary of the build's: removed on a signal, reclaimed after a kill).
+    spool: Option<Temp>,
     /// The registry error behind an `io::Error` handed to the plan.
     failure: Option<RegistryError>,
     report: Option<BlobReport>,
@@ -282,13 +288,12 @@ impl<'s, 'a> Upload<'s, 'a> {
             if self.offset == 0 && refuses_chunks(resp.status) {
                 // Whole, then: the rest goes to a temporary file and up in one PUT at the end.
                 self.abandon();
-                let mut spool = tempfile::Builder::new()
-                    .prefix("strata-push-")
-                    .tempfile()
-                    .map_err(|e| RegistryError::Invalid(format!("temporary file: {e}")))?;
-                spool
-                    .write_all(&self.buf)
-                    .map_err(|e| RegistryError::Invalid(format!("temporary file: {e}")))?;
+                let file_err =
+                    |e: io::Error| RegistryError::Invalid(format!("temporary file: {e}"));
+                let tmpdir = std::env::temp_dir();
+                reclaim(&tmpdir, SPOOL_PREFIX);
+                let spool = Temp::file(&tmpdir, SPOOL_PREFIX).map_err(file_err)?;
+                spool.file_handle().write_all(&self.buf).map_err(file_err)?;
                 self.buf.clear();
                 self.spool = Some(spool);
                 return Ok(());
@@ -328,10 +333,9 @@ impl<'s, 'a> Upload<'s, 'a> {
 
     fn finish(&mut self, digest: &Digest, size: u64) -> Result<BlobReport, RegistryError> {
         let mut report = skipped(self.kind, digest, size, self.media_type);
-        if let Some(mut spool) = self.spool.take() {
+        if let Some(spool) = self.spool.take() {
             let file_err = |e: io::Error| RegistryError::Invalid(format!("temporary file: {e}"));
-            spool.write_all(&self.buf).map_err(file_err)?;
-            spool.flush().map_err(file_err)?;
+            spool.file_handle().write_all(&self.buf).map_err(file_err)?;
             self.buf.clear();
             let blob = Blob {
                 media_type: self.media_type.to_string(),
@@ -401,8 +405,8 @@ fn location(resp: &Response, what: &str) -> Result<String, RegistryError> {
 
 impl Write for Upload<'_, '_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if let Some(spool) = &mut self.spool {
-            return spool.write(data);
+        if let Some(spool) = &self.spool {
+            return spool.file_handle().write(data);
         }
         self.buf.extend_from_slice(data);
         while self.spool.is_none() && self.buf.len() as u64 >= self.chunk {
