@@ -199,7 +199,8 @@ pub struct PlannedLayer {
     pub origin: LayerOrigin,
     /// Known from the plan (a cache hit) or once the layer has been written.
     pub blob: Option<BlobFacts>,
-    /// Whether the bytes written came from the cache, not the store.
+    /// Whether the layer came from the cache, not the store: its facts from the cache record
+    /// and, if it was written, its bytes from the cache entry.
     pub from_cache: bool,
     history: History,
 }
@@ -370,10 +371,12 @@ pub(crate) fn plan_layers(
         created_by: created_by.into(),
         comment: Some(comment),
     };
-    let planned = |origin, blob, history| PlannedLayer {
+    // A cache hit is "from the cache" until writing it finds the entry bad and rebuilds it
+    // from the store; one never written (a registry already had it) stays so.
+    let planned = |origin, blob: Option<BlobFacts>, history| PlannedLayer {
         origin,
+        from_cache: blob.is_some(),
         blob,
-        from_cache: false,
         history,
     };
     let mut out = Vec::new();
@@ -756,10 +759,8 @@ mod tests {
         let again = super::super::sink::emit(&mut plan, sink, &mut |i| seen.push(i)).unwrap();
         assert_eq!(seen, [0, 1]);
         assert_eq!(plan.store_bytes_read, 0);
-        assert!(
-            !plan.layers[0].from_cache,
-            "the cache entry was not even copied"
-        );
+        // Not copied, not read from the store: it came from the cache record alone.
+        assert!(plan.layers[0].from_cache);
         assert_eq!(again.manifest, docs.manifest);
         assert_eq!(again.config_digest, docs.config_digest);
     }
