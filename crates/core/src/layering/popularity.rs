@@ -110,7 +110,7 @@ pub fn popularity_order<T: Ord>(graph: &IndexedGraph<'_>, scores: &[T]) -> Vec<u
         if end - start > 1 {
             let mut keyed: Vec<(String, u32)> = order[start..end]
                 .iter()
-                .map(|&v| (tie_key(&path_string(&graph.info(v as usize).path)), v))
+                .map(|&v| (tie_key(&path_string(graph.path(v as usize))), v))
                 .collect();
             keyed.sort_unstable();
             for (slot, (_, v)) in order[start..end].iter_mut().zip(keyed) {

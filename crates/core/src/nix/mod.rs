@@ -4,6 +4,7 @@
 pub mod closure;
 pub mod content_address;
 pub mod dag;
+pub mod graph_json;
 pub mod hash;
 pub mod nar;
 pub mod nix32;
