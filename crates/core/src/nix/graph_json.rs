@@ -378,3 +378,192 @@ impl Visitor<'_> for PathSeed<'_> {
         self.0.intern(text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAR_HASH: &str = "sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky";
+    const A: &str = "/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-a";
+    const B: &str = "/nix/store/fkckkyn8s8bc544nrrrp4v4f0j21fvkz-b";
+    const C: &str = "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-c";
+
+    /// A path-info object as JSON text.
+    fn object(path: &str, refs: &[&str], size: &str) -> String {
+        let refs: Vec<String> = refs.iter().map(|r| format!("\"{r}\"")).collect();
+        format!(
+            r#"{{"narHash":"{NAR_HASH}","narSize":{size},"path":"{path}","references":[{}]}}"#,
+            refs.join(",")
+        )
+    }
+
+    fn array(objects: &[String]) -> String {
+        format!("[{}]", objects.join(","))
+    }
+
+    /// What the general reader makes of `text`.
+    fn general(text: &str) -> Result<PathGraph, String> {
+        let infos = parse_path_info_documents(text).map_err(|e| e.to_string())?;
+        let graph = ClosureGraph::from_infos_keeping_sizes(infos).map_err(|e| e.to_string())?;
+        Ok(graph.to_path_graph())
+    }
+
+    /// Both readers agree on `text`; returns whether the fast one read it itself.
+    fn agree(text: &str) -> bool {
+        let fast = read_plain_graph(text);
+        let expected = general(text);
+        if let Some(graph) = &fast {
+            assert_eq!(Ok(graph), expected.as_ref(), "{text}");
+        }
+        let read = read_path_graph(text).map_err(|e| e.to_string());
+        assert_eq!(read, expected, "{text}");
+        fast.is_some()
+    }
+
+    fn refused(text: &str) {
+        assert!(read_plain_graph(text).is_none(), "{text}");
+        assert!(read_path_graph(text).is_err(), "{text}");
+        assert!(!agree(text));
+    }
+
+    fn graph() -> String {
+        array(&[
+            object(A, &[A], "10"),
+            object(B, &[A], "5"),
+            object(C, &[B, A, B], "1"),
+        ])
+    }
+
+    #[test]
+    fn reads_plain_graphs_as_the_general_reader_does() {
+        assert!(agree(&graph()));
+        // Unsorted, one object alone, extra fields (skipped whatever they hold), nulls.
+        let unsorted = array(&[object(C, &[B], "1"), object(B, &[], "2")]);
+        assert!(agree(&unsorted));
+        assert!(agree(&object(A, &[], "3")));
+        let extra = object(A, &[], "3").replace(
+            "\"path\"",
+            r#""signatures":[[{"x":[1,2.5e3,null,true]}]],"ca":null,"closureSize":null,"path""#,
+        );
+        assert!(agree(&extra));
+        let sized = object(A, &[], "3").replace("\"path\"", "\"closureSize\":7,\"path\"");
+        assert!(agree(&sized));
+        let empty = "[]";
+        assert!(agree(empty));
+        assert!(read_plain_graph(empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn other_shapes_go_to_the_general_reader() {
+        let keyed = format!("{{\"graph\": {}}}", graph());
+        let stream = format!(
+            "{}\n{}\n",
+            object(A, &[], "1"),
+            array(&[object(B, &[A], "2")])
+        );
+        // Two paths with one hash part: valid, though no store holds such.
+        let twin = array(&[object(A, &[], "1"), object(&format!("{A}2"), &[A], "2")]);
+        let elsewhere = array(&[
+            object(A, &[], "1"),
+            object(&B.replace("/nix/store", "/gnu/store"), &[A], "2"),
+        ]);
+        for text in [keyed, stream, twin] {
+            assert!(!agree(&text), "{text}");
+            assert!(read_path_graph(&text).is_ok(), "{text}");
+        }
+        assert!(agree(&elsewhere));
+    }
+
+    #[test]
+    fn bad_graphs_are_refused_with_the_general_errors() {
+        // Missing references, a path twice, a cycle.
+        refused(&array(&[object(B, &[A], "5")]));
+        refused(&array(&[object(A, &[], "1"), object(A, &[], "1")]));
+        refused(&array(&[object(A, &[B], "1"), object(B, &[A], "1")]));
+        // Not store paths: bad hash part, bad name, `..` in the store dir, no store dir.
+        let bad_paths = [
+            "/nix/store/eeeeynq6mpq1s0g0prmzq6dwkpldp8cg-a",
+            "/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-a b",
+            "/nix/../store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-a",
+            "6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-a",
+            "/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-a/bin",
+            "/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-..",
+            "/nix/store/short-a",
+            "",
+        ];
+        for bad in bad_paths {
+            refused(&array(&[object(bad, &[], "1")]));
+            refused(&array(&[object(A, &[bad], "1")]));
+        }
+        // A reference spelled like a known path but longer or in another store dir.
+        refused(&array(&[object(A, &[&format!("{A}/x")], "1")]));
+        // Missing and repeated fields, wrong types.
+        refused(&object(A, &[], "1").replace("\"narHash\"", "\"narhash\""));
+        refused(&object(A, &[], "1").replace("\"path\"", "\"references\":[],\"path\""));
+        refused(&object(A, &[], "1").replace("\"path\"", &format!("\"path\":\"{A}\",\"path\"")));
+        refused(&object(A, &[], "1").replace("\"path\"", "\"narSize\":1,\"path\""));
+        refused(&object(A, &[], "1").replace(NAR_HASH, "md5:00000000000000000000000000"));
+        refused(&object(A, &[], "1").replace("[]", "null"));
+        refused(&object(A, &[], "1").replace("[]", "[3]"));
+        refused(&object(A, &[], "1").replace("\"path\"", "\"ca\":\"nonsense\",\"path\""));
+        refused(&format!("[{}, 3]", object(A, &[], "1")));
+        refused("3");
+        refused("null");
+        // Nothing at all is an empty stream to the general reader: an empty graph.
+        assert!(!agree(" "));
+        assert!(read_path_graph("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn hostile_json_is_refused_without_harm() {
+        let text = graph();
+        // Truncated anywhere.
+        for end in 1..text.len() {
+            if text.is_char_boundary(end) {
+                refused(&text[..end]);
+            }
+        }
+        // Trailing garbage.
+        refused(&format!("{text} x"));
+        // Numbers too big for a size, negative, fractional, exponent.
+        for size in ["18446744073709551616", "1e400", "-1", "1.5", "1e3", "0x10"] {
+            refused(&object(A, &[], size));
+        }
+        assert!(agree(&object(A, &[], "18446744073709551615")));
+        // Nesting far deeper than any graph: no stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        refused(&deep);
+        let deep_field = object(A, &[], "1").replace("\"path\"", &format!("\"x\":{deep},\"path\""));
+        // Skipped without recursion, by both readers.
+        assert!(agree(&deep_field));
+        // A raw NUL or control character in a string is not JSON; an escaped one is not a
+        // store path.
+        refused(&object(&format!("{A}\0"), &[], "1"));
+        refused(&object(&format!("{A}\\u0000"), &[], "1"));
+        refused(&object(&format!("{A}\n"), &[], "1"));
+    }
+
+    #[test]
+    fn escapes_are_decoded_as_the_general_reader_decodes_them() {
+        // `\/` and `\u002f` spell `/`, `\u0061` spells `a`: the same paths.
+        let escaped = array(&[
+            object(&A.replace('/', "\\/"), &[], "1"),
+            object(B, &[&A.replace("/store/", "/store\\u002f")], "2"),
+            object(&C.replace("-c", "-\\u0063"), &[A, B], "3"),
+        ]);
+        assert!(agree(&escaped));
+        let plain = array(&[
+            object(A, &[], "1"),
+            object(B, &[A], "2"),
+            object(C, &[A, B], "3"),
+        ]);
+        assert_eq!(read_plain_graph(&escaped), read_plain_graph(&plain));
+        // Escaped keys are keys too; a lone surrogate is not text.
+        assert!(agree(
+            &object(A, &[], "1").replace("\"path\"", "\"p\\u0061th\"")
+        ));
+        refused(&object(&format!("{A}\\ud800"), &[], "1"));
+        // An escaped non-ASCII name is decoded, then refused as a name.
+        refused(&object(&format!("{A}\\u00e9"), &[], "1"));
+    }
+}
