@@ -199,7 +199,12 @@ impl Adjacency {
         paths: &[&AbsStorePath],
         references: Vec<Vec<u32>>,
     ) -> Result<Adjacency, ClosureError> {
-        let mut referrers = vec![Vec::new(); paths.len()];
+        // Counted first, so that each list is allocated once at its size.
+        let mut counts = vec![0usize; paths.len()];
+        for &target in references.iter().flatten() {
+            counts[target as usize] += 1;
+        }
+        let mut referrers: Vec<Vec<u32>> = counts.into_iter().map(Vec::with_capacity).collect();
         for (index, targets) in references.iter().enumerate() {
             for &target in targets {
                 referrers[target as usize].push(index as u32);
