@@ -24,6 +24,7 @@ use serde::de::{
 use super::closure::{ClosureError, ClosureGraph};
 use super::content_address::ContentAddress;
 use super::dag::{Adjacency, HashPartHasher, PathGraph};
+use super::graph_scan::scan_graph;
 use super::path_info::{NarHash, parse_path_info_documents};
 use super::store_path::{AbsStorePath, HASH_PART_LEN, StoreDir, intern_key};
 
@@ -53,8 +54,24 @@ pub fn read_path_graph(text: &str) -> Result<PathGraph, GraphJsonError> {
 /// The graph of `text` if it is one plain array (or object) of path infos making a valid
 /// closure graph; `None` for anything else, including every error.
 fn read_plain_graph(text: &str) -> Option<PathGraph> {
-    // A path-info object takes a few hundred bytes.
-    let mut reader = GraphReader::with_capacity(text.len() / 256);
+    scanned(text).or_else(|| deserialized(text))
+}
+
+/// Room for the paths of `text`: a path-info object takes a few hundred bytes.
+fn reader_for(text: &str) -> GraphReader {
+    GraphReader::with_capacity(text.len() / 256)
+}
+
+/// [`read_plain_graph`] for the text Nix writes, by [`graph_scan`](super::graph_scan).
+fn scanned(text: &str) -> Option<PathGraph> {
+    let mut reader = reader_for(text);
+    scan_graph(text, &mut reader)?;
+    reader.into_graph()
+}
+
+/// [`read_plain_graph`] for any JSON text, by `serde_json`.
+fn deserialized(text: &str) -> Option<PathGraph> {
+    let mut reader = reader_for(text);
     let mut json = serde_json::Deserializer::from_str(text);
     TopSeed(&mut reader).deserialize(&mut json).ok()?;
     json.end().ok()?;
@@ -66,11 +83,11 @@ const NONE: u32 = u32::MAX;
 
 /// One path-info object as read: what layering needs of it, the path and references as path
 /// numbers. The other fields are checked and dropped.
-struct Record {
-    path: u32,
-    nar_size: u64,
+pub(super) struct Record {
+    pub(super) path: u32,
+    pub(super) nar_size: u64,
     /// Range of [`GraphReader::references`].
-    references: (usize, usize),
+    pub(super) references: (usize, usize),
 }
 
 /// A hash part folded to 64 bits: hash parts are uniformly distributed already, so this
@@ -84,7 +101,7 @@ fn fingerprint(hash_part: &[u8; HASH_PART_LEN]) -> u64 {
 }
 
 /// Paths numbered in the order they are first met, and the objects read so far.
-struct GraphReader {
+pub(super) struct GraphReader {
     numbers: HashMap<u64, u32, BuildHasherDefault<HashPartHasher>>,
     /// The store dir of the first path: the others are nearly always in it too.
     store_dir: Option<StoreDir>,
@@ -92,7 +109,7 @@ struct GraphReader {
     /// Per path number, the record that describes it, or [`NONE`].
     record_of: Vec<u32>,
     records: Vec<Record>,
-    references: Vec<u32>,
+    pub(super) references: Vec<u32>,
 }
 
 impl GraphReader {
@@ -119,7 +136,7 @@ impl GraphReader {
 
     /// The number of the path `text` spells: parsed and checked the first time its hash part
     /// is met, compared with that first spelling afterwards.
-    fn intern<E: serde::de::Error>(&mut self, text: &str) -> Result<u32, E> {
+    pub(super) fn intern<E: serde::de::Error>(&mut self, text: &str) -> Result<u32, E> {
         let Some(key) = self.key(text) else {
             return Err(match AbsStorePath::parse(text) {
                 Err(e) => E::custom(e),
@@ -151,7 +168,7 @@ impl GraphReader {
     }
 
     /// Keep `record`; an error if its path already has one.
-    fn add<E: serde::de::Error>(&mut self, record: Record) -> Result<(), E> {
+    pub(super) fn add<E: serde::de::Error>(&mut self, record: Record) -> Result<(), E> {
         let slot = &mut self.record_of[record.path as usize];
         if *slot != NONE {
             return Err(E::custom("a path appears twice"));
@@ -412,7 +429,10 @@ mod tests {
     fn agree(text: &str) -> bool {
         let fast = read_plain_graph(text);
         let expected = general(text);
-        if let Some(graph) = &fast {
+        for graph in [&fast, &scanned(text), &deserialized(text)]
+            .into_iter()
+            .flatten()
+        {
             assert_eq!(Ok(graph), expected.as_ref(), "{text}");
         }
         let read = read_path_graph(text).map_err(|e| e.to_string());
