@@ -561,6 +561,46 @@ mod tests {
         refused(&object(&format!("{A}\0"), &[], "1"));
         refused(&object(&format!("{A}\\u0000"), &[], "1"));
         refused(&object(&format!("{A}\n"), &[], "1"));
+        // Fields the graph does not use must still be JSON: no raw control character, no
+        // space after a minus, no leading zero, no bare word; the subset the scanner skips
+        // (and what it leaves to serde_json) is read as the general reader reads it.
+        let with = |value: &str| {
+            object(A, &[], "1").replace("\"path\"", &format!("\"x\":{value},\"path\""))
+        };
+        for bad in [
+            "\"a\tb\"",
+            "\"a\u{1}\"",
+            "- 1",
+            "01",
+            "-01",
+            "nul",
+            "tru",
+            "[1,]",
+            "{\"a\"}",
+            "{1:2}",
+            "+1",
+            ".5",
+            "1.",
+            "[",
+            "\"\\x\"",
+        ] {
+            refused(&with(bad));
+        }
+        for good in [
+            "-1",
+            "0",
+            "-0",
+            "1.5",
+            "-2.5e-3",
+            "1E+2",
+            "\"\\t\\u00e9\"",
+            "[true,false,null,{}]",
+            "{\"a\":[{\"b\":-7}]}",
+            "18446744073709551616",
+        ] {
+            assert!(agree(&with(good)), "{good}");
+        }
+        assert!(agree(&format!(" \n\t\r{} \n", graph())));
     }
 
     #[test]
