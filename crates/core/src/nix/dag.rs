@@ -555,10 +555,14 @@ impl<'g> IndexedGraph<'g> {
                     }
                     mask[r] |= bits;
                 }
+                // Only the lanes with members in this path's sum (usually few).
                 let sum = &mut sums_by_rank[position];
-                for lane in 0..8 {
-                    let byte = (bits >> (8 * lane)) as usize & 0xff;
-                    if byte != 0 && !sum.try_add(&subset_sums[lane * 256 + byte]) {
+                let mut rest = bits;
+                while rest != 0 {
+                    let lane = rest.trailing_zeros() as usize / 8;
+                    let byte = (rest >> (8 * lane)) as usize & 0xff;
+                    rest &= !(0xff << (8 * lane));
+                    if !sum.try_add(&subset_sums[lane * 256 + byte]) {
                         return None;
                     }
                 }
