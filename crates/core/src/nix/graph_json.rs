@@ -1,11 +1,12 @@
 //! Reading a closure graph JSON straight into numbered paths, for tools that load a whole graph
 //! to work on it (layering). The general path-info reader builds an owned
-//! [`PathInfo`](super::path_info::PathInfo) per
-//! object and a path per reference, then looks every reference up again to number the edges;
-//! on graphs of thousands of paths that is most of the work. Here each path string, borrowed
-//! from the input, is interned by its hash part the moment it is read (the first time fully
-//! parsed and checked, later only compared with the first spelling), references are kept as
-//! path numbers, and the edges come out of the same pass.
+//! [`PathInfo`](super::path_info::PathInfo) per object and a path per reference, then looks
+//! every reference up again to number the edges; on graphs of thousands of paths that is most
+//! of the work. Here each path string, borrowed from the input, is interned by its hash part
+//! the moment it is read (the first time fully parsed and checked, later only compared with
+//! the first spelling), references are kept as path numbers, and the edges come out of the
+//! same pass. The text is read by [`graph_scan`](super::graph_scan) when it is as Nix writes
+//! it, else by `serde_json`.
 //!
 //! Only the plain shapes are read this way: one JSON array of path-info objects, or one
 //! object. Anything else — another shape, a stream of several values, a graph that is not
@@ -54,7 +55,7 @@ pub fn read_path_graph(text: &str) -> Result<PathGraph, GraphJsonError> {
 /// The graph of `text` if it is one plain array (or object) of path infos making a valid
 /// closure graph; `None` for anything else, including every error.
 fn read_plain_graph(text: &str) -> Option<PathGraph> {
-    scanned(text).or_else(|| deserialized(text))
+    scanned(text).or_else(|| deserialized(text))?.into_graph()
 }
 
 /// Room for the paths of `text`: a path-info object takes a few hundred bytes.
@@ -62,20 +63,20 @@ fn reader_for(text: &str) -> GraphReader {
     GraphReader::with_capacity(text.len() / 256)
 }
 
-/// [`read_plain_graph`] for the text Nix writes, by [`graph_scan`](super::graph_scan).
-fn scanned(text: &str) -> Option<PathGraph> {
+/// The objects of `text` if it is as Nix writes it, read by [`graph_scan`](super::graph_scan).
+fn scanned(text: &str) -> Option<GraphReader> {
     let mut reader = reader_for(text);
     scan_graph(text, &mut reader)?;
-    reader.into_graph()
+    Some(reader)
 }
 
-/// [`read_plain_graph`] for any JSON text, by `serde_json`.
-fn deserialized(text: &str) -> Option<PathGraph> {
+/// The objects of `text` if it is a plain array or object of path infos, read by `serde_json`.
+fn deserialized(text: &str) -> Option<GraphReader> {
     let mut reader = reader_for(text);
     let mut json = serde_json::Deserializer::from_str(text);
     TopSeed(&mut reader).deserialize(&mut json).ok()?;
     json.end().ok()?;
-    reader.into_graph()
+    Some(reader)
 }
 
 /// No record (yet) for a path.
@@ -429,10 +430,9 @@ mod tests {
     fn agree(text: &str) -> bool {
         let fast = read_plain_graph(text);
         let expected = general(text);
-        for graph in [&fast, &scanned(text), &deserialized(text)]
-            .into_iter()
-            .flatten()
-        {
+        let scanned = scanned(text).and_then(GraphReader::into_graph);
+        let deserialized = deserialized(text).and_then(GraphReader::into_graph);
+        for graph in [&fast, &scanned, &deserialized].into_iter().flatten() {
             assert_eq!(Ok(graph), expected.as_ref(), "{text}");
         }
         let read = read_path_graph(text).map_err(|e| e.to_string());
