@@ -5,8 +5,8 @@
 //! of the work. Here each path string, borrowed from the input, is interned by its hash part
 //! the moment it is read (the first time fully parsed and checked, later only compared with
 //! the first spelling), references are kept as path numbers, and the edges come out of the
-//! same pass. The text is read by the crate's own scanner (`nix::graph_scan`) when it is as Nix writes
-//! it, else by `serde_json`.
+//! same pass. The text is read by the crate's own scanner (`nix::graph_scan`) when it is as
+//! Nix writes it, else by `serde_json`.
 //!
 //! Only the plain shapes are read this way: one JSON array of path-info objects, or one
 //! object. Anything else — another shape, a stream of several values, a graph that is not
