@@ -217,10 +217,11 @@ impl GraphReader {
             })
             .collect();
         // Every path has a record, so renumbering is a permutation of the paths.
-        let mut by_node: Vec<(u32, AbsStorePath)> =
-            paths.drain(..).zip(node_of).map(|(p, n)| (n, p)).collect();
-        by_node.sort_unstable_by_key(|(n, _)| *n);
-        let paths: Vec<AbsStorePath> = by_node.into_iter().map(|(_, p)| p).collect();
+        let mut by_node: Vec<Option<AbsStorePath>> = vec![None; paths.len()];
+        for (path, node) in paths.drain(..).zip(node_of) {
+            by_node[node as usize] = Some(path);
+        }
+        let paths: Vec<AbsStorePath> = by_node.into_iter().collect::<Option<_>>()?;
         let adjacency =
             Adjacency::from_references(&paths.iter().collect::<Vec<_>>(), edges).ok()?;
         let nar_sizes = records.iter().map(|r| r.nar_size).collect();
