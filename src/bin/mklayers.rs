@@ -8,8 +8,7 @@ use clap::Parser;
 use serde::Serialize;
 use strata::cli::{self, Failure, StoreArgs};
 use strata_core::layering::{self, Algorithm, LayerBudget, LayeringError, LayeringRequest};
-use strata_core::nix::closure::ClosureGraph;
-use strata_core::nix::path_info::parse_path_info_documents;
+use strata_core::nix::graph_json::{GraphJsonError, read_path_graph};
 use strata_core::nix::store_path::AbsStorePath;
 
 const EXAMPLES: &str = "\
@@ -82,19 +81,20 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let (name, graph) = if cli.closure_of.is_empty() {
         let name = cli.graph.clone();
         let text = cli::read_text(&name)?;
-        let infos = parse_path_info_documents(&text).map_err(|e| cli::json_failure(&name, &e))?;
+        let graph = read_path_graph(&text).map_err(|e| match e {
+            GraphJsonError::Json(e) => cli::json_failure(&name, &e),
+            GraphJsonError::Graph(e) => Failure::failed(format!("{}: {e}", cli::input_name(&name))),
+        })?;
         drop(text);
-        // Layering sums the closure sizes it needs itself.
-        let graph = ClosureGraph::from_infos_keeping_sizes(infos)
-            .map_err(|e| Failure::failed(format!("{}: {e}", cli::input_name(&name))))?;
         (cli::input_name(&name).to_string(), graph)
     } else {
         let store = cli.store.open()?;
         let roots = cli::store_paths(&store, &cli.closure_of, &cli.inputs)
             .map_err(|e| e.prefixed("--closure-of"))?;
-        ("store".to_string(), store.closure(&roots)?)
+        ("store".to_string(), store.closure(&roots)?.to_path_graph())
     };
-    let layering = layering::layer(&graph, &request).map_err(|e| match e {
+    let indexed = graph.indexed();
+    let layering = layering::layer(&indexed, &request).map_err(|e| match e {
         LayeringError::NoStoreLayers { .. } => Failure::usage(e),
         LayeringError::ExcludedNotInGraph(_) => Failure::failed(format!("{name}: {e}")),
     })?;
@@ -116,6 +116,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         .map_err(cli::stdout_error)?;
     // Freeing the graph path by path takes longer than the process exit that reclaims it.
     std::mem::forget(layering);
+    std::mem::forget(indexed);
     std::mem::forget(graph);
     Ok(())
 }

@@ -96,7 +96,7 @@ fn assign_sets(graph: &IndexedGraph<'_>, layer_limit: usize) -> (LayerSets, Vec<
     }
 
     let mut by_size: Vec<u32> = (0..n as u32).collect();
-    by_size.sort_by_key(|&v| std::cmp::Reverse((graph.info(v as usize).nar_size, v)));
+    by_size.sort_by_key(|&v| std::cmp::Reverse((graph.nar_size(v as usize), v)));
 
     let mut in_closure = vec![u32::MAX; n];
     let mut in_referrers = vec![u32::MAX; n];
@@ -146,7 +146,7 @@ fn assign_sets(graph: &IndexedGraph<'_>, layer_limit: usize) -> (LayerSets, Vec<
 /// The layers: the paths of each set, ordered by closure size, then by their paths.
 fn layers_of(graph: &IndexedGraph<'_>, sets: &LayerSets, assigned: &[u32]) -> Vec<AutoLayer> {
     let n = graph.len();
-    let names: Vec<String> = (0..n).map(|v| path_string(&graph.info(v).path)).collect();
+    let names: Vec<String> = (0..n).map(|v| path_string(graph.path(v))).collect();
     let by_key = |a: &u32, b: &u32| {
         name_hash_key(&names[*a as usize]).cmp(&name_hash_key(&names[*b as usize]))
     };
@@ -162,7 +162,7 @@ fn layers_of(graph: &IndexedGraph<'_>, sets: &LayerSets, assigned: &[u32]) -> Ve
             paths.sort_by(by_key);
             let mut used_by = sets.sets[set as usize].clone();
             used_by.sort_by(by_key);
-            let size = |v: &u32| u128::from(graph.info(*v as usize).nar_size);
+            let size = |v: &u32| u128::from(graph.nar_size(*v as usize));
             let nar_size = paths.iter().map(size).sum();
             let closure_size = graph
                 .reachable(&paths, Reach::Closure, &mut seen, stamp as u32)

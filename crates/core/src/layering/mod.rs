@@ -1,6 +1,6 @@
 //! Splitting a closure into container image layers, as nixpkgs' `dockerTools` does: the
 //! popularity contest ([`popularity`]) and the size-aware "auto-layer" ([`auto`]). Works on
-//! any [`ClosureGraph`], wherever it came from; the result is a list of layers, each a list
+//! any closure graph, wherever it came from; the result is a list of layers, each a list
 //! of store paths, plus per-path explanations on request.
 
 pub mod auto;
@@ -173,24 +173,25 @@ pub struct Layering<'g> {
     pub paths: Vec<PathExplanation<'g>>,
 }
 
-/// Layer `graph` as `request` says.
+/// Layer `whole` (a [`ClosureGraph`]'s or a [`PathGraph`]'s `indexed()`) as `request` says.
+///
+/// [`PathGraph`]: crate::nix::dag::PathGraph
 pub fn layer<'g>(
-    graph: &'g ClosureGraph,
+    whole: &IndexedGraph<'g>,
     request: &LayeringRequest,
 ) -> Result<Layering<'g>, LayeringError> {
     let store_layers = request.budget.store_layers()?;
-    if let Some(missing) = request.exclude.iter().find(|p| graph.get(p).is_none()) {
+    if let Some(missing) = request.exclude.iter().find(|p| whole.find(p).is_none()) {
         return Err(LayeringError::ExcludedNotInGraph(missing.to_string()));
     }
-    let whole = graph.indexed();
-    let excluded = |v: usize| request.exclude.contains(&whole.info(v).path);
+    let excluded = |v: usize| request.exclude.contains(whole.path(v));
     // The popularity contest runs on the graph without the excluded paths; the auto-layer on
     // the whole graph (it leaves excluded paths out of its result).
     let reduced = match request.algorithm {
         Algorithm::Popularity if !request.exclude.is_empty() => Some(whole.without(excluded)),
         _ => None,
     };
-    let indexed = reduced.as_ref().unwrap_or(&whole);
+    let indexed = reduced.as_ref().unwrap_or(whole);
     let scores = match request.algorithm {
         Algorithm::Auto if !request.explain => Scores::Machine(Vec::new()),
         _ => Scores::of(indexed),
@@ -221,7 +222,7 @@ pub fn layer<'g>(
     } else {
         (Vec::new(), Vec::new())
     };
-    let path_of = |v: u32| &indexed.info(v as usize).path;
+    let path_of = |v: u32| indexed.path(v as usize);
     let layers = groups
         .into_iter()
         .map(|g| g.into_iter().map(path_of).collect())
@@ -245,9 +246,9 @@ fn explain<'g>(
     used_by: Vec<Option<Vec<u32>>>,
     scores: &Scores,
 ) -> (Vec<LayerExplanation<'g>>, Vec<PathExplanation<'g>>) {
-    let path_of = |v: u32| &indexed.info(v as usize).path;
+    let path_of = |v: u32| indexed.path(v as usize);
     let sizes: Vec<u128> = (0..indexed.len())
-        .map(|v| u128::from(indexed.info(v).nar_size))
+        .map(|v| u128::from(indexed.nar_size(v)))
         .collect();
     let closure_sizes = indexed
         .reach_sums(&sizes, crate::nix::dag::Reach::Closure)
@@ -256,7 +257,7 @@ fn explain<'g>(
     let mut layer_info = Vec::with_capacity(groups.len());
     let mut seen = vec![u32::MAX; indexed.len()];
     for (index, (group, used_by)) in groups.iter().zip(used_by).enumerate() {
-        let size = |v: &u32| u128::from(indexed.info(*v as usize).nar_size);
+        let size = |v: &u32| u128::from(indexed.nar_size(*v as usize));
         let closure = indexed.reachable(
             group,
             crate::nix::dag::Reach::Closure,
@@ -270,12 +271,11 @@ fn explain<'g>(
             used_by: used_by.map(|u| u.into_iter().map(path_of).collect()),
         });
         for &v in group {
-            let info = indexed.info(v as usize);
             paths.push(PathExplanation {
-                path: &info.path,
+                path: indexed.path(v as usize),
                 layer: index,
                 popularity: Popularity(scores.get(v as usize)),
-                nar_size: info.nar_size,
+                nar_size: indexed.nar_size(v as usize),
                 closure_size: u64::try_from(closure_sizes[v as usize]).unwrap_or(u64::MAX),
             });
         }
@@ -291,12 +291,7 @@ pub fn popularity_ranking(graph: &ClosureGraph) -> Vec<(AbsStorePath, BigUint)> 
     scores
         .order(&indexed)
         .into_iter()
-        .map(|v| {
-            (
-                indexed.info(v as usize).path.clone(),
-                scores.get(v as usize),
-            )
-        })
+        .map(|v| (indexed.path(v as usize).clone(), scores.get(v as usize)))
         .collect()
 }
 
@@ -331,7 +326,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn name_of(graph: &IndexedGraph<'_>, v: usize) -> String {
-        graph.info(v).path.path.name().to_string()
+        graph.path(v).path.name().to_string()
     }
 
     fn names<'a>(layers: &[Vec<&'a AbsStorePath>]) -> Vec<Vec<&'a str>> {
@@ -379,20 +374,28 @@ pub(crate) mod tests {
             ("lib", &[], 1),
             ("lib2", &["lib"], 1),
         ]);
-        let all = layer(&g, &request(Algorithm::Popularity, 100, &[])).unwrap();
+        let all = layer(&g.indexed(), &request(Algorithm::Popularity, 100, &[])).unwrap();
         assert_eq!(names(&all.layers), [["lib"], ["lib2"], ["app"], ["helper"]]);
-        let without = layer(&g, &request(Algorithm::Popularity, 100, &["helper"])).unwrap();
+        let without = layer(
+            &g.indexed(),
+            &request(Algorithm::Popularity, 100, &["helper"]),
+        )
+        .unwrap();
         assert_eq!(names(&without.layers), [["lib"], ["lib2"], ["app"]]);
         // lib: routes app 1 + lib2 1 + lib 2 = 4.
         assert_eq!(without.paths[0].popularity, Popularity(BigUint::from(4u8)));
-        let auto = layer(&g, &request(Algorithm::Auto, 3, &["helper", "lib2"])).unwrap();
+        let auto = layer(
+            &g.indexed(),
+            &request(Algorithm::Auto, 3, &["helper", "lib2"]),
+        )
+        .unwrap();
         assert!(
             auto.layers
                 .iter()
                 .flatten()
                 .all(|p| !["helper", "lib2"].contains(&p.path.name()))
         );
-        assert!(layer(&g, &request(Algorithm::Auto, 3, &["nothere"])).is_err());
+        assert!(layer(&g.indexed(), &request(Algorithm::Auto, 3, &["nothere"])).is_err());
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub enum Scores {
 impl Scores {
     /// The scores of `graph`, falling back to big integers when machine ones overflow.
     pub fn of(graph: &IndexedGraph<'_>) -> Scores {
+        // 64-bit sums first, which move half the memory of 128-bit ones; they nearly always
+        // fit.
+        if let Some(scores) = scores::<u64>(graph) {
+            return Scores::Machine(scores.into_iter().map(u128::from).collect());
+        }
         match scores::<u128>(graph) {
             Some(scores) => Scores::Machine(scores),
             None => Scores::Big(scores::<BigUint>(graph).expect("big integers do not overflow")),
@@ -110,7 +115,7 @@ pub fn popularity_order<T: Ord>(graph: &IndexedGraph<'_>, scores: &[T]) -> Vec<u
         if end - start > 1 {
             let mut keyed: Vec<(String, u32)> = order[start..end]
                 .iter()
-                .map(|&v| (tie_key(&path_string(&graph.info(v as usize).path)), v))
+                .map(|&v| (tie_key(&path_string(graph.path(v as usize))), v))
                 .collect();
             keyed.sort_unstable();
             for (slot, (_, v)) in order[start..end].iter_mut().zip(keyed) {

@@ -3,11 +3,10 @@
 //! in the shapes nixpkgs' `closureInfo` writes (`registration`, `store-paths`,
 //! `total-nar-size`).
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::dag::{Adjacency, IndexedGraph, Reach};
+use super::dag::{Adjacency, IndexedGraph, PathGraph, Reach};
 use super::path_info::PathInfo;
 use super::store_path::AbsStorePath;
 
@@ -27,7 +26,8 @@ pub enum ClosureError {
 /// A closed set of path infos, keyed by path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClosureGraph {
-    nodes: BTreeMap<AbsStorePath, PathInfo>,
+    /// Sorted by path, without duplicates.
+    nodes: Vec<PathInfo>,
     /// The edges over node numbers (path order), built once with the graph.
     adjacency: Adjacency,
 }
@@ -49,37 +49,42 @@ impl ClosureGraph {
     pub fn from_infos_keeping_sizes(
         infos: impl IntoIterator<Item = PathInfo>,
     ) -> Result<ClosureGraph, ClosureError> {
-        let infos: Vec<PathInfo> = infos.into_iter().collect();
-        // Graphs usually come sorted by path (Nix writes them so): then the map is built in
-        // bulk rather than searched path by path.
-        let nodes = if infos.windows(2).all(|w| w[0].path < w[1].path) {
-            infos.into_iter().map(|i| (i.path.clone(), i)).collect()
-        } else {
-            Self::keyed(infos)?
-        };
-        let adjacency = Adjacency::build(&nodes.values().collect::<Vec<_>>())?;
+        let mut nodes: Vec<PathInfo> = infos.into_iter().collect();
+        // Graphs usually come sorted by path (Nix writes them so).
+        if !nodes.windows(2).all(|w| w[0].path < w[1].path) {
+            Self::sort_unique(&mut nodes)?;
+        }
+        let adjacency = Adjacency::build(&nodes.iter().collect::<Vec<_>>())?;
         Ok(ClosureGraph { nodes, adjacency })
     }
 
-    /// The infos by path; the first path that appears twice is an error.
-    fn keyed(infos: Vec<PathInfo>) -> Result<BTreeMap<AbsStorePath, PathInfo>, ClosureError> {
-        let mut nodes = BTreeMap::new();
-        for info in infos {
-            match nodes.entry(info.path.clone()) {
-                Entry::Vacant(slot) => {
-                    slot.insert(info);
-                }
-                Entry::Occupied(slot) => {
-                    return Err(ClosureError::Duplicate(slot.key().to_string()));
-                }
-            }
+    /// Sort the infos by path; the first path met again (in input order) is an error.
+    fn sort_unique(infos: &mut [PathInfo]) -> Result<(), ClosureError> {
+        let mut seen = BTreeSet::new();
+        if let Some(again) = infos.iter().find(|i| !seen.insert(&i.path)) {
+            return Err(ClosureError::Duplicate(again.path.to_string()));
         }
-        Ok(nodes)
+        infos.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        Ok(())
+    }
+
+    /// The position of `path` among the nodes.
+    fn position(&self, path: &AbsStorePath) -> Option<usize> {
+        self.nodes.binary_search_by(|i| i.path.cmp(path)).ok()
     }
 
     /// The graph with paths numbered in path order, for whole-graph algorithms.
     pub fn indexed(&self) -> IndexedGraph<'_> {
-        IndexedGraph::with_adjacency(self.nodes.values().collect(), &self.adjacency)
+        IndexedGraph::with_adjacency(&self.nodes, &self.adjacency)
+    }
+
+    /// The paths, their NAR sizes and the edges, without the rest of the infos.
+    pub fn to_path_graph(&self) -> PathGraph {
+        PathGraph::from_parts(
+            self.nodes.iter().map(|i| i.path.clone()).collect(),
+            self.nodes.iter().map(|i| i.nar_size).collect(),
+            self.adjacency.clone(),
+        )
     }
 
     /// The closure of `roots`, asking `lookup` for each path's info.
@@ -116,39 +121,36 @@ impl ClosureGraph {
     }
 
     pub fn get(&self, path: &AbsStorePath) -> Option<&PathInfo> {
-        self.nodes.get(path)
+        self.position(path).map(|i| &self.nodes[i])
     }
 
     /// Path infos sorted by path.
     pub fn infos(&self) -> impl Iterator<Item = &PathInfo> {
-        self.nodes.values()
+        self.nodes.iter()
     }
 
     /// Paths that no other path refers to.
     pub fn roots(&self) -> BTreeSet<&AbsStorePath> {
         let referenced: BTreeSet<&AbsStorePath> = self
             .nodes
-            .values()
+            .iter()
             .flat_map(|i| i.references.iter().filter(move |r| **r != i.path))
             .collect();
         self.nodes
-            .keys()
+            .iter()
+            .map(|i| &i.path)
             .filter(|p| !referenced.contains(p))
             .collect()
     }
 
     /// Set every `closureSize`.
     fn fill_closure_sizes(&mut self) {
-        let nar_sizes: Vec<u128> = self
-            .nodes
-            .values()
-            .map(|i| u128::from(i.nar_size))
-            .collect();
+        let nar_sizes: Vec<u128> = self.nodes.iter().map(|i| u128::from(i.nar_size)).collect();
         let sizes = self
             .indexed()
             .reach_sums(&nar_sizes, Reach::Closure)
             .expect("sums of u64 sizes fit in u128");
-        for (info, size) in self.nodes.values_mut().zip(sizes) {
+        for (info, size) in self.nodes.iter_mut().zip(sizes) {
             info.closure_size = Some(u64::try_from(size).unwrap_or(u64::MAX));
         }
     }
@@ -158,8 +160,8 @@ impl ClosureGraph {
         let mut seen = BTreeSet::new();
         let mut todo = vec![path];
         while let Some(p) = todo.pop() {
-            if let Some((key, info)) = self.nodes.get_key_value(p)
-                && seen.insert(key)
+            if let Some(info) = self.get(p)
+                && seen.insert(&info.path)
             {
                 todo.extend(info.references.iter());
             }
@@ -169,14 +171,14 @@ impl ClosureGraph {
 
     /// The `exportReferencesGraph` JSON array: compact, keys sorted, sorted by path.
     pub fn to_export_json(&self) -> String {
-        let infos: Vec<&PathInfo> = self.nodes.values().collect();
+        let infos: Vec<&PathInfo> = self.nodes.iter().collect();
         serde_json::to_string(&infos).unwrap_or_default()
     }
 
     /// nixpkgs `closureInfo`'s `registration` file (`nix-store --load-db` input).
     pub fn registration(&self) -> String {
         let mut out = String::new();
-        for info in self.nodes.values() {
+        for info in self.nodes.iter() {
             let _ = write!(
                 out,
                 "{}\n{}\n{}\n\n{}\n",
@@ -194,12 +196,12 @@ impl ClosureGraph {
 
     /// nixpkgs `closureInfo`'s `store-paths` file: one path a line, sorted.
     pub fn store_paths(&self) -> String {
-        self.nodes.keys().map(|p| format!("{p}\n")).collect()
+        self.nodes.iter().map(|i| format!("{}\n", i.path)).collect()
     }
 
     /// nixpkgs `closureInfo`'s `total-nar-size` file.
     pub fn total_nar_size(&self) -> String {
-        format!("{}\n", self.nodes.values().map(|i| i.nar_size).sum::<u64>())
+        format!("{}\n", self.nodes.iter().map(|i| i.nar_size).sum::<u64>())
     }
 }
 

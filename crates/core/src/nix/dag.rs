@@ -74,6 +74,48 @@ pub struct Adjacency {
     bottom_up: Vec<u32>,
 }
 
+/// A closure graph reduced to what whole-graph algorithms look at: the paths in path order,
+/// their NAR sizes and the edges. What [`graph_json`](super::graph_json) reads a graph into
+/// for layering, without the rest of each path's info.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathGraph {
+    paths: Vec<AbsStorePath>,
+    nar_sizes: Vec<u64>,
+    adjacency: Adjacency,
+}
+
+impl PathGraph {
+    /// `paths` (sorted, without duplicates), their sizes and the edges between them.
+    pub(crate) fn from_parts(
+        paths: Vec<AbsStorePath>,
+        nar_sizes: Vec<u64>,
+        adjacency: Adjacency,
+    ) -> PathGraph {
+        PathGraph {
+            paths,
+            nar_sizes,
+            adjacency,
+        }
+    }
+
+    /// The graph with its paths numbered, for the algorithms.
+    pub fn indexed(&self) -> IndexedGraph<'_> {
+        IndexedGraph::from_parts(
+            self.paths.iter().collect(),
+            self.nar_sizes.clone(),
+            &self.adjacency,
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+}
+
 /// Hashes a store path's hash part, which is already uniformly distributed: folds it 8 bytes
 /// at a time with a multiply (FxHash's mix), much cheaper than SipHash.
 #[derive(Debug, Default, Clone, Copy)]
@@ -147,7 +189,37 @@ impl Adjacency {
             }
             references.push(refs);
         }
-        let topological = depth_first_order(infos, &references)?;
+        let paths: Vec<&AbsStorePath> = infos.iter().map(|i| &i.path).collect();
+        Self::with_referrers(&paths, references, referrers)
+    }
+
+    /// The edges of `paths` (sorted without duplicates) from each path's references as node
+    /// numbers, ascending, without itself; checks that there is no cycle.
+    pub(crate) fn from_references(
+        paths: &[&AbsStorePath],
+        references: Vec<Vec<u32>>,
+    ) -> Result<Adjacency, ClosureError> {
+        // Counted first, so that each list is allocated once at its size.
+        let mut counts = vec![0usize; paths.len()];
+        for &target in references.iter().flatten() {
+            counts[target as usize] += 1;
+        }
+        let mut referrers: Vec<Vec<u32>> = counts.into_iter().map(Vec::with_capacity).collect();
+        for (index, targets) in references.iter().enumerate() {
+            for &target in targets {
+                referrers[target as usize].push(index as u32);
+            }
+        }
+        Self::with_referrers(paths, references, referrers)
+    }
+
+    /// Both directions of the edges, with the orders computed from them.
+    fn with_referrers(
+        paths: &[&AbsStorePath],
+        references: Vec<Vec<u32>>,
+        referrers: Vec<Vec<u32>>,
+    ) -> Result<Adjacency, ClosureError> {
+        let topological = depth_first_order(paths, &references)?;
         let bottom_up = bottom_up_order(&topological, &references);
         Ok(Adjacency {
             references,
@@ -162,14 +234,17 @@ impl Adjacency {
 /// every path comes after all paths with an edge to it, and paths reached from the same
 /// starts stay close together, which makes the batches of [`IndexedGraph::reach_sums`] touch
 /// few paths. Names a path on a cycle if there is one.
-fn depth_first_order(infos: &[&PathInfo], edges: &[Vec<u32>]) -> Result<Vec<u32>, ClosureError> {
+fn depth_first_order(
+    paths: &[&AbsStorePath],
+    edges: &[Vec<u32>],
+) -> Result<Vec<u32>, ClosureError> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
         Open,
         Done,
     }
-    let n = infos.len();
+    let n = paths.len();
     let mut referred = vec![false; n];
     for &child in edges.iter().flatten() {
         referred[child as usize] = true;
@@ -196,7 +271,7 @@ fn depth_first_order(infos: &[&PathInfo], edges: &[Vec<u32>]) -> Result<Vec<u32>
                             stack.push((child, 0));
                         }
                         Mark::Open => {
-                            let path = &infos[child as usize].path;
+                            let path = paths[child as usize];
                             return Err(ClosureError::Cycle(path.to_string()));
                         }
                         Mark::Done => {}
@@ -246,10 +321,12 @@ fn bottom_up_order(topological: &[u32], references: &[Vec<u32>]) -> Vec<u32> {
     order
 }
 
-/// A closure graph with paths numbered `0..len()` in path order.
+/// A closure graph with paths numbered `0..len()` in path order: the paths, their NAR sizes
+/// and the edges, which is all that whole-graph algorithms look at.
 #[derive(Debug, Clone)]
 pub struct IndexedGraph<'g> {
-    infos: Vec<&'g PathInfo>,
+    paths: Vec<&'g AbsStorePath>,
+    nar_sizes: Vec<u64>,
     adjacency: Cow<'g, Adjacency>,
 }
 
@@ -257,23 +334,39 @@ impl<'g> IndexedGraph<'g> {
     /// Number the paths of `infos`, which must be sorted by path without duplicates, checking
     /// that every reference is among them and that there is no cycle other than a
     /// self-reference.
-    pub fn new(infos: Vec<&'g PathInfo>) -> Result<IndexedGraph<'g>, ClosureError> {
-        let adjacency = Adjacency::build(&infos)?;
+    pub fn new(infos: &[&'g PathInfo]) -> Result<IndexedGraph<'g>, ClosureError> {
+        let adjacency = Adjacency::build(infos)?;
         Ok(IndexedGraph {
-            infos,
+            paths: infos.iter().map(|i| &i.path).collect(),
+            nar_sizes: infos.iter().map(|i| i.nar_size).collect(),
             adjacency: Cow::Owned(adjacency),
         })
     }
 
     /// `infos` (sorted by path) with the edges [`Adjacency::build`] computed for them.
-    pub fn with_adjacency(infos: Vec<&'g PathInfo>, adjacency: &'g Adjacency) -> Self {
+    pub fn with_adjacency(infos: &'g [PathInfo], adjacency: &'g Adjacency) -> Self {
+        Self::from_parts(
+            infos.iter().map(|i| &i.path).collect(),
+            infos.iter().map(|i| i.nar_size).collect(),
+            adjacency,
+        )
+    }
+
+    /// `paths` (sorted, without duplicates) with their NAR sizes and the edges between them.
+    pub fn from_parts(
+        paths: Vec<&'g AbsStorePath>,
+        nar_sizes: Vec<u64>,
+        adjacency: &'g Adjacency,
+    ) -> Self {
+        assert_eq!(paths.len(), nar_sizes.len(), "a size per path");
         assert_eq!(
-            infos.len(),
+            paths.len(),
             adjacency.references.len(),
             "edges of these paths"
         );
         IndexedGraph {
-            infos,
+            paths,
+            nar_sizes,
             adjacency: Cow::Borrowed(adjacency),
         }
     }
@@ -282,11 +375,13 @@ impl<'g> IndexedGraph<'g> {
     /// they refer to stays), renumbered in path order.
     pub fn without(&self, drop: impl Fn(usize) -> bool) -> IndexedGraph<'g> {
         let mut renumbered = vec![u32::MAX; self.len()];
-        let mut infos = Vec::new();
-        for (v, info) in self.infos.iter().enumerate() {
+        let (mut paths, mut nar_sizes) = (Vec::new(), Vec::new());
+        let nodes = self.paths.iter().zip(&self.nar_sizes);
+        for (v, (slot, (path, size))) in renumbered.iter_mut().zip(nodes).enumerate() {
             if !drop(v) {
-                renumbered[v] = infos.len() as u32;
-                infos.push(*info);
+                *slot = paths.len() as u32;
+                paths.push(*path);
+                nar_sizes.push(*size);
             }
         }
         let kept = |edges: &[Vec<u32>]| -> Vec<Vec<u32>> {
@@ -315,7 +410,8 @@ impl<'g> IndexedGraph<'g> {
             .collect();
         let bottom_up = bottom_up_order(&topological, &references);
         IndexedGraph {
-            infos,
+            paths,
+            nar_sizes,
             adjacency: Cow::Owned(Adjacency {
                 references,
                 referrers,
@@ -331,15 +427,26 @@ impl<'g> IndexedGraph<'g> {
     }
 
     pub fn len(&self) -> usize {
-        self.infos.len()
+        self.paths.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.infos.is_empty()
+        self.paths.is_empty()
     }
 
-    pub fn info(&self, node: usize) -> &'g PathInfo {
-        self.infos[node]
+    /// The store path of `node`.
+    pub fn path(&self, node: usize) -> &'g AbsStorePath {
+        self.paths[node]
+    }
+
+    /// The NAR size of `node`.
+    pub fn nar_size(&self, node: usize) -> u64 {
+        self.nar_sizes[node]
+    }
+
+    /// The node of `path`, if it is in the graph.
+    pub fn find(&self, path: &AbsStorePath) -> Option<usize> {
+        self.paths.binary_search_by(|p| (*p).cmp(path)).ok()
     }
 
     /// The paths `node` refers to, without itself.
@@ -448,10 +555,14 @@ impl<'g> IndexedGraph<'g> {
                     }
                     mask[r] |= bits;
                 }
+                // Only the lanes with members in this path's sum (usually few).
                 let sum = &mut sums_by_rank[position];
-                for lane in 0..8 {
-                    let byte = (bits >> (8 * lane)) as usize & 0xff;
-                    if byte != 0 && !sum.try_add(&subset_sums[lane * 256 + byte]) {
+                let mut rest = bits;
+                while rest != 0 {
+                    let lane = rest.trailing_zeros() as usize / 8;
+                    let byte = (rest >> (8 * lane)) as usize & 0xff;
+                    rest &= !(0xff << (8 * lane));
+                    if !sum.try_add(&subset_sums[lane * 256 + byte]) {
                         return None;
                     }
                 }
@@ -530,7 +641,7 @@ mod tests {
             info("d", &["d"], 1000),
         ])
         .unwrap();
-        let ig = IndexedGraph::new(g.infos().collect()).unwrap();
+        let ig = IndexedGraph::new(&g.infos().collect::<Vec<_>>()).unwrap();
         let ones = vec![1u64; 4];
         assert_eq!(ig.reach_sums(&ones, Reach::Closure).unwrap(), [4, 2, 2, 1]);
         assert_eq!(
@@ -580,10 +691,10 @@ mod tests {
             })
             .collect();
         let g = ClosureGraph::from_infos(infos).unwrap();
-        let ig = IndexedGraph::new(g.infos().collect()).unwrap();
+        let ig = IndexedGraph::new(&g.infos().collect::<Vec<_>>()).unwrap();
         let by_name = |sums: Vec<u64>| -> Vec<u64> {
             let mut pairs: Vec<(&str, u64)> = (0..150)
-                .map(|v| (ig.info(v).path.path.name(), sums[v]))
+                .map(|v| (ig.path(v).path.name(), sums[v]))
                 .collect();
             pairs.sort();
             pairs.into_iter().map(|(_, s)| s).collect()

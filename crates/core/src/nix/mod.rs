@@ -4,6 +4,8 @@
 pub mod closure;
 pub mod content_address;
 pub mod dag;
+pub mod graph_json;
+mod graph_scan;
 pub mod hash;
 pub mod nar;
 pub mod nix32;

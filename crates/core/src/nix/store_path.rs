@@ -489,14 +489,14 @@ thread_local! {
 type InternTable = HashMap<[u8; HASH_PART_LEN], AbsStorePath, BuildHasherDefault<HashPartHasher>>;
 
 /// The hash part of an absolute store path's text, if it has one where it should.
-fn intern_key(text: &str) -> Option<[u8; HASH_PART_LEN]> {
+pub(crate) fn intern_key(text: &str) -> Option<[u8; HASH_PART_LEN]> {
     let (_, base) = text.rsplit_once('/')?;
     base.as_bytes().get(..HASH_PART_LEN)?.try_into().ok()
 }
 
 impl AbsStorePath {
     /// Whether the absolute path's text is `text`, compared without building it.
-    fn spells(&self, text: &str) -> bool {
+    pub(crate) fn spells(&self, text: &str) -> bool {
         let (dir, base) = (self.store_dir.as_str(), self.path.as_base_name());
         text.len() == dir.len() + 1 + base.len()
             && text.starts_with(dir)
