@@ -514,7 +514,19 @@ fn the_cache_skips_unchanged_layers_only() {
     ok(&run(mkimage(&fx.root, &fx.layers)
         .args(["--name", "c", "--tag", "1", "-o"])
         .arg(&plain)));
-    assert!(std::fs::read(plain).unwrap() == std::fs::read(fx.work.join("cache3.tar")).unwrap());
+    assert_same_file(&plain, &fx.work.join("cache3.tar"));
+}
+
+/// Fail, naming both files and the first differing byte, unless they hold the same bytes.
+fn assert_same_file(a: &Path, b: &Path) {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(
+        x == y,
+        "{} and {} differ at byte {}",
+        a.display(),
+        b.display(),
+        first_difference(&x, &y)
+    );
 }
 
 /// What the extra commands of the kept-root tests do: write down the tree they start from
@@ -572,10 +584,7 @@ fn a_kept_customisation_root_gives_what_a_fresh_one_gives() {
         // The root was kept (what the commands left is still there until the next build).
         assert!(cache.join("customisation/root/etc/junk").exists());
     }
-    assert!(
-        std::fs::read(d.path().join("kept0.tar")).unwrap()
-            == std::fs::read(d.path().join("kept2.tar")).unwrap()
-    );
+    assert_same_file(&d.path().join("kept0.tar"), &d.path().join("kept2.tar"));
 }
 
 #[test]
@@ -627,7 +636,7 @@ fn a_cache_nobody_can_reach_keeps_its_root_in_tmpdir() {
         build(&out, Some(&cache));
         let fresh = d.path().join("fresh.tar");
         build(&fresh, None);
-        assert!(std::fs::read(out).unwrap() == std::fs::read(fresh).unwrap());
+        assert_same_file(&out, &fresh);
         // One kept root, beside the scratch roots (all removed), not in the cache.
         let kept = kept_roots();
         assert_eq!(kept.len(), 1, "{kept:?}");
@@ -642,10 +651,7 @@ fn a_cache_nobody_can_reach_keeps_its_root_in_tmpdir() {
     std::os::unix::fs::symlink(&elsewhere, &kept).unwrap();
     build(&d.path().join("planted.tar"), Some(&cache));
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
-    assert!(
-        std::fs::read(d.path().join("planted.tar")).unwrap()
-            == std::fs::read(d.path().join("fresh.tar")).unwrap()
-    );
+    assert_same_file(&d.path().join("planted.tar"), &d.path().join("fresh.tar"));
 }
 
 #[test]
@@ -1665,10 +1671,7 @@ fn a_temp_left_by_sigkill_is_reclaimed_by_the_next_run_but_a_live_one_is_not() {
     assert_eq!(left.len(), 1, "the live run's temp must stay: {left:?}");
     signal(&live, "CONT");
     assert!(wait_bounded(&mut live, 60, "the live build").success());
-    assert!(
-        std::fs::read(d.path().join("live.tar")).unwrap()
-            == std::fs::read(d.path().join("next.tar")).unwrap()
-    );
+    assert_same_file(&d.path().join("live.tar"), &d.path().join("next.tar"));
     assert_eq!(temps_in(d.path()), Vec::<String>::new());
 }
 
@@ -1777,17 +1780,11 @@ fn a_corrupt_cached_blob_is_rebuilt_not_used() {
     let second = build("second.tar");
     assert_eq!(second.matches("built)").count(), 1, "{second}");
     assert_eq!(second.matches("cached)").count(), 2, "{second}");
-    assert!(
-        std::fs::read(d.path().join("second.tar")).unwrap()
-            == std::fs::read(d.path().join("first.tar")).unwrap()
-    );
+    assert_same_file(&d.path().join("second.tar"), &d.path().join("first.tar"));
     // The entry was written again: the next build takes all three from the cache.
     let third = build("third.tar");
     assert_eq!(third.matches("cached)").count(), 3, "{third}");
-    assert!(
-        std::fs::read(d.path().join("third.tar")).unwrap()
-            == std::fs::read(d.path().join("first.tar")).unwrap()
-    );
+    assert_same_file(&d.path().join("third.tar"), &d.path().join("first.tar"));
 }
 
 #[test]
