@@ -16,7 +16,7 @@ use crate::support::*;
 /// A store with a static hello program, a data tree with every awkward kind of name, and a
 /// third path: three store layers.
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _dir: FixtureDir,
     work: PathBuf,
     root: PathBuf,
     hello: String,
@@ -33,10 +33,7 @@ pub const TAG: &str = "t1";
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("strata-image-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
+        let dir = FixtureDir::new("strata-image-");
         let work = dir.path().to_path_buf();
         let root = work.join("root");
         let hello_src = static_hello(&work);
@@ -1988,7 +1985,7 @@ fn inputs_read_into_memory_are_regular_files_or_pipes_and_bounded() {
 /// out, `/lib64/ld-linux-x86-64.so.2` an absolute link to `/lib/x86_64-linux-gnu/…`), a
 /// dynamic hello, a libgreet.so and programs linked to it, a script, a non-executable file.
 struct StartFixture {
-    _dir: tempfile::TempDir,
+    _dir: FixtureDir,
     work: PathBuf,
     root: PathBuf,
     libc: String,
@@ -2017,10 +2014,7 @@ int main(void) { greet("strata"); return 0; }
 fn start_fixture() -> &'static StartFixture {
     static F: OnceLock<StartFixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("strata-start-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
+        let dir = FixtureDir::new("strata-start-");
         let work = dir.path().to_path_buf();
         let root = work.join("root");
         let shello_src = static_hello(&work);

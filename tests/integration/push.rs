@@ -457,7 +457,7 @@ fn misbehave(
 // The images.
 
 struct Images {
-    _dir: tempfile::TempDir,
+    _dir: FixtureDir,
     work: PathBuf,
     /// hello (static), 1.5 MB of data, /etc/motd "from the store": docker+OCI tar.
     v1: PathBuf,
@@ -473,10 +473,7 @@ struct Images {
 fn images() -> &'static Images {
     static I: OnceLock<Images> = OnceLock::new();
     I.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("strata-push-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
+        let dir = FixtureDir::new("strata-push-");
         let work = dir.path().to_path_buf();
         let root = work.join("root");
         let hello = store_add(&root, "hello", &static_hello(&work));

@@ -403,3 +403,58 @@ pub fn podman_run() -> Command {
         ]);
     cmd
 }
+
+/// A directory for fixtures a test process makes once and keeps in a static (statics are
+/// never dropped, so their directories would pile up in `CARGO_TARGET_TMPDIR`, one per test
+/// process). It holds an `flock` on its `.owner` file for the life of the process; making one
+/// first removes the directories of the same prefix whose lock nobody holds any more, i.e.
+/// those of test processes that have ended.
+pub struct FixtureDir {
+    dir: tempfile::TempDir,
+    _owner: std::fs::File,
+}
+
+impl FixtureDir {
+    pub fn new(prefix: &str) -> FixtureDir {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        reclaim_fixture_dirs(base, prefix);
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(base)
+            .unwrap();
+        // Locked under another name first: a `.owner` is never seen unlocked while its
+        // process lives.
+        let owner = std::fs::File::create(dir.path().join(".owner.new")).unwrap();
+        owner.lock().unwrap();
+        std::fs::rename(dir.path().join(".owner.new"), dir.path().join(".owner")).unwrap();
+        FixtureDir { dir, _owner: owner }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn reclaim_fixture_dirs(base: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        // No `.owner` yet: still being made (or from before owners existed, left alone).
+        let Ok(owner) = std::fs::File::open(e.path().join(".owner")) else {
+            continue;
+        };
+        if owner.try_lock().is_ok() {
+            let _ = Command::new("chmod")
+                .arg("-R")
+                .arg("u+w")
+                .arg(e.path())
+                .output();
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
