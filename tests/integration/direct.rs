@@ -361,7 +361,7 @@ fn the_thin_load_sends_docker_only_what_it_lacks_and_never_leaves_out_a_missing_
     let (s2b, _) = summary(
         fx.mkimage(&layers3, &extra3, &name, "l2")
             .args(["--load", "docker", "--json", "-"])
-            .env("PATH", path),
+            .env("PATH", &path),
     );
     assert_eq!(s2b["loaded"]["layersOmitted"], 2, "{s2b}");
     let calls = std::fs::read_to_string(&log).unwrap();
@@ -379,10 +379,37 @@ fn the_thin_load_sends_docker_only_what_it_lacks_and_never_leaves_out_a_missing_
         "hello from strata: world arg1 a third line"
     );
 
+    // The changed path below an unchanged one: that one's chain now runs through new bytes,
+    // which no engine can hold, so again only the replaced image is asked about, and both
+    // are sent.
+    let (extra4, _) = fx.version("a fourth line");
+    let middle = fx.work.join("layers-middle.json");
+    let doc = vec![vec![&fx.data], vec![&extra4], vec![&fx.hello]];
+    std::fs::write(&middle, serde_json::to_string(&doc).unwrap()).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let (s2c, _) = summary(
+        fx.mkimage(&middle, &extra4, &name, "l2")
+            .args(["--load", "docker", "--json", "-"])
+            .env("PATH", &path),
+    );
+    assert_eq!(s2c["loaded"]["layersOmitted"], 1, "{s2c}");
+    assert_eq!(s2c["loaded"]["layersSent"], 3, "{s2c}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let asked: Vec<&str> = calls.lines().filter(|l| !l.starts_with("load")).collect();
+    assert_eq!(
+        asked,
+        [format!("image inspect --format {{{{json .RootFS.Layers}}}} {}", image("l2"))],
+        "{calls}"
+    );
+    assert_eq!(
+        docker_run(&image("l2")),
+        "hello from strata: world arg1 a fourth line"
+    );
+
     // The images deleted between builds: their layers are gone, and every one is sent.
-    // (l2's first image too, untagged when the third replaced it.)
-    let replaced = s2["configDigest"].as_str().unwrap();
-    rmi(&[&image("l1"), &image("l2"), replaced]);
+    // (l2's earlier images too, untagged when the next replaced them.)
+    let replaced = [&s2, &s2b].map(|s| s["configDigest"].as_str().unwrap().to_string());
+    rmi(&[&image("l1"), &image("l2"), &replaced[0], &replaced[1]]);
     let (s3, err3) = load(&layers2, &extra2, "l3");
     assert_eq!(s3["loaded"]["layersOmitted"], 0, "{s3}");
     assert_eq!(s3["loaded"]["layersSent"], 4);

@@ -6,9 +6,10 @@
 //!   open the file of a layer whose chain ID (chainID(L1) = diffID(L1), chainID(Ln) =
 //!   sha256(chainID(Ln-1) + " " + diffID(Ln))) its layer store holds, so such a file can be
 //!   left out of the archive. The chain IDs the engine holds come from its images'
-//!   `RootFS.Layers` (`docker image inspect`), read with limits: first the image the plan
-//!   replaces (`name:tag`), which after a rebuild holds every layer the cache knows; only when
-//!   it does not, every image (`docker image ls`, then `docker image inspect` of each). Only a layer whose diff_id the plan knows without reading it (a layer cache hit)
+//!   `RootFS.Layers` (`docker image inspect`), read with limits, for the cache hits below the
+//!   first layer to be built (no engine holds a chain through new bytes): first the image the
+//!   plan replaces (`name:tag`), which after a rebuild holds them all; only when it does not,
+//!   every image (`docker image ls`, then `docker image inspect` of each). Only a layer whose diff_id the plan knows without reading it (a layer cache hit)
 //!   is left out, and only when its chain is held; every other layer is written. If Docker
 //!   refuses the thin archive (an engine that said it had a layer and does not, or one that
 //!   lost it meanwhile), the full archive is sent instead and [`LoadReport::fell_back`] says
@@ -236,46 +237,42 @@ fn cache_hit(layer: &PlannedLayer) -> Option<&BlobFacts> {
     }
 }
 
-/// The chain IDs of the plan's lowest layers that are cache hits (in a row from the bottom),
-/// and whether every cache hit is among them.
-fn chains_of_known_layers(plan: &ImagePlan<'_>) -> (Vec<String>, bool) {
+/// The chain IDs of the plan's lowest layers that are cache hits, in a row from the bottom.
+fn chains_of_known_layers(plan: &ImagePlan<'_>) -> Vec<String> {
     let mut chains: Vec<String> = Vec::new();
-    let mut layers = plan.layers.iter();
-    for layer in layers.by_ref() {
+    for layer in &plan.layers {
         let Some(facts) = cache_hit(layer) else {
             break;
         };
         let prev = chains.last().map(String::as_str);
         chains.push(next_chain(prev, &facts.diff_id.to_string()));
     }
-    let all = layers.all(|l| cache_hit(l).is_none());
-    (chains, all)
+    chains
 }
 
-/// The chain IDs dockerd holds that matter to this plan. Only a cache hit can be left out, so
-/// with none nothing is asked. First only the image this plan replaces (`name:tag`, one
-/// question): after a rebuild it usually holds every layer the cache knows. When it does
-/// not, every image's layer stacks are asked for.
+/// The chain IDs dockerd holds that matter to this plan. Only a cache hit can be left out, and
+/// only below the first layer that is built: a built layer's bytes are new (the cache has not
+/// seen them), so no engine holds a chain through it. With no such hit nothing is asked.
+/// First only the image this plan replaces (`name:tag`, one question): after a rebuild it
+/// holds every one of them. When it does not, every image's layer stacks are asked for.
 fn held_chains(program: &OsString, plan: &ImagePlan<'_>) -> Result<BTreeSet<String>, ImageError> {
-    let (known, all_in_a_row) = chains_of_known_layers(plan);
-    if known.is_empty() && all_in_a_row {
+    let known = chains_of_known_layers(plan);
+    if known.is_empty() {
         return Ok(BTreeSet::new());
     }
-    if all_in_a_row {
-        let reference = format!("{}:{}", plan.name, plan.tag);
-        let args = [
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RootFS.Layers}}",
-            &reference,
-        ];
-        // No such image (an error) or one holding less: ask about every image.
-        if let Ok(text) = ask(program, &args) {
-            let held = chains_of(&text);
-            if known.iter().all(|c| held.contains(c)) {
-                return Ok(held);
-            }
+    let reference = format!("{}:{}", plan.name, plan.tag);
+    let args = [
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RootFS.Layers}}",
+        &reference,
+    ];
+    // No such image (an error) or one holding less: ask about every image.
+    if let Ok(text) = ask(program, &args) {
+        let held = chains_of(&text);
+        if known.iter().all(|c| held.contains(c)) {
+            return Ok(held);
         }
     }
     all_held_chains(program)
