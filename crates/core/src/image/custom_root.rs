@@ -23,6 +23,7 @@
 //! corrected (a tree deeper than [`MAX_DEPTH`], entries this user cannot change) is removed
 //! and made again.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -209,21 +210,19 @@ pub(crate) fn reconcile(dir: &OwnedFd, tree: &JoinTree, owner: Option<u32>) -> i
     if st.st_mode & 0o7777 != DIR_MODE {
         rustix::fs::fchmod(dir, Mode::from_raw_mode(DIR_MODE))?;
     }
+    let mut kept = BTreeSet::new();
     for name in beneath::list(dir)? {
         let keep = match tree.entries.get(&name) {
             None => false,
             Some(node) => is_right(dir, &name, node, owner)?,
         };
-        if !keep {
+        if keep {
+            kept.insert(name);
+        } else {
             remove_entry(dir, &name, 0)?;
         }
     }
-    for (name, node) in &tree.entries {
-        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => continue,
-            Err(Errno::NOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
+    for (name, node) in tree.entries.iter().filter(|(n, _)| !kept.contains(*n)) {
         match node {
             JoinNode::Dir(sub) => {
                 rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(DIR_MODE))?;
