@@ -277,6 +277,12 @@ pub fn json_failure(name: &str, e: &serde_json::Error) -> Failure {
     Failure::failed(format!("{shown}:{}:{}: {message}", e.line(), e.column()))
 }
 
+/// `bytes` of the input `name` as UTF-8 text.
+pub fn utf8<'b>(name: &str, bytes: &'b [u8]) -> Result<&'b str, Failure> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| Failure::failed(format!("{}: not UTF-8", input_name(name))))
+}
+
 /// Read a whole input named on the command line as UTF-8 text: `-` is stdin.
 pub fn read_text(name: &str) -> Result<String, Failure> {
     String::from_utf8(read_input(name)?)

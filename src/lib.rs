@@ -2,3 +2,4 @@
 //! codes. The domain lives in `strata-core`; this crate only turns it into command lines.
 
 pub mod cli;
+pub mod input;

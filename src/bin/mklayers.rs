@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde::Serialize;
 use strata::cli::{self, Failure, StoreArgs};
+use strata::input;
 use strata_core::layering::{self, Algorithm, LayerBudget, LayeringError, LayeringRequest};
 use strata_core::nix::graph_json::{GraphJsonError, read_path_graph};
 use strata_core::nix::store_path::AbsStorePath;
@@ -80,12 +81,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 
     let (name, graph) = if cli.closure_of.is_empty() {
         let name = cli.graph.clone();
-        let text = cli::read_text(&name)?;
-        let graph = read_path_graph(&text).map_err(|e| match e {
+        let bytes = input::input_bytes(&name)?;
+        let graph = read_path_graph(cli::utf8(&name, &bytes)?).map_err(|e| match e {
             GraphJsonError::Json(e) => cli::json_failure(&name, &e),
             GraphJsonError::Graph(e) => Failure::failed(format!("{}: {e}", cli::input_name(&name))),
         })?;
-        drop(text);
+        drop(bytes);
         (cli::input_name(&name).to_string(), graph)
     } else {
         let store = cli.store.open()?;
@@ -101,16 +102,19 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 
     // One-space indentation, as the JSON files nixpkgs writes for layers.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let mut serializer = serde_json::Serializer::with_formatter(
-        &mut out,
-        serde_json::ser::PrettyFormatter::with_indent(b" "),
-    );
     if cli.explain {
-        layering.serialize(&mut serializer)
+        let mut serializer = serde_json::Serializer::with_formatter(
+            &mut out,
+            serde_json::ser::PrettyFormatter::with_indent(b" "),
+        );
+        layering
+            .serialize(&mut serializer)
+            .map_err(cli::stdout_json_error)?;
     } else {
-        layering.layers.serialize(&mut serializer)
+        layering
+            .write_layers_json(&mut out)
+            .map_err(cli::stdout_error)?;
     }
-    .map_err(cli::stdout_json_error)?;
     out.write_all(b"\n")
         .and_then(|()| out.flush())
         .map_err(cli::stdout_error)?;

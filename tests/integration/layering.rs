@@ -347,6 +347,55 @@ fn bad_input_is_one_line_and_a_failure_code() {
     assert!(line.contains("not in the graph"), "{line}");
 }
 
+/// A graph of `n` paths, each referring to the next three: large enough to be read from a
+/// file into huge pages (from 256 KiB) when `n` is in the thousands.
+fn chain_graph(n: usize) -> String {
+    let mut rng = SplitMix64::new(n as u64);
+    let paths: Vec<String> = (0..n)
+        .map(|i| {
+            let hash = nix32::encode(&rng.next().to_le_bytes().repeat(3)[..20]);
+            format!("/nix/store/{hash}-p{}", i % 97)
+        })
+        .collect();
+    let nodes: Vec<String> = (0..n)
+        .map(|i| {
+            let refs: Vec<&str> = paths[i..n.min(i + 4)].iter().map(String::as_str).collect();
+            node(&paths[i], &refs)
+        })
+        .collect();
+    format!("[\n{}\n]\n", nodes.join(",\n"))
+}
+
+#[test]
+fn a_large_graph_file_reads_as_the_same_graph_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = chain_graph(3000);
+    assert!(text.len() > 512 * 1024, "{}", text.len());
+    let file = dir.path().join("graph.json");
+    std::fs::write(&file, &text).unwrap();
+    let name = file.to_str().unwrap();
+    for args in [
+        &["-m", "40"][..],
+        &["-a", "auto", "-m", "40"],
+        &["--explain"],
+    ] {
+        let from_file = mklayers(&[args, &[name]].concat(), None);
+        let from_stdin = mklayers(args, Some(&text));
+        assert!(from_file.status.success(), "{from_file:?}");
+        assert_eq!(from_file.stdout, from_stdin.stdout, "{args:?}");
+    }
+    // Errors near the end of a large file name it, with the line and column stdin gets.
+    let broken = format!("{}x", text.trim_end().strip_suffix(']').unwrap());
+    std::fs::write(&file, &broken).unwrap();
+    let from_file = fails(&[name], "", 1);
+    let from_stdin = fails(&[], &broken, 1);
+    assert_eq!(from_file, from_stdin.replace("stdin", name));
+    assert!(
+        from_file.contains(&format!("{name}:3002:1: ")),
+        "{from_file}"
+    );
+}
+
 #[test]
 fn reads_stdin_and_other_shapes() {
     let good = format!("[{}, {}]", node(A, &[A, B]), node(B, &[]));

@@ -82,15 +82,20 @@ fn scores<T: Tally + From<u8>>(graph: &IndexedGraph<'_>) -> Option<Vec<T>> {
 /// (the store dir and hash) moved to the end after a `-`, e.g.
 /// `hello-2.12-/nix/store/<hash>`; compared as bytes.
 pub fn tie_key(path: &str) -> String {
+    let mut key = String::with_capacity(path.len() + 1);
+    push_tie_key(&mut key, path);
+    key
+}
+
+/// Append `path`'s [`tie_key`] to `keys`.
+fn push_tie_key(keys: &mut String, path: &str) {
     match path.split_once('-') {
         Some((head, rest)) => {
-            let mut key = String::with_capacity(path.len());
-            key.push_str(rest);
-            key.push('-');
-            key.push_str(head);
-            key
+            keys.push_str(rest);
+            keys.push('-');
+            keys.push_str(head);
         }
-        None => path.to_string(),
+        None => keys.push_str(path),
     }
 }
 
@@ -113,12 +118,21 @@ pub fn popularity_order<T: Ord>(graph: &IndexedGraph<'_>, scores: &[T]) -> Vec<u
                 .take_while(|&&v| scores[v as usize] == *score)
                 .count();
         if end - start > 1 {
-            let mut keyed: Vec<(String, u32)> = order[start..end]
-                .iter()
-                .map(|&v| (tie_key(&path_string(graph.path(v as usize))), v))
-                .collect();
-            keyed.sort_unstable();
-            for (slot, (_, v)) in order[start..end].iter_mut().zip(keyed) {
+            // The keys of the tied paths side by side in one string, compared as slices.
+            let (mut keys, mut path) = (String::new(), String::new());
+            let mut keyed: Vec<(usize, usize, u32)> = Vec::with_capacity(end - start);
+            for &v in &order[start..end] {
+                let stored = graph.path(v as usize);
+                path.clear();
+                path.push_str(stored.store_dir.as_str());
+                path.push('/');
+                path.push_str(stored.path.as_base_name());
+                let from = keys.len();
+                push_tie_key(&mut keys, &path);
+                keyed.push((from, keys.len(), v));
+            }
+            keyed.sort_unstable_by(|a, b| keys[a.0..a.1].cmp(&keys[b.0..b.1]).then(a.2.cmp(&b.2)));
+            for (slot, (_, _, v)) in order[start..end].iter_mut().zip(keyed) {
                 *slot = v;
             }
         }

@@ -69,9 +69,9 @@ pub struct Adjacency {
     references: Vec<Vec<u32>>,
     referrers: Vec<Vec<u32>>,
     /// Every path after all paths that refer to it: a depth-first order from the roots.
+    /// (The order the other way, [`bottom_up_order`], is made when a sum needs it: most
+    /// callers never do.)
     topological: Vec<u32>,
-    /// Every path after all paths it refers to; see [`bottom_up_order`].
-    bottom_up: Vec<u32>,
 }
 
 /// A closure graph reduced to what whole-graph algorithms look at: the paths in path order,
@@ -220,12 +220,10 @@ impl Adjacency {
         referrers: Vec<Vec<u32>>,
     ) -> Result<Adjacency, ClosureError> {
         let topological = depth_first_order(paths, &references)?;
-        let bottom_up = bottom_up_order(&topological, &references);
         Ok(Adjacency {
             references,
             referrers,
             topological,
-            bottom_up,
         })
     }
 }
@@ -408,7 +406,6 @@ impl<'g> IndexedGraph<'g> {
             .map(|&v| renumbered[v as usize])
             .filter(|&v| v != u32::MAX)
             .collect();
-        let bottom_up = bottom_up_order(&topological, &references);
         IndexedGraph {
             paths,
             nar_sizes,
@@ -416,7 +413,6 @@ impl<'g> IndexedGraph<'g> {
                 references,
                 referrers,
                 topological,
-                bottom_up,
             }),
         }
     }
@@ -513,7 +509,10 @@ impl<'g> IndexedGraph<'g> {
         // Masks flow from each batch member to the paths whose sum it belongs to, in an order
         // where a path is handled after every path that flows into it.
         let (flow, order): (&[Vec<u32>], Vec<u32>) = match reach {
-            Reach::Closure => (&self.adjacency.referrers, self.adjacency.bottom_up.clone()),
+            Reach::Closure => (
+                &self.adjacency.referrers,
+                bottom_up_order(&self.adjacency.topological, &self.adjacency.references),
+            ),
             Reach::Referrers => (
                 &self.adjacency.references,
                 self.adjacency.topological.clone(),

@@ -27,7 +27,9 @@ use super::content_address::ContentAddress;
 use super::dag::{Adjacency, HashPartHasher, PathGraph};
 use super::graph_scan::scan_graph;
 use super::path_info::{NarHash, parse_path_info_documents};
-use super::store_path::{AbsStorePath, HASH_PART_LEN, StoreDir, intern_key};
+use super::store_path::{
+    AbsStorePath, HASH_PART_LEN, StoreDir, StorePath, StorePathError, intern_key,
+};
 
 /// Why a graph JSON could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +137,25 @@ impl GraphReader {
         in_dir.or_else(|| intern_key(text))
     }
 
+    /// `text` as [`AbsStorePath::parse`] reads it; in `store_dir` (the one already met), only the base
+    /// name is checked and the store dir shared (what `parse` would make of it is equal).
+    fn parse_path(
+        store_dir: Option<&StoreDir>,
+        text: &str,
+    ) -> Result<AbsStorePath, StorePathError> {
+        let in_dir = store_dir.and_then(|dir| {
+            let base = text.strip_prefix(dir.as_str())?.strip_prefix('/')?;
+            (!base.contains('/')).then_some((dir, base))
+        });
+        match in_dir {
+            Some((dir, base)) => Ok(AbsStorePath {
+                store_dir: dir.clone(),
+                path: StorePath::from_base_name(base)?,
+            }),
+            None => AbsStorePath::parse(text),
+        }
+    }
+
     /// The number of the path `text` spells: parsed and checked the first time its hash part
     /// is met, compared with that first spelling afterwards.
     pub(super) fn intern<E: serde::de::Error>(&mut self, text: &str) -> Result<u32, E> {
@@ -154,7 +175,7 @@ impl GraphReader {
                 Ok(number)
             }
             Entry::Vacant(slot) => {
-                let path = AbsStorePath::parse(text).map_err(E::custom)?;
+                let path = Self::parse_path(self.store_dir.as_ref(), text).map_err(E::custom)?;
                 if path.path.hash_part().as_bytes() != key {
                     return Err(E::custom("a store path read from the wrong place"));
                 }

@@ -58,10 +58,6 @@ const VALUES: [u8; 256] = {
     table
 };
 
-fn char_value(c: u8) -> Option<u8> {
-    Some(VALUES[usize::from(c)]).filter(|&v| v != 0xff)
-}
-
 /// Whether `c` can appear in a nix32 string (and so in a store path hash part).
 pub fn is_nix32_char(c: u8) -> bool {
     VALUES[usize::from(c)] != 0xff
@@ -75,22 +71,33 @@ pub fn decode(s: &str) -> Result<Vec<u8>, Nix32Error> {
     if encoded_len(bytes) != chars.len() {
         return Err(Nix32Error::InvalidLength(chars.len()));
     }
-    // The last character holds the lowest 5 bits: collect bits from the end, a byte at a time.
-    let mut out = Vec::with_capacity(bytes);
-    let (mut bits, mut held) = (0u32, 0u32);
-    for &c in chars.iter().rev() {
-        let digit = char_value(c).ok_or(Nix32Error::InvalidChar(char::from(c)))?;
-        bits |= u32::from(digit) << held;
-        held += 5;
-        if held >= 8 && out.len() < bytes {
-            out.push(bits as u8);
-            bits >>= 8;
-            held -= 8;
-        }
+    // Every character checked first (an OR of the values is over 31 only if one is not a
+    // digit), so that the loops below only move bits. The error names the last bad one.
+    if chars.iter().fold(0, |all, &c| all | VALUES[usize::from(c)]) > 31
+        && let Some(&c) = chars.iter().rev().find(|&&c| !is_nix32_char(c))
+    {
+        return Err(Nix32Error::InvalidChar(char::from(c)));
     }
-    // 5 × len ≥ 8 × bytes, so every byte is out; fewer than 5 bits are left over, all from the
-    // first character: they must be zero.
-    if bits != 0 {
+    let digits = |group: &[u8]| {
+        group.iter().fold(0u64, |word, &c| {
+            word << 5 | u64::from(VALUES[usize::from(c)])
+        })
+    };
+    // The last character holds the lowest 5 bits and byte 0 is the lowest 8: eight
+    // characters from the end make five bytes.
+    let mut out = Vec::with_capacity(bytes);
+    let mut rest = chars;
+    while rest.len() >= 8 {
+        let (head, group) = rest.split_at(rest.len() - 8);
+        out.extend_from_slice(&digits(group).to_le_bytes()[..5]);
+        rest = head;
+    }
+    // Fewer than 8 characters left, holding the last bytes and fewer than 5 bits more, which
+    // must be zero.
+    let word = digits(rest);
+    let left = bytes - out.len();
+    out.extend_from_slice(&word.to_le_bytes()[..left]);
+    if word >> (8 * left) != 0 {
         return Err(Nix32Error::NonZeroPadding);
     }
     Ok(out)
@@ -130,6 +137,60 @@ mod tests {
             decode("zzzzzzzzzzzzzzzzzzzzzzzzzz"),
             Err(Nix32Error::NonZeroPadding)
         );
+    }
+
+    /// Nix's own decoding, digit by digit (libutil's `parseHash32`), as the reference.
+    fn decode_digit_by_digit(s: &str) -> Result<Vec<u8>, Nix32Error> {
+        let chars = s.as_bytes();
+        let size = chars.len() * 5 / 8;
+        if encoded_len(size) != chars.len() {
+            return Err(Nix32Error::InvalidLength(chars.len()));
+        }
+        let mut out = vec![0u8; size];
+        for n in 0..chars.len() {
+            let c = chars[chars.len() - n - 1];
+            let digit = ALPHABET.iter().position(|&a| a == c);
+            let digit = digit.ok_or(Nix32Error::InvalidChar(char::from(c)))? as u16;
+            let (i, j) = (n * 5 / 8, n * 5 % 8);
+            if i < size {
+                out[i] |= (digit << j) as u8;
+            }
+            let carry = (digit << j) >> 8;
+            if i + 1 < size {
+                out[i + 1] |= carry as u8;
+            } else if carry != 0 || (i >= size && digit != 0) {
+                return Err(Nix32Error::NonZeroPadding);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn decodes_as_digit_by_digit_on_every_length_and_top_digit() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in 0..80 {
+            for round in 0..64 {
+                let mut text: Vec<u8> =
+                    (0..len).map(|_| ALPHABET[(next() % 32) as usize]).collect();
+                // The top digit decides the padding bits: try each value in turn.
+                if len > 0 {
+                    text[0] = ALPHABET[round % 32];
+                }
+                // Now and then a character outside the alphabet.
+                if round % 7 == 3 && len > 0 {
+                    let at = (next() % len as u64) as usize;
+                    text[at] = [b'e', b'o', b't', b'u', b'A', b'-', 0xc3][round % 7];
+                }
+                let text = String::from_utf8_lossy(&text).into_owned();
+                assert_eq!(decode(&text), decode_digit_by_digit(&text), "{text:?}");
+            }
+        }
     }
 
     #[test]
