@@ -55,6 +55,16 @@ impl Scores {
     /// All paths, most popular first; see [`popularity_order`].
     pub fn order(&self, graph: &IndexedGraph<'_>) -> Vec<u32> {
         match self {
+            // Nearly always: each score and its path number packed in one integer, so that
+            // the sort compares integers instead of looking scores up.
+            Scores::Machine(scores) if scores.iter().all(|&s| s < 1 << 96) => {
+                let mut packed: Vec<u128> = (0..scores.len())
+                    .map(|v| ((1 << 96) - 1 - scores[v]) << 32 | v as u128)
+                    .collect();
+                packed.sort_unstable();
+                let order = packed.into_iter().map(|key| key as u32).collect();
+                break_ties(graph, scores, order)
+            }
             Scores::Machine(scores) => popularity_order(graph, scores),
             Scores::Big(scores) => popularity_order(graph, scores),
         }
@@ -108,7 +118,12 @@ pub(crate) fn path_string(path: &AbsStorePath) -> String {
 pub fn popularity_order<T: Ord>(graph: &IndexedGraph<'_>, scores: &[T]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..graph.len() as u32).collect();
     order.sort_unstable_by(|&a, &b| scores[b as usize].cmp(&scores[a as usize]));
-    // Break ties by key, building keys only for the paths that tie.
+    break_ties(graph, scores, order)
+}
+
+/// `order` (most popular first) with each run of equal scores in increasing [`tie_key`]
+/// order, keys built only for the paths that tie.
+fn break_ties<T: Ord>(graph: &IndexedGraph<'_>, scores: &[T], mut order: Vec<u32>) -> Vec<u32> {
     let mut start = 0;
     while start < order.len() {
         let score = &scores[order[start] as usize];
@@ -131,6 +146,7 @@ pub fn popularity_order<T: Ord>(graph: &IndexedGraph<'_>, scores: &[T]) -> Vec<u
                 push_tie_key(&mut keys, &path);
                 keyed.push((from, keys.len(), v));
             }
+            let keys = keys.as_bytes();
             keyed.sort_unstable_by(|a, b| keys[a.0..a.1].cmp(&keys[b.0..b.1]).then(a.2.cmp(&b.2)));
             for (slot, (_, _, v)) in order[start..end].iter_mut().zip(keyed) {
                 *slot = v;

@@ -503,7 +503,9 @@ impl<'g> IndexedGraph<'g> {
     ///
     /// Paths are taken 64 at a time in a depth-first topological order; one sweep per batch
     /// carries a bitmask "which of the 64 are in my sum" along the edges, visiting only the
-    /// paths that the batch touches, and adds the batch's share from a table of subset sums.
+    /// paths that the batch touches, and adds the weight of each member its mask names (a
+    /// handful per visit on closures of real shape: fewer additions than building a table of
+    /// subset sums per batch would take).
     pub fn reach_sums<T: Tally>(&self, weights: &[T], reach: Reach) -> Option<Vec<T>> {
         assert_eq!(weights.len(), self.len(), "one weight per path");
         // Masks flow from each batch member to the paths whose sum it belongs to, in an order
@@ -525,12 +527,11 @@ impl<'g> IndexedGraph<'g> {
         // Paths waiting to be handled, as a bitset over ranks: every path a batch reaches is
         // ranked after the paths that reach it, so one forward scan handles them in order.
         let mut waiting = vec![0u64; n.div_ceil(64)];
-        let mut subset_sums = vec![T::zero(); 8 * 256];
+        let mut members: Vec<T> = Vec::with_capacity(64);
         for (batch_index, batch) in order.chunks(64).enumerate() {
             let first = batch_index * 64;
-            if !fill_subset_sums(batch, weights, &mut subset_sums) {
-                return None;
-            }
+            members.clear();
+            members.extend(batch.iter().map(|&v| weights[v as usize].clone()));
             for bit in 0..batch.len() {
                 mask[first + bit] |= 1 << bit;
                 waiting[(first + bit) / 64] |= 1 << ((first + bit) % 64);
@@ -554,14 +555,12 @@ impl<'g> IndexedGraph<'g> {
                     }
                     mask[r] |= bits;
                 }
-                // Only the lanes with members in this path's sum (usually few).
                 let sum = &mut sums_by_rank[position];
                 let mut rest = bits;
                 while rest != 0 {
-                    let lane = rest.trailing_zeros() as usize / 8;
-                    let byte = (rest >> (8 * lane)) as usize & 0xff;
-                    rest &= !(0xff << (8 * lane));
-                    if !sum.try_add(&subset_sums[lane * 256 + byte]) {
+                    let member = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    if !sum.try_add(&members[member]) {
                         return None;
                     }
                 }
@@ -593,25 +592,6 @@ fn ranked_edges(order: &[u32], flow: &[Vec<u32>]) -> (Vec<usize>, Vec<u32>) {
         starts.push(targets.len());
     }
     (starts, targets)
-}
-
-/// Sums of every subset of each 8 members of `batch` (8 lanes of 256), so that adding a
-/// path's share takes at most 8 additions however many of the 64 reach it. False if a sum
-/// overflows.
-fn fill_subset_sums<T: Tally>(batch: &[u32], weights: &[T], subset_sums: &mut [T]) -> bool {
-    for lane in 0..8 {
-        for byte in 1..256usize {
-            let member = lane * 8 + byte.trailing_zeros() as usize;
-            let mut sum = subset_sums[lane * 256 + (byte & (byte - 1))].clone();
-            if let Some(&node) = batch.get(member)
-                && !sum.try_add(&weights[node as usize])
-            {
-                return false;
-            }
-            subset_sums[lane * 256 + byte] = sum;
-        }
-    }
-    true
 }
 
 #[cfg(test)]

@@ -109,6 +109,9 @@ pub(super) struct GraphReader {
     /// The store dir of the first path: the others are nearly always in it too.
     store_dir: Option<StoreDir>,
     paths: Vec<AbsStorePath>,
+    /// Whether the store dir's text is the same inside a JSON string (nothing escaped), so
+    /// that a path in it can be recognised in the raw text; see [`known_at`](Self::known_at).
+    plain_store_dir: bool,
     /// Per path number, the record that describes it, or [`NONE`].
     record_of: Vec<u32>,
     records: Vec<Record>,
@@ -120,6 +123,7 @@ impl GraphReader {
         GraphReader {
             numbers: HashMap::with_capacity_and_hasher(paths, Default::default()),
             store_dir: None,
+            plain_store_dir: false,
             paths: Vec::with_capacity(paths),
             record_of: Vec::with_capacity(paths),
             records: Vec::with_capacity(paths),
@@ -180,13 +184,41 @@ impl GraphReader {
                     return Err(E::custom("a store path read from the wrong place"));
                 }
                 let number = self.paths.len() as u32;
-                self.store_dir.get_or_insert_with(|| path.store_dir.clone());
+                if self.store_dir.is_none() {
+                    let dir = path.store_dir.as_str();
+                    self.plain_store_dir =
+                        dir.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+                    self.store_dir = Some(path.store_dir.clone());
+                }
                 self.paths.push(path);
                 self.record_of.push(NONE);
                 slot.insert(number);
                 Ok(number)
             }
         }
+    }
+
+    /// A path already numbered, recognised in raw JSON text: `bytes` starting with a string
+    /// whose content is exactly that path in the store dir of the first path (its number and
+    /// the bytes the string takes, quotes included). What reading the string and
+    /// [`intern`](Self::intern)ing it would give, without scanning the string for its end
+    /// first: a base name has no character JSON escapes, nor has the store dir (else this is
+    /// never tried), so the closing quote is where the path ends.
+    pub(super) fn known_at(&self, bytes: &[u8]) -> Option<(u32, usize)> {
+        let dir = self.store_dir.as_ref().filter(|_| self.plain_store_dir)?;
+        let dir = dir.as_str().as_bytes();
+        let rest = bytes
+            .strip_prefix(b"\"")?
+            .strip_prefix(dir)?
+            .strip_prefix(b"/")?;
+        let key: &[u8; HASH_PART_LEN] = rest.get(..HASH_PART_LEN)?.try_into().ok()?;
+        let &number = self.numbers.get(&fingerprint(key))?;
+        let path = &self.paths[number as usize];
+        let base = path.path.as_base_name().as_bytes();
+        let whole = path.store_dir.as_str().as_bytes() == dir
+            && rest.get(..base.len()) == Some(base)
+            && rest.get(base.len()) == Some(&b'"');
+        whole.then_some((number, 1 + dir.len() + 1 + base.len() + 1))
     }
 
     /// Keep `record`; an error if its path already has one.
@@ -493,6 +525,50 @@ mod tests {
         let empty = "[]";
         assert!(agree(empty));
         assert!(read_plain_graph(empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn paths_recognised_in_place_are_the_paths_read() {
+        // Known paths as references, before and after their own object, with space around.
+        let spaced = graph().replace(",\"", " ,\n \"").replace('[', "[ ");
+        assert!(agree(&spaced));
+        // Spelled like a known path up to where it goes on: another path (with the same
+        // hash part: left to the general reader), or an escape.
+        let longer = array(&[
+            object(A, &[], "1"),
+            object(&format!("{A}x"), &[], "1"),
+            object(B, &[&format!("{A}x"), A], "2"),
+        ]);
+        assert!(!agree(&longer));
+        refused(&array(&[
+            object(A, &[], "1"),
+            object(B, &[&format!("{A}y")], "1"),
+        ]));
+        // The hash part of a known path with another name of the same length.
+        let renamed = format!("{}z", &A[..A.len() - 1]);
+        refused(&array(&[object(A, &[], "1"), object(B, &[&renamed], "1")]));
+        // The base name of a known path in another store dir.
+        let gnu = B.replace("/nix/store", "/gnu/store");
+        refused(&array(&[
+            object(A, &[], "1"),
+            object(&gnu, &[], "1"),
+            object(C, &[B], "1"),
+        ]));
+        assert!(!agree(&array(&[
+            object(A, &[], "1"),
+            object(B, &[&format!("{A}\\u0078")], "1")
+        ])));
+        // A store dir with a space (recognised in place) and one JSON escapes (never: the
+        // scanner leaves escapes to serde_json).
+        for dir in ["/my store", "/my\\\"store"] {
+            let text = graph().replace("/nix/store", dir);
+            assert!(agree(&text), "{text}");
+            assert_eq!(scanned(&text).is_some(), !dir.contains('\\'), "{text}");
+            assert_eq!(read_path_graph(&text).unwrap().len(), 3);
+        }
+        // Keys that start like the fields read in place.
+        let keys = object(A, &[], "1").replace("\"path\"", "\"paths\":1,\"narHashes\":[],\"path\"");
+        assert!(agree(&keys));
     }
 
     #[test]

@@ -10,8 +10,7 @@
 //! what is wrong. So whatever the scanner accepts is valid JSON that those parsers read the
 //! same way.
 
-use serde::Deserialize;
-use serde::de::value::{Error as ValueError, StrDeserializer};
+use serde::de::value::Error as ValueError;
 
 use super::content_address::ContentAddress;
 use super::graph_json::{GraphReader, Record};
@@ -165,6 +164,31 @@ impl<'t> Scanner<'t> {
         }
     }
 
+    /// The number of the store path the next string spells: one already met is recognised
+    /// in place (most references are), any other read and interned.
+    fn path(&mut self, reader: &mut GraphReader) -> Option<u32> {
+        self.skip_space();
+        if let Some((number, length)) = reader.known_at(&self.bytes[self.at..]) {
+            self.at += length;
+            return Some(number);
+        }
+        reader.intern::<ValueError>(self.string()?).ok()
+    }
+
+    /// An object key: the fields of a path-info object compared in place, others read.
+    fn key(&mut self) -> Option<&'t str> {
+        const KEYS: [&str; 4] = ["\"path\"", "\"references\"", "\"narHash\"", "\"narSize\""];
+        self.skip_space();
+        let rest = &self.bytes[self.at..];
+        match KEYS.iter().find(|key| rest.starts_with(key.as_bytes())) {
+            Some(key) => {
+                self.at += key.len();
+                Some(&key[1..key.len() - 1])
+            }
+            None => self.string(),
+        }
+    }
+
     /// `null` if it comes next.
     fn null(&mut self) -> bool {
         self.word("null").is_some()
@@ -175,7 +199,7 @@ impl<'t> Scanner<'t> {
         self.eat(b'{')?;
         let mut fields = Fields::default();
         self.items(b'}', |scan| {
-            let key = scan.string()?;
+            let key = scan.key()?;
             scan.eat(b':')?;
             scan.field(key, &mut fields, reader)
         })?;
@@ -195,7 +219,7 @@ impl<'t> Scanner<'t> {
         match key {
             "narHash" => {
                 first(fields.nar_hash)?;
-                NarHash::deserialize(StrDeserializer::<ValueError>::new(self.string()?)).ok()?;
+                NarHash::accepts(self.string()?).then_some(())?;
                 fields.nar_hash = true;
             }
             "narSize" => {
@@ -218,14 +242,14 @@ impl<'t> Scanner<'t> {
             }
             "path" => {
                 first(fields.path.is_some())?;
-                fields.path = Some(reader.intern::<ValueError>(self.string()?).ok()?);
+                fields.path = Some(self.path(reader)?);
             }
             "references" => {
                 first(fields.references.is_some())?;
                 self.eat(b'[')?;
                 let start = reader.references.len();
                 self.items(b']', |scan| {
-                    let number = reader.intern::<ValueError>(scan.string()?).ok()?;
+                    let number = scan.path(reader)?;
                     reader.references.push(number);
                     Some(())
                 })?;

@@ -63,6 +63,25 @@ pub fn is_nix32_char(c: u8) -> bool {
     VALUES[usize::from(c)] != 0xff
 }
 
+/// Whether [`decode`] takes `s`, without decoding it: a length that encodes whole bytes,
+/// every character a digit, and the bits above the last byte (in the first character) zero.
+pub fn is_valid(s: &str) -> bool {
+    let chars = s.as_bytes();
+    let bytes = chars.len() * 5 / 8;
+    if encoded_len(bytes) != chars.len() {
+        return false;
+    }
+    if chars.iter().fold(0, |all, &c| all | VALUES[usize::from(c)]) > 31 {
+        return false;
+    }
+    // The first character holds the highest 5 bits, of which 5 × len − 8 × bytes are past
+    // the last byte.
+    let spare = chars.len() * 5 - bytes * 8;
+    chars
+        .first()
+        .is_none_or(|&c| VALUES[usize::from(c)] >> (5 - spare) == 0)
+}
+
 /// Decode a nix32 string into the bytes it encodes.
 pub fn decode(s: &str) -> Result<Vec<u8>, Nix32Error> {
     let chars = s.as_bytes();
@@ -189,6 +208,7 @@ mod tests {
                 }
                 let text = String::from_utf8_lossy(&text).into_owned();
                 assert_eq!(decode(&text), decode_digit_by_digit(&text), "{text:?}");
+                assert_eq!(is_valid(&text), decode(&text).is_ok(), "{text:?}");
             }
         }
     }

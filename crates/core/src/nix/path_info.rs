@@ -8,11 +8,28 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::content_address::ContentAddress;
 use super::hash::{Hash, HashAlgo};
+use super::nix32;
 use super::store_path::{AbsStorePath, InternPaths};
 
 /// A NAR hash as path-info JSON writes it: `sha256:<nix32>` (SRI and hex accepted on input).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NarHash(pub Hash);
+
+impl NarHash {
+    /// Whether reading `text` as a NAR hash succeeds, without building the hash: the form
+    /// Nix writes (`sha256:` and 52 nix32 digits) is checked in place, any other goes
+    /// through the reader itself.
+    pub fn accepts(text: &str) -> bool {
+        let written_by_nix = text
+            .strip_prefix("sha256:")
+            .is_some_and(|digits| digits.len() == 52 && nix32::is_valid(digits));
+        written_by_nix
+            || NarHash::deserialize(
+                serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text),
+            )
+            .is_ok()
+    }
+}
 
 impl Serialize for NarHash {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -188,6 +205,36 @@ impl<'de> Deserialize<'de> for OneOrMany {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nar_hash_accepts_what_it_reads() {
+        let nix32 = "15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky";
+        let mut texts = vec![
+            format!("sha256:{nix32}"),
+            format!("sha256:{}", "1".repeat(52)),
+            format!("sha256:{}", "2".repeat(52)),
+            format!("sha256:{}", &nix32[1..]),
+            format!("sha256:{nix32}0"),
+            format!("sha256:{}", nix32.replace('q', "e")),
+            format!("sha256:{}", nix32.to_uppercase()),
+            format!("sha1:{}", "0".repeat(32)),
+            format!("sha256:{}", "ab".repeat(32)),
+            "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".to_string(),
+            format!("SHA256:{nix32}"),
+            nix32.to_string(),
+            String::new(),
+        ];
+        // Every first digit: only 0 and 1 leave the bits above 256 zero.
+        for digit in nix32::ALPHABET {
+            texts.push(format!("sha256:{}{}", char::from(*digit), &nix32[1..]));
+        }
+        for text in texts {
+            let read = NarHash::deserialize(serde::de::value::StrDeserializer::<
+                serde::de::value::Error,
+            >::new(&text));
+            assert_eq!(NarHash::accepts(&text), read.is_ok(), "{text}");
+        }
+    }
 
     const ONE: &str = r#"{"ca":"text:sha256:085ssxbk2llxi98aiz181pvqm5mrhcr632v0y4a886lxyx22yq50","closureSize":128,"narHash":"sha256:15rnbqpncbwhcd4mqzqhvz9srh6xanjkm7piiwww36si73qbjzky","narSize":128,"path":"/nix/store/6nqvynq6mpq1s0g0prmzq6dwkpldp8cg-dep","references":[]}"#;
 
