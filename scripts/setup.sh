@@ -10,7 +10,6 @@ packages=(
   python3            # runs the nixpkgs reference scripts
   util-linux         # setpriv, unshare
   gzip
-  libsqlite3-dev     # strata reads Nix's own database (read-only)
   dpkg-dev           # dpkg-deb builds the test packages
   libh2-java         # the example's database library
   openjdk-17-jdk-headless  # javac/jar for the Java wrapper tests
