@@ -134,7 +134,8 @@ fn break_ties<T: Ord>(graph: &IndexedGraph<'_>, scores: &[T], mut order: Vec<u32
                 .count();
         if end - start > 1 {
             // The keys of the tied paths side by side in one string, compared as slices.
-            let (mut keys, mut path) = (String::new(), String::new());
+            let mut keys = String::with_capacity((end - start) * 96);
+            let mut path = String::with_capacity(128);
             let mut keyed: Vec<(usize, usize, u32)> = Vec::with_capacity(end - start);
             for &v in &order[start..end] {
                 let stored = graph.path(v as usize);

@@ -278,9 +278,7 @@ pub fn check_name(name: &str, shown: &str) -> Result<(), StorePathError> {
         return Err(StorePathError::NameTooLong(shown.to_string()));
     }
     // Checked bytewise first: names are ASCII, and a non-ASCII byte is refused below.
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii() && is_name_char(char::from(b)))
+    if !name.bytes().all(|b| NAME_BYTES[usize::from(b)])
         && let Some(bad) = name.chars().find(|&c| !is_name_char(c))
     {
         return Err(StorePathError::IllegalChar {
@@ -294,9 +292,20 @@ pub fn check_name(name: &str, shown: &str) -> Result<(), StorePathError> {
     Ok(())
 }
 
-fn is_name_char(c: char) -> bool {
+const fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '?' | '=')
 }
+
+/// [`is_name_char`] for each byte value: one load per character of a name.
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 128 {
+        table[byte] = is_name_char(byte as u8 as char);
+        byte += 1;
+    }
+    table
+};
 
 impl StorePath {
     /// Build from a hash part and a name, checking both.
@@ -570,6 +579,17 @@ impl<'de> Deserialize<'de> for AbsStorePath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_byte_table_is_the_name_characters() {
+        for byte in 0..=255u8 {
+            assert_eq!(
+                NAME_BYTES[usize::from(byte)],
+                byte.is_ascii() && is_name_char(char::from(byte)),
+                "{byte}"
+            );
+        }
+    }
 
     #[test]
     fn source_path_of_hello() {
