@@ -25,15 +25,16 @@
 # writes into a target of its own (store root, copy, registry storage, output dir), and the work
 # dirs are removed only when everything is measured (`bench_done`; under bench/run.sh, at the
 # very end of `make bench`). The reason: on ext4 without a journal, allocating an inode skips
-# every inode freed in the last minute or so (and longer while the inode table is not yet
-# written back), reading each one's deletion time; after 10 000 files were removed, every new
-# file pays close to a millisecond, more than the work measured. `settle` waits that window out
-# once before a bench's first timed run when a removal happened shortly before (a previous
-# bench run's clean-up).
+# every inode freed in the last 60 s, or 360 s while its inode table block is dirty (which new
+# files in the same block make it), reading each one's deletion time; after 10 000 files were
+# removed, every new file pays close to a millisecond, more than the work measured (still 12x
+# the time to create 10 000 files 75 s after the removal, on the development machine).
+# `settle` waits that window out once before a bench's first timed run when a removal of bench
+# files happened shortly before (the clean-up of a previous bench run).
 #   bench_done                          remove $work (and the store paths and docker images listed
 #                                       in $work/nix-paths and $work/docker-images)
 #                                       now, or leave it to bench/run.sh's end
-#   settle                              wait until the last removal is BENCH_SETTLE (65) s old
+#   settle                              wait until the last removal is BENCH_SETTLE (360) s old
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_ROOT/bench/results}
@@ -78,7 +79,7 @@ settle() {
     local last now left
     last=$(cat "$BENCH_REMOVED_STAMP" 2>/dev/null || echo 0)
     now=$(date +%s)
-    left=$((last + ${BENCH_SETTLE:-65} - now))
+    left=$((last + ${BENCH_SETTLE:-360} - now))
     if [ "$left" -gt 0 ]; then
         echo "bench/$BENCH_NAME: waiting ${left} s (files removed just before; see bench/lib.sh)" >&2
         sleep "$left"
