@@ -15,19 +15,76 @@
 #   show FIGURE OURS PEER [ANCHOR...]   print the figure's line of the human table
 # A side's samples may carry a second time (e.g. through `sync`): `side_then NAME COMMAND` runs
 # COMMAND after each timed run of NAME and records the time to its end as NAME+then.
+#
+# Run counts: BENCH_RUNS (default 7) for sides that take a second or more, BENCH_QUICK_RUNS
+# (default 15) for figures whose sides take well under a second or so: a handful of runs of a
+# quick command gives a spread too narrow to hold the machine's drift between two runs of
+# `make bench`. Both sides of a figure always get the same count.
+#
+# Fresh targets, removal at the end: nothing is deleted before or between timed runs. Each run
+# writes into a target of its own (store root, copy, registry storage, output dir), and the work
+# dirs are removed only when everything is measured (`bench_done`; under bench/run.sh, at the
+# very end of `make bench`). The reason: on ext4 without a journal, allocating an inode skips
+# every inode freed in the last 60 s, or 360 s while its inode table block is dirty (which new
+# files in the same block make it), reading each one's deletion time; after 10 000 files were
+# removed, every new file pays close to a millisecond, more than the work measured (still 12x
+# the time to create 10 000 files 75 s after the removal, on the development machine).
+# `settle` waits that window out once before a bench's first timed run when a removal of bench
+# files happened shortly before (the clean-up of a previous bench run).
+#   bench_done                          remove $work (and the store paths and docker images listed
+#                                       in $work/nix-paths and $work/docker-images)
+#                                       now, or leave it to bench/run.sh's end
+#   settle                              wait until the last removal is BENCH_SETTLE (360) s old
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_ROOT/bench/results}
-BENCH_RUNS=${BENCH_RUNS:-5}
+BENCH_RUNS=${BENCH_RUNS:-7}
+BENCH_QUICK_RUNS=${BENCH_QUICK_RUNS:-15}
+# When the last removal of bench work dirs ended (epoch seconds), for `settle`.
+BENCH_REMOVED_STAMP=${BENCH_REMOVED_STAMP:-/var/tmp/strata-bench.removed}
 
 declare -A _side_cmd _side_then _side_bytes
 
 bench_init() {
     BENCH_NAME=$1
     mkdir -p "$BENCH_RESULTS"
-    work=$(mktemp -d "/var/tmp/strata-bench-$1.XXXXXX")
+    # Under bench/run.sh, BENCH_WORK holds every bench's work dir until the end.
+    work=$(mktemp -d "${BENCH_WORK:-/var/tmp}/strata-bench-$1.XXXXXX")
     mkdir -p "$work/samples"
     : > "$BENCH_RESULTS/$BENCH_NAME.jsonl"
+}
+
+# bench_remove DIR: the store paths DIR/nix-paths lists deleted, the docker images
+# DIR/docker-images names removed, DIR removed, the file system synced, and, when it held over
+# 1000 files (a few do not slow anything measurable), the time noted for `settle`.
+bench_remove() {
+    local dir=$1 files
+    [ -d "$dir" ] || return 0
+    files=$(find "$dir" -xdev 2>/dev/null | head -n 1001 | wc -l) || true
+    cat "$dir"/nix-paths "$dir"/*/nix-paths 2>/dev/null | xargs -r nix-store --delete >/dev/null 2>&1 || true
+    cat "$dir"/docker-images "$dir"/*/docker-images 2>/dev/null | xargs -r docker rmi -f >/dev/null 2>&1 || true
+    chmod -R u+w "$dir" 2>/dev/null || true
+    rm -rf "$dir"
+    sync
+    if [ "$files" -gt 1000 ]; then date +%s > "$BENCH_REMOVED_STAMP"; fi
+}
+
+# bench_done: $work removed, unless bench/run.sh removes every work dir at its end.
+bench_done() {
+    [ -n "${BENCH_WORK:-}" ] || bench_remove "$work"
+}
+
+# settle: before a bench's first timed run, the window in which freed inodes slow allocation
+# waited out, if a removal ended less than BENCH_SETTLE seconds ago.
+settle() {
+    local last now left
+    last=$(cat "$BENCH_REMOVED_STAMP" 2>/dev/null || echo 0)
+    now=$(date +%s)
+    left=$((last + ${BENCH_SETTLE:-360} - now))
+    if [ "$left" -gt 0 ]; then
+        echo "bench/$BENCH_NAME: waiting ${left} s (files removed just before; see bench/lib.sh)" >&2
+        sleep "$left"
+    fi
 }
 
 side() {
@@ -137,10 +194,12 @@ machine() {
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
-# A fresh docker-registry with its storage in $work: sets PORT_NAME and PID_NAME and adds the
-# PID to the caller's `pids` array (for its clean-up).
-start_registry() { # NAME
-  local name=$1 port; port=$(free_port)
+# A fresh docker-registry: sets PORT_NAME and PID_NAME and adds the PID to the caller's `pids`
+# array (for its clean-up). Its storage is STORAGE (default $work/NAME-storage), which must not
+# exist yet: a registry per run gets a dir of its own rather than the last one's emptied.
+start_registry() { # NAME [STORAGE]
+  local name=$1 storage=${2:-$work/$1-storage} port; port=$(free_port)
+  [ ! -e "$storage" ] || { echo "bench: $storage exists (each registry needs a fresh one)" >&2; return 1; }
   cat > "$work/$name.yml" <<YML
 version: 0.1
 log:
@@ -149,11 +208,10 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: $work/$name-storage
+    rootdirectory: $storage
 http:
   addr: 127.0.0.1:$port
 YML
-  rm -rf "$work/$name-storage"
   docker-registry serve "$work/$name.yml" > "$work/$name.log" 2>&1 &
   pids+=($!)
   eval "PID_$name=$!"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # mkimage against nixpkgs' stream_layered_image.py on a >= 500 MB, >= 10k-file store in >= 30
-# layers, each run $BENCH_RUNS times (default 5), interleaved, after `sync` and the same
-# page-cache warm-up; both write their image to a file. Anchors: a one-pass `tar | sha256sum`
-# of the same files (reading and hashing them once) and `tar | cat > /dev/null` (reading them).
-# Then the cache (strata alone): a cold build filling a fresh cache, and a build after one
-# layer changed, $BENCH_RUNS pairs.
+# layers, each run $BENCH_QUICK_RUNS times (default 15: the sides take 0.7 to 2.5 s),
+# interleaved, after `sync` and the same page-cache warm-up; both write their image to a file
+# (the previous run's image file is removed first: one inode, not a mass deletion). Anchors: a
+# one-pass `tar | sha256sum` of the same files (reading and hashing them once) and
+# `tar | cat > /dev/null` (reading them). Then the cache (strata alone): a cold build filling a
+# fresh cache of its own, and a build after one layer changed, $BENCH_QUICK_RUNS pairs; the
+# caches are removed at the end.
 # Needs root (the reference runs in a private mount namespace with the store bind-mounted at
 # /nix/store). BENCH_FILES, BENCH_MB, BENCH_LAYERS change the size.
 set -euo pipefail
@@ -17,7 +19,7 @@ LAYERS=${BENCH_LAYERS:-40}
 REF=$(cd .. && pwd)/shared/reference/stream_layered_image.py
 test -f "$REF" || { echo "bench/mkimage: $REF is missing" >&2; exit 1; }
 bench_init mkimage
-trap 'rm -rf "$work"' EXIT
+trap bench_done EXIT
 root=$work/root
 export STRATA_STORE_ROOT=$root
 echo "bench/mkimage: generating $LAYERS store paths, $FILES files, ${MB} MB" >&2
@@ -66,7 +68,8 @@ side "stream_layered_image.py" run_ref
 side "tar | sha256sum" 'tar -C "$root/nix/store" -cf - "${names[@]}" | sha256sum > /dev/null'
 side "tar | cat" 'tar -C "$root/nix/store" -cf - "${names[@]}" | cat > /dev/null'
 for s in mkimage stream_layered_image.py "tar | sha256sum" "tar | cat"; do side_bytes "$s" "$store_bytes"; done
-interleave "$BENCH_RUNS" warm mkimage stream_layered_image.py "tar | sha256sum" "tar | cat"
+settle
+interleave "$BENCH_QUICK_RUNS" warm mkimage stream_layered_image.py "tar | sha256sum" "tar | cat"
 
 # The cache: a cold build fills a fresh one; then one layer changes (a new path replaces the last).
 mkdir -p "$work/changed" && cp -r "$work/src/p00/." "$work/changed/" && echo changed > "$work/changed/stamp"
@@ -76,7 +79,7 @@ k=0
 side "mkimage --cache, cold" 'k=$((k + 1)); "$BIN/mkimage" "$work/layers.json" --name bench --tag 1 --cache "$work/cache-$k" -o "$work/c1.tar" -v 2> "$work/c1.log"'
 side "mkimage --cache, one layer changed" '"$BIN/mkimage" "$work/layers2.json" --name bench --tag 1 --cache "$work/cache-$k" -o "$work/c2.tar" -v 2> "$work/c2.log"'
 warm_cache() { rm -f "$work/c1.tar" "$work/c2.tar"; warm; }
-interleave "$BENCH_RUNS" warm_cache "mkimage --cache, cold" "mkimage --cache, one layer changed"
+interleave "$BENCH_QUICK_RUNS" warm_cache "mkimage --cache, cold" "mkimage --cache, one layer changed"
 built=$(grep -c 'built)' "$work/c2.log" || true)
 cached=$(grep -c 'cached)' "$work/c2.log" || true)
 read_bytes=$(sed -n 's/.*(\([0-9]*\) bytes of store files read).*/\1/p' "$work/c2.log")

@@ -2,13 +2,14 @@
 # Benchmark of mklayers: generates closure graphs shaped like real ones (a libc hub, a core of
 # shared libraries, packages in ecosystems of 200 that mostly depend within their ecosystem,
 # 10% with one dependency into one of ten library ecosystems, self-references, log-normal NAR
-# sizes), then measures wall time (median and min–max of RUNS runs, default 5) and peak RSS of
+# sizes), then measures wall time (median and min–max of RUNS runs, default $BENCH_QUICK_RUNS,
+# 15: every side takes under a second) and peak RSS of
 #   - strata vs nixpkgs' closure-graph.py (popularity) and auto-layer.py on 3000 paths,
 #   - strata alone on 100 000 paths (targets: < 1 s, < 200 MB),
 #   - strata alone on a "dense" 100 000-path variant whose cross-ecosystem links go anywhere,
 #     so that closures grow with the graph (a stress case: exact popularity and closure sizes
 #     are sums over reachable sets, which cost more as those sets grow).
-# Usage: [RUNS=5] [MKLAYERS=binary] bench/mklayers.sh   (builds the release binary itself)
+# Usage: [RUNS=15] [MKLAYERS=binary] bench/mklayers.sh   (builds the release binary itself)
 # Needs python3 and GNU time (/usr/bin/time; `apt-get install -y time`).
 set -euo pipefail
 
@@ -16,7 +17,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/bench/lib.sh"
 shared=$root/../shared/reference
 target=${CARGO_TARGET_DIR:-$root/target}
-runs=${RUNS:-$BENCH_RUNS}
+runs=${RUNS:-$BENCH_QUICK_RUNS}
 
 [ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing (apt-get install -y time)" >&2; exit 1; }
 [ -d "$shared" ] || { echo "bench: $shared missing" >&2; exit 1; }
@@ -30,7 +31,7 @@ else
 fi
 
 bench_init mklayers
-trap 'rm -rf "$work"' EXIT
+trap bench_done EXIT
 
 python3 - "$work" <<'EOF'
 import json, random, sys
@@ -119,6 +120,7 @@ side bp '"$mklayers" --max-layers 100 "$g100" > /dev/null'
 side ba '"$mklayers" --algorithm auto --max-layers 100 "$g100" > /dev/null'
 side dp '"$mklayers" --max-layers 100 "$gd" > /dev/null'
 warm() { cat "$g3" "$g100" "$gd" "$work/attrs-3000.json" "$mklayers" > /dev/null; }
+settle
 interleave "$runs" warm sp cg sa al "cat graph"
 interleave "$runs" warm bp ba dp
 peak sp "$mklayers" --max-layers 100 "$g3"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # push-image against `skopeo copy` of the same image to a docker-registry on 127.0.0.1: a
-# first push (empty registry) and a push after a one-line change, $BENCH_RUNS times (default
-# 5), each run into fresh registries (one per tool, same config, filesystem storage, so neither
-# finds or mounts the other's blobs), the tools taking turns (which goes first alternates),
-# each timed run after `sync` and the image read into the page cache.
+# first push (empty registry) and a push after a one-line change, $BENCH_QUICK_RUNS times
+# (default 15: most pushes take well under a second), each run into fresh registries (one per
+# tool, same config, filesystem storage in a dir of their own for that run, so neither finds or
+# mounts the other's blobs, and nothing is deleted between runs), the tools taking turns (which
+# goes first alternates), each timed run after `sync` and the image read into the page cache.
 #   the comparison: push-image --compress gzip (with a fresh --cache each run) against skopeo
 #     copy oci-archive:… docker://… --dest-compress-format gzip at the same level: same work
 #   strata alone: push-image uncompressed (its default), which the registry stores as is
@@ -23,7 +24,7 @@ for t in docker-registry skopeo; do
 done
 bench_init push
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; bench_done; }
 trap cleanup EXIT
 export STRATA_STORE_ROOT=$work/root
 # push-image --compress gzip deflates at this level (crates/core/src/oci/compression.rs GZIP_LEVEL);
@@ -92,9 +93,9 @@ push_ours() { # IMAGE PORT TAG [FLAGS]
 push_skopeo() { # IMAGE PORT TAG
   skopeo copy -q --dest-tls-verify=false --dest-compress-format gzip --dest-compress-level "$GZIP_LEVEL" "oci-archive:$1" "docker://127.0.0.1:$2/bench:$3" >/dev/null
 }
-side "push-image --compress gzip, first" 'push_ours "$work/v1.tar" "$PORT_gz" 1 --compress gzip --cache "$work/pushcache"'
+side "push-image --compress gzip, first" 'push_ours "$work/v1.tar" "$PORT_gz" 1 --compress gzip --cache "$work/pushcache-$run"'
 side "skopeo copy, first" 'push_skopeo "$work/v1.tar" "$PORT_skopeo" 1'
-side "push-image --compress gzip, change" 'push_ours "$work/v2.tar" "$PORT_gz" 2 --compress gzip --cache "$work/pushcache"'
+side "push-image --compress gzip, change" 'push_ours "$work/v2.tar" "$PORT_gz" 2 --compress gzip --cache "$work/pushcache-$run"'
 side "skopeo copy, change" 'push_skopeo "$work/v2.tar" "$PORT_skopeo" 2'
 side "push-image, first" 'push_ours "$work/v1.tar" "$PORT_plain" 1'
 side "push-image, change" 'push_ours "$work/v2.tar" "$PORT_plain" 2'
@@ -104,9 +105,9 @@ for s in "push-image --compress gzip, first" "skopeo copy, first" "push-image, f
   side_bytes "$s" "$image_bytes"
 done
 warm() { sync; cat "$work/v1.tar" "$work/v2.tar" > /dev/null; }
-for run in $(seq "$BENCH_RUNS"); do
-  start_registry gz; start_registry skopeo; start_registry plain
-  rm -rf "$work/pushcache"
+settle
+for run in $(seq "$BENCH_QUICK_RUNS"); do
+  for r in gz skopeo plain; do start_registry "$r" "$work/$r-storage-$run"; done
   if [ $((run % 2)) = 1 ]; then
     order=("push-image --compress gzip, first" "skopeo copy, first" "push-image --compress gzip, change" "skopeo copy, change")
   else
@@ -116,7 +117,7 @@ for run in $(seq "$BENCH_RUNS"); do
     warm
     time_once "$s"
   done
-  stored_gz=$(stored "$work/gz-storage") stored_skopeo=$(stored "$work/skopeo-storage") stored_plain=$(stored "$work/plain-storage")
+  stored_gz=$(stored "$work/gz-storage-$run") stored_skopeo=$(stored "$work/skopeo-storage-$run") stored_plain=$(stored "$work/plain-storage-$run")
   layer_types() { # PORT: how the layers of bench:2 are stored
     curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
       "http://127.0.0.1:$1/v2/bench/manifests/2" |

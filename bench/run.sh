@@ -12,6 +12,13 @@ if [ -f "$BENCH_RESULTS/summary.json" ]; then
   mv "$BENCH_RESULTS/summary.json" "$BENCH_RESULTS/summary.previous.json"
 fi
 rm -f "$BENCH_RESULTS"/*.jsonl
+# Every bench's work dir stays until all are measured: removing one bench's files just before
+# the next bench's timed runs would slow the files those create (bench/lib.sh). Removed at the
+# end (disk: some 25 GB at the peak); a `make bench` started within six minutes of this one's end
+# waits the rest of that window out before its first timed run (`settle`).
+BENCH_WORK=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
+export BENCH_WORK
+trap 'echo "== removing $BENCH_WORK" >&2; bench_remove "$BENCH_WORK"' EXIT
 for b in bench/store-add.sh bench/mkimage.sh bench/mklayers.sh bench/push.sh bench/example.sh bench/direct.sh; do
   echo "== $b"
   "$b"

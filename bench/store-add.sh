@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # store-add against nix-store --add and nix-hash on a >= 500 MB tree of >= 10k files, each side
-# run $BENCH_RUNS times (default 5), interleaved, after `sync` and the same page-cache warm-up.
-#   add:       store-add vs nix-store --add, anchor `cp -a` of the same tree; timed to the end of
-#              the command and again to the end of a `sync` after it (the writeback each one
-#              leaves behind is part of its cost: store-add syncs before it renames, nix does not)
-#   hash only: store-add --dry-run vs nix-hash; anchors `openssl dgst -sha256` of the tree's NAR
+# run the same number of times, interleaved, after `sync` and the same page-cache warm-up.
+#   add:       store-add vs nix-store --add, anchor `cp -a` of the same tree, $BENCH_RUNS runs
+#              (default 7); timed to the end of the command and again to the end of a `sync`
+#              after it (the writeback each one leaves behind is part of its cost: store-add
+#              syncs before it renames, nix does not). Every run writes 10 000 new files into a
+#              target of its own (a fresh store root, copy dir, salted nix path); all of them are
+#              removed only at the end (bench/lib.sh says why)
+#   hash only: store-add --dry-run vs nix-hash, $BENCH_QUICK_RUNS runs (default 15); anchors `openssl dgst -sha256` of the tree's NAR
 #              (the same bytes, one file in the page cache: the SHA-256 limit) and `cat` of it
 #              (reading), and `openssl speed -evp sha256` (the hash alone, no I/O)
 set -euo pipefail
@@ -14,7 +17,7 @@ BIN=$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)
 FILES=${BENCH_FILES:-10000}
 MB=${BENCH_MB:-520}
 bench_init store-add
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+trap bench_done EXIT
 export NIX_CONFIG="substituters ="
 
 echo "bench/store-add: generating $FILES files, ${MB} MB in $work/tree" >&2
@@ -40,23 +43,19 @@ nar_size=$(stat -c %s "$work/tree.nar")
 # The same warm-up before every timed run: the tree and its NAR read into the page cache.
 warm() { sync; tar -cf - -C "$work" tree | cat > /dev/null; cat "$work/tree.nar" > /dev/null; }
 
-# Adds: every run adds a fresh path (a new salt), into an emptied store; the copy is removed
-# and synced away before the next run, untimed.
+# Adds: every run adds a fresh path (a new salt) into a target of its own: nix a new store
+# path, store-add a new store root, cp a new dir. Nothing is removed between runs: freed inodes
+# would slow every file the next run creates (bench/lib.sh); all of it goes at the end.
 n=0
 salt() { n=$((n + 1)); echo "$n" > "$work/tree/salt"; }
-clean() {
-    [ -n "${nixpath:-}" ] && { nix-store --delete "$nixpath" >/dev/null 2>&1 || true; nixpath=; }
-    chmod -R u+w "$work/root" "$work/copy" 2>/dev/null || true
-    rm -rf "$work/root" "$work/copy"
-}
-prepare_add() { clean; salt; warm; }
-side "nix-store --add" 'nixpath=$(nix-store --add "$work/tree")'
-side "store-add" '"$BIN/store-add" --store-root "$work/root" "$work/tree" > /dev/null'
-side "cp -a" 'cp -a "$work/tree" "$work/copy"'
+prepare_add() { salt; warm; }
+side "nix-store --add" 'nix-store --add "$work/tree" >> "$work/nix-paths"'
+side "store-add" '"$BIN/store-add" --store-root "$work/root-$n" "$work/tree" > /dev/null'
+side "cp -a" 'cp -a "$work/tree" "$work/copy-$n"'
 for s in "nix-store --add" "store-add" "cp -a"; do side_then "$s" sync; done
+settle
 interleave "$BENCH_RUNS" prepare_add "nix-store --add" "store-add" "cp -a"
-clean
-rm -f "$work/tree/salt"   # the tree of the NAR file again
+rm -f "$work/tree/salt"   # the tree of the NAR file again (one file: no settling needed)
 
 side "nix-hash" 'nix-hash --type sha256 "$work/tree" > /dev/null'
 side "store-add --dry-run" '"$BIN/store-add" --store-root "$work/none" --dry-run "$work/tree" > /dev/null'
@@ -65,7 +64,7 @@ side "cat (NAR file)" 'cat "$work/tree.nar" > /dev/null'
 for s in "nix-hash" "store-add --dry-run" "openssl dgst (NAR file)" "cat (NAR file)"; do
     side_bytes "$s" "$nar_size"
 done
-interleave "$BENCH_RUNS" warm "nix-hash" "store-add --dry-run" "openssl dgst (NAR file)" "cat (NAR file)"
+interleave "$BENCH_QUICK_RUNS" warm "nix-hash" "store-add --dry-run" "openssl dgst (NAR file)" "cat (NAR file)"
 
 # The hash alone: openssl's own figure, as seconds per NAR's worth of bytes.
 speed=$(openssl speed -evp sha256 -bytes 1048576 -seconds 2 2>/dev/null |
