@@ -85,6 +85,8 @@ side "mkimage -o + docker load" \
 # The mkimage step alone, for scale: the rest of each run is make (launcher, closure, layers).
 side "make layers.json only" 'mk "$OUT/layers.json"'
 settle
+untimed_round prepare "mkimage --push" "mkimage -o + push-image" \
+  "mkimage --load docker" "mkimage -o + docker load" "make layers.json only"
 interleave "$BENCH_QUICK_RUNS" prepare "mkimage --push" "mkimage -o + push-image" \
   "mkimage --load docker" "mkimage -o + docker load" "make layers.json only"
 

@@ -34,7 +34,8 @@
 #   bench_done                          remove $work (and the store paths and docker images listed
 #                                       in $work/nix-paths and $work/docker-images)
 #                                       now, or leave it to bench/run.sh's end
-#   settle                              wait until the last removal is BENCH_SETTLE (360) s old
+#   settle                              wait until the last removal is BENCH_SETTLE (360) s old,
+#                                       then (as root) empty the page cache
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_ROOT/bench/results}
@@ -76,6 +77,10 @@ bench_done() {
 
 # settle: before a bench's first timed run, the window in which freed inodes slow allocation
 # waited out, if a removal ended less than BENCH_SETTLE seconds ago.
+# Then, as root, the page cache emptied: the files earlier benches keep until the end (some
+# 20 GB) would otherwise fill it, and every write of a timed run would first have to reclaim
+# pages (mkimage's image-from-store runs spread from 0.8 to 1.8 s that way, against 0.65-0.7 s
+# with memory free). Each timed run's warm-up reads its inputs back in.
 settle() {
     local last now left
     last=$(cat "$BENCH_REMOVED_STAMP" 2>/dev/null || echo 0)
@@ -85,6 +90,8 @@ settle() {
         echo "bench/$BENCH_NAME: waiting ${left} s (files removed just before; see bench/lib.sh)" >&2
         sleep "$left"
     fi
+    sync
+    if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
 }
 
 side() {
@@ -114,6 +121,17 @@ time_once() {
         then=$EPOCHREALTIME
         awk -v a="$start" -v b="$then" 'BEGIN { printf "%.6f\n", b - a }' >> "$work/samples/$name+then"
     fi
+}
+
+# untimed_round PREPARE SIDE...: each side run once, untimed, after PREPARE: a warm-up where
+# the sides' inputs are more than the benchmark's own warm-up reads back after `settle`.
+untimed_round() {
+    local prepare=$1 s
+    shift
+    for s in "$@"; do
+        eval "$prepare"
+        eval "${_side_cmd[$s]}"
+    done
 }
 
 interleave() {
