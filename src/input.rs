@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Deref;
 
-use crate::cli::{Failure, input_name};
+use crate::cli::{Failure, input_name, read_input};
 
 /// Files below this are read into an ordinary buffer: they fill too little of a huge page.
 const HUGE_FROM: u64 = 256 * 1024;
@@ -44,12 +44,11 @@ impl Deref for InputBytes {
 /// The whole input named on the command line (`-` is stdin); a regular file of at least
 /// [`HUGE_FROM`] bytes is read into huge pages.
 pub fn input_bytes(name: &str) -> Result<InputBytes, Failure> {
+    if name == "-" {
+        return read_input(name).map(InputBytes::Read);
+    }
     let failed = |e: io::Error| Failure::failed(format!("{}: {e}", input_name(name)));
     let mut data = Vec::new();
-    if name == "-" {
-        io::stdin().read_to_end(&mut data).map_err(failed)?;
-        return Ok(InputBytes::Read(data));
-    }
     let mut file = File::open(name).map_err(failed)?;
     let meta = file.metadata().map_err(failed)?;
     match usize::try_from(meta.len()) {

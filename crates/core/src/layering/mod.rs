@@ -301,7 +301,7 @@ impl Layering<'_> {
             for (at, path) in layer.iter().enumerate() {
                 out.write_all(if at == 0 { b"\n  " } else { b",\n  " })?;
                 let (dir, base) = (path.store_dir.as_str(), path.path.as_base_name());
-                if plain_dir != Some(dir) && json_plain(dir) {
+                if plain_dir != Some(dir) && path.store_dir.is_json_plain() {
                     plain_dir = Some(dir);
                 }
                 if plain_dir == Some(dir) {
@@ -317,12 +317,6 @@ impl Layering<'_> {
         }
         out.write_all(b"\n]")
     }
-}
-
-/// Whether JSON writes `text` inside quotes as it is (no control character, quote or
-/// backslash).
-fn json_plain(text: &str) -> bool {
-    text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// Every path of `graph` with its popularity, most popular first (the order nixpkgs'

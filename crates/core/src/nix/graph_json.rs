@@ -185,9 +185,7 @@ impl GraphReader {
                 }
                 let number = self.paths.len() as u32;
                 if self.store_dir.is_none() {
-                    let dir = path.store_dir.as_str();
-                    self.plain_store_dir =
-                        dir.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+                    self.plain_store_dir = path.store_dir.is_json_plain();
                     self.store_dir = Some(path.store_dir.clone());
                 }
                 self.paths.push(path);

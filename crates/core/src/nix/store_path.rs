@@ -94,6 +94,12 @@ impl StoreDir {
         &self.0
     }
 
+    /// Whether JSON writes the store dir inside quotes as it is (no control character, quote
+    /// or backslash), so that its paths can be written, and recognised, byte for byte.
+    pub fn is_json_plain(&self) -> bool {
+        self.0.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+    }
+
     /// Parse an absolute path directly inside this store dir (`/nix/store/<hash>-<name>`).
     pub fn parse_path(&self, path: &str) -> Result<StorePath, StorePathError> {
         let base = path
