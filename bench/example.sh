@@ -15,8 +15,7 @@ trap bench_done EXIT
 scripts/services.sh docker
 # The images each load makes (the tag moves on, the one before stays): removed with $work.
 loaded() { docker image inspect -f '{{.Id}}' agatha-back:bench >> "$work/docker-images" 2>/dev/null || true; }
-cp -R examples/agatha "$work/src"
-rm -rf "$work/src/build"
+copy_example "$work/src"
 cp "$work/src/backend/src/agatha/Main.java" "$work/Main.java.orig"
 i=0   # the pair being measured: its own output dir and store
 mk() { make -s -C examples/agatha "$@" OUT="$work/out-$i" SRC="$work/src" DEBS_DIR="$work/debs" STRATA_BIN="$BIN" TAG=bench >/dev/null; }

@@ -35,7 +35,7 @@
 #                                       in $work/nix-paths and $work/docker-images)
 #                                       now, or leave it to bench/run.sh's end
 #   settle                              wait until the last removal is BENCH_SETTLE (360) s old,
-#                                       then (as root) empty the page cache
+#                                       then (as root) empty the page cache and compact memory
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_ROOT/bench/results}
@@ -92,6 +92,9 @@ settle() {
     fi
     sync
     if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+    # And free memory compacted: a run that asks for huge pages (mklayers' large inputs) then
+    # finds them without compacting on its own, whatever the benches before left fragmented.
+    if [ -w /proc/sys/vm/compact_memory ]; then echo 1 > /proc/sys/vm/compact_memory; fi
 }
 
 side() {
@@ -207,6 +210,14 @@ show() {
 # The machine, beside every bench's table.
 machine() {
     echo "  ($(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+}
+
+# copy_example DEST: the example's sources copied to DEST, without its build dir (which a
+# `make example` on this machine fills with some 1300 files): copying and then removing those
+# would free that many inodes just before the timed runs (see above).
+copy_example() {
+  mkdir -p "$1"
+  tar -C "$BENCH_ROOT/examples/agatha" --exclude=./build -cf - . | tar -C "$1" -xf -
 }
 
 # A free TCP port on 127.0.0.1.

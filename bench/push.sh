@@ -40,7 +40,7 @@ stored() { # bytes of blob files in a registry's storage
 if [ "${BENCH_IMAGE:-}" = agatha ]; then
   echo "bench/push: building the example image twice (untimed)" >&2
   BINABS=$BIN
-  cp -R examples/agatha "$work/src"; rm -rf "$work/src/build"
+  copy_example "$work/src"
   mk() { make -s -C examples/agatha "$@" OUT="$work/out" SRC="$work/src" DEBS_DIR="$work/debs" STRATA_BIN="$BINABS" >/dev/null; }
   mk image TAG=1
   cp "$work/out/agatha-back.tar" "$work/v1.tar"
