@@ -234,6 +234,28 @@ impl<E: std::error::Error + Exit> From<E> for Failure {
     }
 }
 
+/// Most characters of an error line: a message quoting its input (a path, a line) quotes
+/// at most this much of it, however long the input.
+pub const MAX_ERROR_LINE: usize = 2000;
+
+/// An error message as the one line printed: newlines become spaces, and a message longer
+/// than [`MAX_ERROR_LINE`] characters keeps its start and its end (which say what is wrong
+/// with what) around a note of how much was left out.
+pub fn error_line(msg: &str) -> String {
+    let line = msg.replace('\n', " ");
+    let count = line.chars().count();
+    if count <= MAX_ERROR_LINE {
+        return line;
+    }
+    let (head, tail) = (MAX_ERROR_LINE * 2 / 3, MAX_ERROR_LINE / 4);
+    let start: String = line.chars().take(head).collect();
+    let end: String = line.chars().skip(count - tail).collect();
+    format!(
+        "{start} … ({} characters left out) … {end}",
+        count - head - tail
+    )
+}
+
 /// Run a tool's body and turn its result into an exit code, printing the error as one line.
 pub fn run(tool: &str, body: impl FnOnce() -> Result<(), Failure>) -> ExitCode {
     match body() {
@@ -244,8 +266,7 @@ pub fn run(tool: &str, body: impl FnOnce() -> Result<(), Failure>) -> ExitCode {
                 Failure::Usage(m) => (m, 2),
                 Failure::OutputClosed => return ExitCode::SUCCESS,
             };
-            // One line, whatever the message holds.
-            let line = msg.replace('\n', " ");
+            let line = error_line(&msg);
             let _ = writeln!(io::stderr(), "{tool}: {line}");
             ExitCode::from(code)
         }
@@ -289,17 +310,10 @@ pub fn read_text(name: &str) -> Result<String, Failure> {
         .map_err(|_| Failure::failed(format!("{}: not UTF-8", input_name(name))))
 }
 
-/// Read a whole input named on the command line: `-` is stdin.
+/// Read a whole input named on the command line: `-` is stdin; a regular file or a pipe of
+/// at most [`strata_core::manifest::MAX_MANIFEST`] bytes.
 pub fn read_input(name: &str) -> Result<Vec<u8>, Failure> {
-    let mut data = Vec::new();
-    if name == "-" {
-        io::stdin()
-            .read_to_end(&mut data)
-            .map_err(|e| Failure::failed(format!("stdin: {e}")))?;
-    } else {
-        data = std::fs::read(name).map_err(|e| Failure::failed(format!("{name}: {e}")))?;
-    }
-    Ok(data)
+    Ok(strata_core::manifest::read_input_bytes(name)?)
 }
 
 /// Read path-info JSON from an input, naming the input (and line/column) in errors.
@@ -565,6 +579,27 @@ mod tests {
     fn question_mark(e: ManifestError) -> Result<(), Failure> {
         Err(e)?;
         Ok(())
+    }
+
+    #[test]
+    fn an_error_line_is_one_line_and_bounded() {
+        assert_eq!(error_line("a\nb"), "a b");
+        let exact = "é".repeat(MAX_ERROR_LINE);
+        assert_eq!(error_line(&exact), exact);
+        let long = format!("path '{}' is not in the store", "é ".repeat(100_000));
+        let line = error_line(&long);
+        assert!(
+            line.chars().count() < MAX_ERROR_LINE + 100,
+            "{}",
+            line.len()
+        );
+        assert!(line.starts_with("path 'é é"), "{line}");
+        assert!(line.ends_with(" ' is not in the store"), "{line}");
+        let left_out = long.chars().count() - MAX_ERROR_LINE * 2 / 3 - MAX_ERROR_LINE / 4;
+        assert!(
+            line.contains(&format!(" … ({left_out} characters left out) … ")),
+            "{line}"
+        );
     }
 
     #[test]

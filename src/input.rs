@@ -11,6 +11,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Deref;
 
+use strata_core::manifest::{MAX_MANIFEST, ManifestError, check_input_kind};
+
 use crate::cli::{Failure, input_name, read_input};
 
 /// Files below this are read into an ordinary buffer: they fill too little of a huge page.
@@ -51,6 +53,7 @@ pub fn input_bytes(name: &str) -> Result<InputBytes, Failure> {
     let mut data = Vec::new();
     let mut file = File::open(name).map_err(failed)?;
     let meta = file.metadata().map_err(failed)?;
+    check_input_kind(name, &meta)?;
     match usize::try_from(meta.len()) {
         Ok(len) if meta.is_file() && meta.len() >= HUGE_FROM => {
             read_huge(&mut file, len).map_err(|e| match e.kind() {
@@ -61,7 +64,17 @@ pub fn input_bytes(name: &str) -> Result<InputBytes, Failure> {
             })
         }
         _ => {
-            file.read_to_end(&mut data).map_err(failed)?;
+            // A pipe, or a file that may have grown since: no more than the limit either way.
+            file.take(MAX_MANIFEST + 1)
+                .read_to_end(&mut data)
+                .map_err(failed)?;
+            if data.len() as u64 > MAX_MANIFEST {
+                return Err(ManifestError::TooLarge {
+                    input: name.to_string(),
+                    limit: MAX_MANIFEST,
+                }
+                .into());
+            }
             Ok(InputBytes::Read(data))
         }
     }

@@ -185,6 +185,47 @@ fn bad_references_and_manifests_are_refused_with_one_line() {
     );
 }
 
+/// Every input a tool reads whole (manifests, closure graphs, texts to add, candidate lists)
+/// is bounded: a device is refused by name before it is read, a file over the limit before it
+/// is read, stdin once the limit is passed. One line, exit 1, nothing on stdout.
+#[test]
+fn whole_inputs_are_bounded() {
+    let f = Fixture::new();
+    let limit = strata_core::manifest::MAX_MANIFEST;
+    let huge = f.work.path().join("huge.json");
+    fs::File::create(&huge).unwrap().set_len(limit + 1).unwrap();
+    let at_limit = vec![b' '; limit as usize + 1];
+    let src = f.file("a.txt", "a\n");
+    let src = src.to_str().unwrap();
+    let huge = huge.to_str().unwrap();
+    let cases: [(&str, Vec<&str>); 3] = [
+        ("mklayers", vec![]),
+        ("store-add", vec!["--text", "--name", "t"]),
+        ("store-add", vec!["--name", "a", src, "--references"]),
+    ];
+    for (tool, args) in cases {
+        let named = |input: &str| {
+            let mut c = f.tool(tool);
+            c.args(&args).arg(input);
+            c
+        };
+        fails_with(&run(&mut named("/dev/zero")), 1, &["/dev/zero", "a device"]);
+        fails_with(&run(&mut named(huge)), 1, &["huge.json", "larger than"]);
+        fails_with(
+            &run_with_input(&mut named("-"), &at_limit),
+            1,
+            &["stdin", "larger than"],
+        );
+    }
+    // Within the limit, an error quoting the input quotes a bounded part of it.
+    let junk = vec![b'x'; 1 << 20];
+    let mut references = f.tool("store-add");
+    references.args(["--name", "a", src, "--references", "-"]);
+    let out = run_with_input(&mut references, &junk);
+    fails_with(&out, 1, &["characters left out", "is not in the Nix store"]);
+    assert!(out.stderr.len() < 4096, "{} bytes", out.stderr.len());
+}
+
 /// mklayers' output for a closure.
 fn layers_of(f: &Fixture, args: &[&str]) -> String {
     ok(&run(f.tool("mklayers").args(args)))

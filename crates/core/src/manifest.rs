@@ -312,6 +312,28 @@ fn path_lines(name: &str, text: &str, store_dir: &StoreDir) -> Result<Vec<String
 
 /// Read a manifest file or stdin, at most [`MAX_MANIFEST`] bytes, as UTF-8.
 fn read_bounded(name: &str) -> Result<String, ManifestError> {
+    // A directory among path arguments is most likely a store path outside the store dir.
+    if name != "-" && std::fs::metadata(name).is_ok_and(|m| m.is_dir()) {
+        return Err(ManifestError::Invalid {
+            input: shown(name),
+            message:
+                "a directory, not a path-info manifest (store paths are absolute, in the store dir)"
+                    .to_string(),
+        });
+    }
+    let data = read_input_bytes(name)?;
+    String::from_utf8(data).map_err(|_| ManifestError::Invalid {
+        input: shown(name),
+        message: "not UTF-8".to_string(),
+    })
+}
+
+/// Read a whole input named on the command line (`-` is stdin), at most [`MAX_MANIFEST`]
+/// bytes: what every tool reads whole before it parses (manifests, closure graphs, texts to
+/// add). A named input must be a regular file or a pipe: a directory, device or socket is
+/// refused, so `/dev/zero` or a multi-gigabyte file fails with one line instead of filling
+/// memory.
+pub fn read_input_bytes(name: &str) -> Result<Vec<u8>, ManifestError> {
     let input = shown(name);
     let io_error = |e: std::io::Error| ManifestError::Invalid {
         input: input.clone(),
@@ -327,12 +349,7 @@ fn read_bounded(name: &str) -> Result<String, ManifestError> {
     } else {
         let file = std::fs::File::open(name).map_err(io_error)?;
         let meta = file.metadata().map_err(io_error)?;
-        if meta.is_dir() {
-            return Err(ManifestError::Invalid {
-                input,
-                message: "a directory, not a path-info manifest (store paths are absolute, in the store dir)".to_string(),
-            });
-        }
+        check_input_kind(name, &meta)?;
         file.take(MAX_MANIFEST + 1)
             .read_to_end(&mut data)
             .map_err(io_error)?;
@@ -343,9 +360,37 @@ fn read_bounded(name: &str) -> Result<String, ManifestError> {
             limit: MAX_MANIFEST,
         });
     }
-    String::from_utf8(data).map_err(|_| ManifestError::Invalid {
+    Ok(data)
+}
+
+/// Fail unless the opened input `name` (`meta` of what was opened) is a regular file of at
+/// most [`MAX_MANIFEST`] bytes or a pipe.
+pub fn check_input_kind(name: &str, meta: &std::fs::Metadata) -> Result<(), ManifestError> {
+    use std::os::unix::fs::FileTypeExt;
+    let input = shown(name);
+    let ft = meta.file_type();
+    if ft.is_file() {
+        if meta.len() > MAX_MANIFEST {
+            return Err(ManifestError::TooLarge {
+                input,
+                limit: MAX_MANIFEST,
+            });
+        }
+        return Ok(());
+    }
+    if ft.is_fifo() {
+        return Ok(());
+    }
+    let message = if ft.is_dir() {
+        "a directory, not a file"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device, not a file"
+    } else {
+        "not a regular file"
+    };
+    Err(ManifestError::Invalid {
         input,
-        message: "not UTF-8".to_string(),
+        message: message.to_string(),
     })
 }
 
