@@ -51,6 +51,10 @@ pub fn input_bytes(name: &str) -> Result<InputBytes, Failure> {
     }
     let failed = |e: io::Error| Failure::failed(format!("{}: {e}", input_name(name)));
     let mut data = Vec::new();
+    // As manifests are: the kind checked before the open and again on what was opened.
+    if let Ok(meta) = std::fs::metadata(name) {
+        check_input_kind(name, &meta)?;
+    }
     let mut file = File::open(name).map_err(failed)?;
     let meta = file.metadata().map_err(failed)?;
     check_input_kind(name, &meta)?;

@@ -331,8 +331,8 @@ fn read_bounded(name: &str) -> Result<String, ManifestError> {
 /// Read a whole input named on the command line (`-` is stdin), at most [`MAX_MANIFEST`]
 /// bytes: what every tool reads whole before it parses (manifests, closure graphs, texts to
 /// add). A named input must be a regular file or a pipe: a directory, device or socket is
-/// refused, so `/dev/zero` or a multi-gigabyte file fails with one line instead of filling
-/// memory.
+/// refused before it is opened, so `/dev/zero` or a multi-gigabyte file fails with one line
+/// instead of filling memory.
 pub fn read_input_bytes(name: &str) -> Result<Vec<u8>, ManifestError> {
     let input = shown(name);
     let io_error = |e: std::io::Error| ManifestError::Invalid {
@@ -347,6 +347,11 @@ pub fn read_input_bytes(name: &str) -> Result<Vec<u8>, ManifestError> {
             .read_to_end(&mut data)
             .map_err(io_error)?;
     } else {
+        // Refused before it is opened (opening a device can block or act), and checked again
+        // on what was opened, in case the name changed in between.
+        if let Ok(meta) = std::fs::metadata(name) {
+            check_input_kind(name, &meta)?;
+        }
         let file = std::fs::File::open(name).map_err(io_error)?;
         let meta = file.metadata().map_err(io_error)?;
         check_input_kind(name, &meta)?;
