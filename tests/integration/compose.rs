@@ -209,7 +209,11 @@ fn whole_inputs_are_bounded() {
             c.args(&args).arg(input);
             c
         };
-        fails_with(&run(&mut named("/dev/zero")), 1, &["/dev/zero", "a device"]);
+        fails_with(
+            &run(&mut named("/dev/zero")),
+            1,
+            &["/dev/zero", "not a regular file (a character device)"],
+        );
         fails_with(&run(&mut named(huge)), 1, &["huge.json", "larger than"]);
         fails_with(
             &run_with_input(&mut named("-"), &at_limit),

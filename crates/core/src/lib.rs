@@ -15,6 +15,7 @@
 
 pub mod deb;
 pub mod exit;
+pub mod file_kind;
 pub mod hashing;
 pub mod image;
 pub mod layering;

@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 
+use crate::file_kind;
 use crate::nix::closure::ClosureGraph;
 use crate::nix::path_info::{PathInfo, parse_path_infos};
 use crate::nix::store_path::{AbsStorePath, StoreDir, is_name_with_version};
@@ -372,30 +373,19 @@ pub fn read_input_bytes(name: &str) -> Result<Vec<u8>, ManifestError> {
 /// most [`MAX_MANIFEST`] bytes or a pipe.
 pub fn check_input_kind(name: &str, meta: &std::fs::Metadata) -> Result<(), ManifestError> {
     use std::os::unix::fs::FileTypeExt;
-    let input = shown(name);
     let ft = meta.file_type();
-    if ft.is_file() {
-        if meta.len() > MAX_MANIFEST {
-            return Err(ManifestError::TooLarge {
-                input,
-                limit: MAX_MANIFEST,
-            });
-        }
+    if ft.is_file() && meta.len() > MAX_MANIFEST {
+        return Err(ManifestError::TooLarge {
+            input: shown(name),
+            limit: MAX_MANIFEST,
+        });
+    }
+    if ft.is_file() || ft.is_fifo() {
         return Ok(());
     }
-    if ft.is_fifo() {
-        return Ok(());
-    }
-    let message = if ft.is_dir() {
-        "a directory, not a file"
-    } else if ft.is_char_device() || ft.is_block_device() {
-        "a device, not a file"
-    } else {
-        "not a regular file"
-    };
     Err(ManifestError::Invalid {
-        input,
-        message: message.to_string(),
+        input: shown(name),
+        message: format!("not a regular file ({})", file_kind::name(ft)),
     })
 }
 

@@ -10,6 +10,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use super::ImageError;
+use crate::file_kind;
 
 const MIB: u64 = 1 << 20;
 
@@ -33,21 +34,6 @@ pub fn show_size(n: u64) -> String {
     }
 }
 
-/// What a file's type is called in messages.
-fn kind_name(ft: std::fs::FileType) -> &'static str {
-    if ft.is_dir() {
-        "a directory"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
-}
-
 /// Fail unless `path` (symlinks followed) is a regular file, or a pipe when `pipe_ok`.
 pub fn check_file(path: &Path, what: &str, pipe_ok: bool) -> Result<(), ImageError> {
     let meta = std::fs::metadata(path).map_err(ImageError::io(path))?;
@@ -55,11 +41,7 @@ pub fn check_file(path: &Path, what: &str, pipe_ok: bool) -> Result<(), ImageErr
     if ft.is_file() || (pipe_ok && ft.is_fifo()) {
         return Ok(());
     }
-    let kind = if ft.is_fifo() {
-        "a pipe"
-    } else {
-        kind_name(ft)
-    };
+    let kind = file_kind::name(ft);
     Err(ImageError::Invalid(format!(
         "{what} '{}': not a regular file ({kind})",
         path.display()
@@ -101,7 +83,7 @@ pub fn read_input(name: &str, limit: u64, what: &str) -> Result<Vec<u8>, ImageEr
     if !(ft.is_file() || ft.is_fifo()) {
         return Err(ImageError::Invalid(format!(
             "{what} '{name}': not a regular file ({})",
-            kind_name(ft)
+            file_kind::name(ft)
         )));
     }
     read_limited(file, limit, name, what)
