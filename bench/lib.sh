@@ -10,6 +10,7 @@
 #   bench_init NAME                     work dir in $work, samples under $work/samples
 #   side NAME COMMAND...                declare a side (run through `eval`, in the caller's shell)
 #   interleave RUNS PREPARE SIDE...     run the sides in turns; PREPARE (a command) before each
+#                                       (in BENCH_PASSES passes, each after a `turn`, see below)
 #   stats SIDE                          "median min max runs" of its wall times
 #   record FIGURE OURS PEER [ANCHOR...] append a figure (JSON) to bench/results/NAME.jsonl
 #   show FIGURE OURS PEER [ANCHOR...]   print the figure's line of the human table
@@ -34,8 +35,22 @@
 #   bench_done                          remove $work (and the store paths and docker images listed
 #                                       in $work/nix-paths and $work/docker-images)
 #                                       now, or leave it to bench/run.sh's end
-#   settle                              wait until the last removal is BENCH_SETTLE (360) s old,
-#                                       then (as root) empty the page cache and compact memory
+#   settle                              wait until the last removal is BENCH_SETTLE (360) s old
+#
+# Passes: a figure's runs spread over the whole `make bench`. Fifteen runs taken within a minute
+# give a spread that holds the noise of that minute, not the machine's drift over the quarter of
+# an hour a `make bench` takes (a fixed computation, `openssl speed`, moved by 3 % between two
+# runs, and every figure with it). Under bench/run.sh the benchmarks run side by side, one at a
+# time: each makes BENCH_PASSES passes (run.sh's default 3), every figure's runs split among
+# them, and at the start of each pass hands the machine back to run.sh, which gives it to the
+# next benchmark in turn. A figure's runs then sample the beginning, the middle and the end
+# of the whole run, and its min-max says how far the machine moved in that time. A benchmark run
+# on its own makes one pass.
+#   pass_runs PASS RUNS                 the numbers (from 1) of the runs of RUNS in pass PASS
+#   interleave_pass PASS RUNS PREPARE SIDE...  the runs of `interleave` in pass PASS
+#   turn                                wait for the benchmark's turn (under run.sh), then (as
+#                                       root) sync, empty the page cache and compact memory, and
+#                                       run the benchmark's `on_turn` warm-up if it defines one
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_ROOT/bench/results}
@@ -77,10 +92,6 @@ bench_done() {
 
 # settle: before a bench's first timed run, the window in which freed inodes slow allocation
 # waited out, if a removal ended less than BENCH_SETTLE seconds ago.
-# Then, as root, the page cache emptied: the files earlier benches keep until the end (some
-# 20 GB) would otherwise fill it, and every write of a timed run would first have to reclaim
-# pages (mkimage's image-from-store runs spread from 0.8 to 1.8 s that way, against 0.65-0.7 s
-# with memory free). Each timed run's warm-up reads its inputs back in.
 settle() {
     local last now left
     last=$(cat "$BENCH_REMOVED_STAMP" 2>/dev/null || echo 0)
@@ -90,11 +101,40 @@ settle() {
         echo "bench/$BENCH_NAME: waiting ${left} s (files removed just before; see bench/lib.sh)" >&2
         sleep "$left"
     fi
+}
+
+# fresh_memory: as root, dirty pages written and the page cache emptied: the files earlier
+# benches keep until the end (some 20 GB) would otherwise fill it, and every write of a timed run
+# would first have to reclaim pages (mkimage's image-from-store runs spread from 0.8 to 1.8 s
+# that way, against 0.65-0.7 s with memory free). Free memory compacted too, so that a run
+# asking for huge pages (mklayers' large inputs) finds them without compacting on its own.
+# Each timed run's warm-up reads its inputs back in.
+fresh_memory() {
     sync
     if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
-    # And free memory compacted: a run that asks for huge pages (mklayers' large inputs) then
-    # finds them without compacting on its own, whatever the benches before left fragmented.
     if [ -w /proc/sys/vm/compact_memory ]; then echo 1 > /proc/sys/vm/compact_memory; fi
+}
+
+BENCH_PASSES=${BENCH_PASSES:-1}
+# Under bench/run.sh: two FIFOs, one to say "ready for a pass" (or, from run.sh's wrapper,
+# "exit STATUS"), one to be told "go". Opened once; if run.sh goes away, the read sees the end
+# of the file and the benchmark exits (its traps clean up).
+if [ -n "${BENCH_TURN_GO:-}" ]; then
+    exec {_turn_go}<"$BENCH_TURN_GO" {_turn_ready}>"$BENCH_TURN_READY"
+fi
+
+pass_runs() {
+    local pass=$1 runs=$2
+    seq $(((pass - 1) * runs / BENCH_PASSES + 1)) $((pass * runs / BENCH_PASSES))
+}
+
+turn() {
+    if [ -n "${_turn_go:-}" ]; then
+        echo ready >&"$_turn_ready"
+        read -r _ <&"$_turn_go" || exit 1
+    fi
+    fresh_memory
+    if declare -F on_turn > /dev/null; then on_turn; fi
 }
 
 side() {
@@ -126,8 +166,8 @@ time_once() {
     fi
 }
 
-# untimed_round PREPARE SIDE...: each side run once, untimed, after PREPARE: a warm-up where
-# the sides' inputs are more than the benchmark's own warm-up reads back after `settle`.
+# untimed_round PREPARE SIDE...: each side run once, untimed, after PREPARE: a warm-up (in an
+# `on_turn`) where the sides' inputs are more than the benchmark's own warm-up reads back.
 untimed_round() {
     local prepare=$1 s
     shift
@@ -137,14 +177,23 @@ untimed_round() {
     done
 }
 
-interleave() {
-    local runs=$1 prepare=$2 s
-    shift 2
-    for _ in $(seq "$runs"); do
+interleave_pass() {
+    local pass=$1 runs=$2 prepare=$3 s
+    shift 3
+    for _ in $(pass_runs "$pass" "$runs"); do
         for s in "$@"; do
             eval "$prepare"
             time_once "$s"
         done
+    done
+}
+
+interleave() {
+    local runs=$1 pass
+    shift
+    for pass in $(seq "$BENCH_PASSES"); do
+        turn
+        interleave_pass "$pass" "$runs" "$@"
     done
 }
 

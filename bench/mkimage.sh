@@ -68,8 +68,6 @@ side "stream_layered_image.py" run_ref
 side "tar | sha256sum" 'tar -C "$root/nix/store" -cf - "${names[@]}" | sha256sum > /dev/null'
 side "tar | cat" 'tar -C "$root/nix/store" -cf - "${names[@]}" | cat > /dev/null'
 for s in mkimage stream_layered_image.py "tar | sha256sum" "tar | cat"; do side_bytes "$s" "$store_bytes"; done
-settle
-interleave "$BENCH_QUICK_RUNS" warm mkimage stream_layered_image.py "tar | sha256sum" "tar | cat"
 
 # The cache: a cold build fills a fresh one; then one layer changes (a new path replaces the last).
 mkdir -p "$work/changed" && cp -r "$work/src/p00/." "$work/changed/" && echo changed > "$work/changed/stamp"
@@ -79,7 +77,12 @@ k=0
 side "mkimage --cache, cold" 'k=$((k + 1)); "$BIN/mkimage" "$work/layers.json" --name bench --tag 1 --cache "$work/cache-$k" -o "$work/c1.tar" -v 2> "$work/c1.log"'
 side "mkimage --cache, one layer changed" '"$BIN/mkimage" "$work/layers2.json" --name bench --tag 1 --cache "$work/cache-$k" -o "$work/c2.tar" -v 2> "$work/c2.log"'
 warm_cache() { rm -f "$work/c1.tar" "$work/c2.tar"; warm; }
-interleave "$BENCH_QUICK_RUNS" warm_cache "mkimage --cache, cold" "mkimage --cache, one layer changed"
+settle
+for pass in $(seq "$BENCH_PASSES"); do
+  turn
+  interleave_pass "$pass" "$BENCH_QUICK_RUNS" warm mkimage stream_layered_image.py "tar | sha256sum" "tar | cat"
+  interleave_pass "$pass" "$BENCH_QUICK_RUNS" warm_cache "mkimage --cache, cold" "mkimage --cache, one layer changed"
+done
 built=$(grep -c 'built)' "$work/c2.log" || true)
 cached=$(grep -c 'cached)' "$work/c2.log" || true)
 read_bytes=$(sed -n 's/.*(\([0-9]*\) bytes of store files read).*/\1/p' "$work/c2.log")

@@ -121,8 +121,11 @@ side ba '"$mklayers" --algorithm auto --max-layers 100 "$g100" > /dev/null'
 side dp '"$mklayers" --max-layers 100 "$gd" > /dev/null'
 warm() { cat "$g3" "$g100" "$gd" "$work/attrs-3000.json" "$mklayers" > /dev/null; }
 settle
-interleave "$runs" warm sp cg sa al "cat graph"
-interleave "$runs" warm bp ba dp
+for pass in $(seq "$BENCH_PASSES"); do
+    turn
+    interleave_pass "$pass" "$runs" warm sp cg sa al "cat graph"
+    interleave_pass "$pass" "$runs" warm bp ba dp
+done
 peak sp "$mklayers" --max-layers 100 "$g3"
 peak cg python3 "$shared/closure-graph.py" "$work/attrs-3000.json" graph
 peak sa "$mklayers" --algorithm auto --max-layers 100 "$g3"

@@ -106,25 +106,28 @@ for s in "push-image --compress gzip, first" "skopeo copy, first" "push-image, f
 done
 warm() { sync; cat "$work/v1.tar" "$work/v2.tar" > /dev/null; }
 settle
-for run in $(seq "$BENCH_QUICK_RUNS"); do
-  for r in gz skopeo plain; do start_registry "$r" "$work/$r-storage-$run"; done
-  if [ $((run % 2)) = 1 ]; then
-    order=("push-image --compress gzip, first" "skopeo copy, first" "push-image --compress gzip, change" "skopeo copy, change")
-  else
-    order=("skopeo copy, first" "push-image --compress gzip, first" "skopeo copy, change" "push-image --compress gzip, change")
-  fi
-  for s in "${order[@]}" "push-image, first" "push-image, change" "cat image"; do
-    warm
-    time_once "$s"
+for pass in $(seq "$BENCH_PASSES"); do
+  turn
+  for run in $(pass_runs "$pass" "$BENCH_QUICK_RUNS"); do
+    for r in gz skopeo plain; do start_registry "$r" "$work/$r-storage-$run"; done
+    if [ $((run % 2)) = 1 ]; then
+      order=("push-image --compress gzip, first" "skopeo copy, first" "push-image --compress gzip, change" "skopeo copy, change")
+    else
+      order=("skopeo copy, first" "push-image --compress gzip, first" "skopeo copy, change" "push-image --compress gzip, change")
+    fi
+    for s in "${order[@]}" "push-image, first" "push-image, change" "cat image"; do
+      warm
+      time_once "$s"
+    done
+    stored_gz=$(stored "$work/gz-storage-$run") stored_skopeo=$(stored "$work/skopeo-storage-$run") stored_plain=$(stored "$work/plain-storage-$run")
+    layer_types() { # PORT: how the layers of bench:2 are stored
+      curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        "http://127.0.0.1:$1/v2/bench/manifests/2" |
+        python3 -c 'import json,sys,collections;print(dict(collections.Counter(l["mediaType"].rsplit(".",1)[-1] for l in json.load(sys.stdin)["layers"])))'
+    }
+    types="push-image --compress gzip $(layer_types "$PORT_gz"), skopeo $(layer_types "$PORT_skopeo"), push-image $(layer_types "$PORT_plain")"
+    stop_registry gz; stop_registry skopeo; stop_registry plain
   done
-  stored_gz=$(stored "$work/gz-storage-$run") stored_skopeo=$(stored "$work/skopeo-storage-$run") stored_plain=$(stored "$work/plain-storage-$run")
-  layer_types() { # PORT: how the layers of bench:2 are stored
-    curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-      "http://127.0.0.1:$1/v2/bench/manifests/2" |
-      python3 -c 'import json,sys,collections;print(dict(collections.Counter(l["mediaType"].rsplit(".",1)[-1] for l in json.load(sys.stdin)["layers"])))'
-  }
-  types="push-image --compress gzip $(layer_types "$PORT_gz"), skopeo $(layer_types "$PORT_skopeo"), push-image $(layer_types "$PORT_plain")"
-  stop_registry gz; stop_registry skopeo; stop_registry plain
 done
 
 echo "push bench: image $((image_bytes / 1000000)) MB, $((LAYERS + 1)) store layers + customisation, registry on 127.0.0.1"

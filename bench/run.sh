@@ -5,6 +5,9 @@
 # runs, the ratio strata / peer of the medians, the anchors, and throughputs where bytes are known.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Passes (bench/lib.sh): each benchmark's runs split into BENCH_PASSES passes, the benchmarks
+# taking turns pass by pass, so that every figure samples the whole run.
+export BENCH_PASSES=${BENCH_PASSES:-3}
 . bench/lib.sh
 cargo build --release --quiet
 # The last run's summary is kept beside the new one, and each figure compared with it.
@@ -18,11 +21,62 @@ rm -f "$BENCH_RESULTS"/*.jsonl
 # waits the rest of that window out before its first timed run (`settle`).
 BENCH_WORK=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
 export BENCH_WORK
-trap 'echo "== removing $BENCH_WORK" >&2; bench_remove "$BENCH_WORK"' EXIT
-for b in bench/store-add.sh bench/mkimage.sh bench/mklayers.sh bench/push.sh bench/example.sh bench/direct.sh; do
-  echo "== $b"
-  "$b"
+# BENCHES="mklayers push" runs some of them (the summary then holds their figures alone).
+read -r -a benches <<< "${BENCHES:-store-add mkimage mklayers push example direct}"
+control=$BENCH_WORK/turns
+mkdir "$control"
+declare -A go ready pid
+for b in "${benches[@]}"; do
+  mkfifo "$control/$b.go" "$control/$b.ready"
+  # Read-write, so that neither side's open waits for the other.
+  exec {fd}<>"$control/$b.go"
+  go[$b]=$fd
+  exec {fd}<>"$control/$b.ready"
+  ready[$b]=$fd
 done
+stop_all() { # each benchmark (the wrapper's child) and its wrapper
+  for b in "${!pid[@]}"; do pkill -TERM -P "${pid[$b]}" 2>/dev/null || true; kill "${pid[$b]}" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap 'stop_all; echo "== removing $BENCH_WORK" >&2; bench_remove "$BENCH_WORK"' EXIT
+# next_message BENCH: what BENCH says next: "ready" (for a pass) or "exit STATUS".
+next_message() {
+  local message
+  read -r message <&"${ready[$1]}"
+  case $message in
+    ready | "exit 0") echo "$message" ;;
+    *) echo "== bench/$1.sh failed ($message)" >&2; exit 1 ;;
+  esac
+}
+# Each benchmark starts alone and prepares its inputs (untimed) up to its first pass.
+active=()
+for b in "${benches[@]}"; do
+  echo "== bench/$b.sh"
+  (
+    # The benchmark holds only its own ends of its own FIFOs: when run.sh goes, its reads end.
+    for other in "${benches[@]}"; do eval "exec ${go[$other]}>&- ${ready[$other]}>&-"; done
+    status=0
+    BENCH_TURN_GO=$control/$b.go BENCH_TURN_READY=$control/$b.ready "bench/$b.sh" || status=$?
+    echo "exit $status" > "$control/$b.ready"
+  ) &
+  pid[$b]=$!
+  message=$(next_message "$b")
+  if [ "$message" = ready ]; then active+=("$b"); fi
+done
+# Then pass after pass, each benchmark in turn, until every one has recorded its figures.
+pass=0
+while [ ${#active[@]} -gt 0 ]; do
+  pass=$((pass + 1))
+  still=()
+  for b in "${active[@]}"; do
+    echo "== pass $pass: bench/$b.sh" >&2
+    echo go >&"${go[$b]}"
+    message=$(next_message "$b")
+    if [ "$message" = ready ]; then still+=("$b"); fi
+  done
+  active=("${still[@]}")
+done
+wait
 python3 - "$BENCH_RESULTS" <<'PY'
 import glob, json, os, subprocess, sys, time
 results = sys.argv[1]
@@ -44,7 +98,7 @@ try:
 except OSError:
     commit = ""
 summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
-           "cpus": os.cpu_count(), "ratio": "strata median / peer median", "figures": figures}
+           "cpus": os.cpu_count(), "passes": int(os.environ.get("BENCH_PASSES", "1")), "ratio": "strata median / peer median", "figures": figures}
 with open(os.path.join(results, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1, sort_keys=True)
     f.write("\n")
