@@ -204,13 +204,14 @@ stats() {
         printf "%.4f %.4f %.4f %d\n", m, t[1], t[NR], NR }'
 }
 
-# _side_json SIDE: {"name":…, "median":…, "min":…, "max":…, "runs":…[, "bytes":…]}
+# _side_json SIDE: {"name":…, "median":…, "min":…, "max":…, "runs":…[, "bytes":…], "samples": […]}
+# (the samples in the order they were taken: pass after pass)
 _side_json() {
     local median min max runs bytes=${_side_bytes[$1]:-}
     read -r median min max runs < <(stats "$1")
-    printf '{"name": "%s", "command": %s, "median": %s, "min": %s, "max": %s, "runs": %s%s}' \
+    printf '{"name": "%s", "command": %s, "median": %s, "min": %s, "max": %s, "runs": %s%s, "samples": [%s]}' \
         "$1" "$(_json_string "${_side_cmd[${1%+then}]:-}")" "$median" "$min" "$max" "$runs" \
-        "${bytes:+, \"bytes\": $bytes}"
+        "${bytes:+, \"bytes\": $bytes}" "$(paste -sd, "$work/samples/$1")"
 }
 
 _json_string() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
