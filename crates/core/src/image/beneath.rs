@@ -36,17 +36,6 @@ pub(crate) enum Node {
     Other(FileType),
 }
 
-/// What a [`Node::Other`] is, for messages.
-pub(crate) fn kind_name(ft: FileType) -> &'static str {
-    match ft {
-        FileType::Fifo => "a FIFO",
-        FileType::Socket => "a socket",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        _ => "a special file",
-    }
-}
-
 /// Open a directory whose path the caller trusts (it made it, or it is the store's own
 /// directory, or the directory `-o` names): symlinks in that path are followed.
 pub(crate) fn open_root(path: &Path) -> io::Result<OwnedFd> {

@@ -392,7 +392,7 @@ impl Walk<'_> {
                 Node::Other(ft) => {
                     return Err(ImageError::Invalid(format!(
                         "customisation root: '{shown}' is {}, not a file, directory or symlink",
-                        beneath::kind_name(ft)
+                        crate::file_kind::of(ft)
                     )));
                 }
             };
@@ -612,6 +612,37 @@ mod tests {
         let mut out = Vec::new();
         assert!(super::super::tar::write_layer(&entries, &mut out).is_err());
         assert!(!out.windows(6).any(|w| w == b"SECRET"));
+    }
+
+    #[test]
+    fn special_files_in_the_root_are_refused_by_kind() {
+        let t = tempfile::tempdir().unwrap();
+        tree(t.path(), &[("etc/ok", "o")]);
+        let socket = t.path().join("etc/sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let err = root_entries(t.path(), &[], 1, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'/etc/sock' is a socket, not a file, directory or symlink"),
+            "{err}"
+        );
+        fs::remove_file(&socket).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            t.path().join("etc/pipe"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let err = root_entries(t.path(), &[], 1, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'/etc/pipe' is a pipe, not a file, directory or symlink"),
+            "{err}"
+        );
     }
 
     #[test]
