@@ -40,8 +40,8 @@
 # Passes: a figure's runs spread over the whole `make bench`. Fifteen runs taken within a minute
 # give a spread that holds the noise of that minute, not the machine's drift over the quarter of
 # an hour a `make bench` takes (a fixed computation, `openssl speed`, moved by 3 % between two
-# runs, and every figure with it). Under bench/run.sh the benchmarks run side by side, one at a
-# time: each makes BENCH_PASSES passes (run.sh's default 3), every figure's runs split among
+# runs, and every figure with it). Under bench/run.sh the benchmarks take turns, one running
+# at a time: each makes BENCH_PASSES passes (run.sh's default 3), every figure's runs split among
 # them, and at the start of each pass hands the machine back to run.sh, which gives it to the
 # next benchmark in turn. A figure's runs then sample the beginning, the middle and the end
 # of the whole run, and its min-max says how far the machine moved in that time. A benchmark run

@@ -19,8 +19,20 @@ rm -f "$BENCH_RESULTS"/*.jsonl
 # the next bench's timed runs would slow the files those create (bench/lib.sh). Removed at the
 # end (disk: some 25 GB at the peak); a `make bench` started within six minutes of this one's end
 # waits the rest of that window out before its first timed run (`settle`).
+# Each run holds a lock on its work dir for its whole life; a dir whose lock is free was left by
+# a run that was killed (SIGKILL runs no trap), and is reclaimed before this one starts (its
+# removal then counts for `settle`).
+for stale in /var/tmp/strata-bench.??????; do
+  [ -d "$stale" ] || continue
+  if flock -n "$stale" true; then
+    echo "== removing $stale (left by a run that was killed)" >&2
+    bench_remove "$stale"
+  fi
+done
 BENCH_WORK=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
 export BENCH_WORK
+exec {work_lock}< "$BENCH_WORK"
+flock -n "$work_lock"
 # BENCHES="mklayers push" runs some of them (the summary then holds their figures alone).
 read -r -a benches <<< "${BENCHES:-store-add mkimage mklayers push example direct}"
 control=$BENCH_WORK/turns
@@ -34,8 +46,11 @@ for b in "${benches[@]}"; do
   exec {fd}<>"$control/$b.ready"
   ready[$b]=$fd
 done
-stop_all() { # each benchmark (the wrapper's child) and its wrapper
-  for b in "${!pid[@]}"; do pkill -TERM -P "${pid[$b]}" 2>/dev/null || true; kill "${pid[$b]}" 2>/dev/null || true; done
+stop_all() { # each benchmark still running (the wrapper's child) and its wrapper
+  for b in "${!pid[@]}"; do
+    pkill -TERM -P "${pid[$b]}" 2>/dev/null || true
+    kill "${pid[$b]}" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
 }
 trap 'stop_all; echo "== removing $BENCH_WORK" >&2; bench_remove "$BENCH_WORK"' EXIT
@@ -77,6 +92,7 @@ while [ ${#active[@]} -gt 0 ]; do
   active=("${still[@]}")
 done
 wait
+pid=()   # all ended: their numbers may be another process's now
 python3 - "$BENCH_RESULTS" <<'PY'
 import glob, json, os, subprocess, sys, time
 results = sys.argv[1]
@@ -98,7 +114,8 @@ try:
 except OSError:
     commit = ""
 summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
-           "cpus": os.cpu_count(), "passes": int(os.environ.get("BENCH_PASSES", "1")), "ratio": "strata median / peer median", "figures": figures}
+           "cpus": os.cpu_count(), "passes": int(os.environ.get("BENCH_PASSES", "1")),
+           "ratio": "strata median / peer median", "figures": figures}
 with open(os.path.join(results, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1, sort_keys=True)
     f.write("\n")
