@@ -76,7 +76,9 @@ python3 -c 'import json,sys;l=json.load(open(sys.argv[1]));l[-1]=[sys.argv[2]];p
 k=0
 side "mkimage --cache, cold" 'k=$((k + 1)); "$BIN/mkimage" "$work/layers.json" --name bench --tag 1 --cache "$work/cache-$k" -o "$work/c1.tar" -v 2> "$work/c1.log"'
 side "mkimage --cache, one layer changed" '"$BIN/mkimage" "$work/layers2.json" --name bench --tag 1 --cache "$work/cache-$k" -o "$work/c2.tar" -v 2> "$work/c2.log"'
-warm_cache() { rm -f "$work/c1.tar" "$work/c2.tar"; warm; }
+# The cache builds write a new cache and image each run (1 GB of new page cache): each starts
+# from emptied caches (fresh_memory, bench/lib.sh says why), then the same warm-up.
+warm_cache() { rm -f "$work/c1.tar" "$work/c2.tar"; fresh_memory; warm; }
 settle
 for pass in $(seq "$BENCH_PASSES"); do
   turn

@@ -119,7 +119,9 @@ side "cat graph" 'cat "$g3" > /dev/null'
 side bp '"$mklayers" --max-layers 100 "$g100" > /dev/null'
 side ba '"$mklayers" --algorithm auto --max-layers 100 "$g100" > /dev/null'
 side dp '"$mklayers" --max-layers 100 "$gd" > /dev/null'
-warm() { cat "$g3" "$g100" "$gd" "$work/attrs-3000.json" "$mklayers" > /dev/null; }
+# Every run allocates its parse and graph afresh (the Python side far more): each starts from
+# emptied caches (fresh_memory, bench/lib.sh says why) and its inputs read back.
+warm() { fresh_memory; cat "$g3" "$g100" "$gd" "$work/attrs-3000.json" "$mklayers" > /dev/null; }
 settle
 for pass in $(seq "$BENCH_PASSES"); do
     turn

@@ -45,10 +45,12 @@ warm() { sync; tar -cf - -C "$work" tree | cat > /dev/null; cat "$work/tree.nar"
 
 # Adds: every run adds a fresh path (a new salt) into a target of its own: nix a new store
 # path, store-add a new store root, cp a new dir. Nothing is removed between runs: freed inodes
-# would slow every file the next run creates (bench/lib.sh); all of it goes at the end.
+# would slow every file the next run creates (bench/lib.sh); all of it goes at the end. Each
+# add writes some 520 MB of new page cache, so each starts from emptied caches (fresh_memory,
+# bench/lib.sh says why) and the tree read back.
 n=0
 salt() { n=$((n + 1)); echo "$n" > "$work/tree/salt"; }
-prepare_add() { salt; warm; }
+prepare_add() { salt; fresh_memory; warm; }
 side "nix-store --add" 'nix-store --add "$work/tree" >> "$work/nix-paths"'
 side "store-add" '"$BIN/store-add" --store-root "$work/root-$n" "$work/tree" > /dev/null'
 side "cp -a" 'cp -a "$work/tree" "$work/copy-$n"'
