@@ -111,13 +111,15 @@ settle() {
 # Each timed run's warm-up reads its inputs back in.
 #
 # Benchmarks whose runs write or allocate hundreds of MB (the adds, mkimage's cache builds,
-# mklayers) call it before every run, not only once a pass. On a virtual machine whose balloon
-# reports free pages to the host (virtio_balloon free page reporting; the development machine's
-# does), memory the guest freed a while ago is given back, and the first write to each of its
-# pages is a fault on the host: `cp -a` of the store-add tree took 0.33-0.37 s or 1.8-2.0 s
-# (all system time) depending on how much page cache earlier runs had filled, and mklayers on
-# 100 000 paths 0.21 s or 0.30-0.36 s, in one series. Emptied caches before each run (and the
-# inputs read back) gave 0.36-0.41 s for eight copies in a row, and 0.22-0.24 s for mklayers.
+# mklayers on 100 000 paths) call it before every run, not only once a pass, and then read back
+# both sides' inputs and tools. What was seen on the development machine (a VM whose balloon
+# reports free pages to its host): `cp -a` of the store-add tree took 0.33-0.37 s or 1.8-2.0 s
+# (all of it system time) in one series, slow once earlier runs had filled several GB of page
+# cache, and mklayers on 100 000 paths 0.21 s or 0.30-0.36 s; from emptied caches eight copies
+# in a row took 0.36-0.41 s and mklayers 0.22-0.24 s. First writes to 2 GiB of fresh memory
+# took 6.0 s, the same again right after 1.9 s. The likely cause: memory handed back to the
+# host costs a host fault per page when written again; which memory a run gets depends on
+# what the runs before it left.
 fresh_memory() {
     sync
     if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi

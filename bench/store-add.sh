@@ -2,7 +2,8 @@
 # store-add against nix-store --add and nix-hash on a >= 500 MB tree of >= 10k files, each side
 # run the same number of times, interleaved, after `sync` and the same page-cache warm-up.
 #   add:       store-add vs nix-store --add, anchor `cp -a` of the same tree, $BENCH_RUNS runs
-#              (default 7); timed to the end of the command and again to the end of a `sync`
+#              (default 7), each from emptied caches with the tree and the programs read back
+#              (bench/lib.sh's fresh_memory says why); timed to the end of the command and again to the end of a `sync`
 #              after it (the writeback each one leaves behind is part of its cost: store-add
 #              syncs before it renames, nix does not). Every run writes 10 000 new files into a
 #              target of its own (a fresh store root, copy dir, salted nix path); all of them are
@@ -47,10 +48,16 @@ warm() { sync; tar -cf - -C "$work" tree | cat > /dev/null; cat "$work/tree.nar"
 # path, store-add a new store root, cp a new dir. Nothing is removed between runs: freed inodes
 # would slow every file the next run creates (bench/lib.sh); all of it goes at the end. Each
 # add writes some 520 MB of new page cache, so each starts from emptied caches (fresh_memory,
-# bench/lib.sh says why) and the tree read back.
+# bench/lib.sh says why), then the tree and every side's program read back (nix-store, its
+# libraries and database; store-add; cp).
 n=0
 salt() { n=$((n + 1)); echo "$n" > "$work/tree/salt"; }
-prepare_add() { salt; fresh_memory; warm; }
+warm_tools() {
+    nix-store --version > /dev/null
+    cat /nix/var/nix/db/db.sqlite "$BIN/store-add" "$(command -v cp)" > /dev/null
+    cp --version > /dev/null
+}
+prepare_add() { salt; fresh_memory; warm_tools; warm; }
 side "nix-store --add" 'nix-store --add "$work/tree" >> "$work/nix-paths"'
 side "store-add" '"$BIN/store-add" --store-root "$work/root-$n" "$work/tree" > /dev/null'
 side "cp -a" 'cp -a "$work/tree" "$work/copy-$n"'

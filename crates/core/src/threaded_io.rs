@@ -13,10 +13,13 @@ use crate::nix::nar::NarVisitor;
 
 /// Bytes per batch handed to the sink thread.
 const BATCH: usize = 1 << 20;
-/// Batches in all, filled or being filled or hashed.
+/// Batches in all: being filled, queued, or being copied out by the sink thread.
 const BUFFERS: usize = 8;
 /// Empty batches the reading thread waits for once it has run out, before it goes on.
 const REFILL: usize = BUFFERS / 2;
+// The reading thread waits only when it holds none and all are queued or being copied out, so
+// all of them come back: it can wait for any REFILL up to BUFFERS, but for at least one.
+const _: () = assert!(BUFFERS >= 2 && REFILL >= 1 && REFILL <= BUFFERS);
 
 /// A sink that lends out its own buffer for file contents, so that they are read from the file
 /// straight into the memory its consumer hashes, instead of into a scratch buffer first and
@@ -72,12 +75,13 @@ impl<W: Write + ?Sized> LendingSink for Buffered<'_, W> {
 /// The batches both threads share: filled ones waiting for the sink thread, in order, and
 /// empty ones waiting for the reading thread.
 ///
-/// Why not two channels: the reading thread is usually ahead, so it would sleep on a full
-/// queue and the sink thread would have to wake it after every batch it takes. On a virtual
-/// machine a wake-up is an interrupt to the other CPU, and the sink thread paid for it out of
-/// the time it hashes (13-20 ms of 0.34 s for a 548 MB NAR). Here the reading thread sleeps
-/// until [`REFILL`] batches are free, so it is woken once every few batches, and neither
-/// thread signals the other unless that one is asleep.
+/// Why not two channels: the reading thread is usually ahead, so it slept on a full queue, and
+/// the sink thread woke it after every batch it took (on a virtual machine a wake-up is an
+/// interrupt to the other CPU). With channels the hashing thread of a 548 MB `--dry-run` spent
+/// 13-20 ms of its 0.34 s outside the sink; with the reading thread spinning instead of
+/// sleeping, 1-8 ms. Here the reading thread sleeps until [`REFILL`] batches are free, so it is
+/// woken some 80 times for the 523 batches rather than after each, and each side signals the
+/// other only when that one is asleep (or the sink thread has stopped).
 struct Handoff {
     state: Mutex<HandoffState>,
     /// The sink thread waits here for a filled batch.
@@ -116,8 +120,9 @@ impl Handoff {
     }
 
     fn lock(&self) -> MutexGuard<'_, HandoffState> {
-        // A thread that panicked holding the lock left the state whole (every change is one
-        // field), and the other thread learns of the panic from `join`.
+        // Nothing that runs under the lock can panic, so a poisoned lock still guards a whole
+        // state; a thread's panic reaches the caller through `join` (the sink's) or unwinds
+        // through `in_background` (the body's, after `Batcher`'s drop closed the queue).
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -133,6 +138,7 @@ impl Handoff {
         }
         state.filled.push_back((full, used));
         if state.sink_asleep {
+            state.sink_asleep = false;
             self.filled_ready.notify_one();
         }
         Ok(())
@@ -142,14 +148,18 @@ impl Handoff {
     /// [`BUFFERS`] exist, else one handed back (after waiting for [`REFILL`] of them).
     fn next_empty(&self) -> io::Result<Vec<u8>> {
         let mut state = self.lock();
+        if state.sink_gone {
+            return Err(Self::sink_stopped());
+        }
         if state.empty.is_empty() && state.made < BUFFERS {
             state.made += 1;
             drop(state);
             return Ok(vec![0u8; BATCH]);
         }
         if state.empty.is_empty() {
-            state.reader_asleep = true;
             while state.empty.len() < REFILL && !state.sink_gone {
+                // Set before every wait: the side that wakes it clears it.
+                state.reader_asleep = true;
                 state = self
                     .empty_ready
                     .wait(state)
@@ -160,7 +170,10 @@ impl Handoff {
         if state.sink_gone {
             return Err(Self::sink_stopped());
         }
-        state.empty.pop().ok_or_else(Self::sink_stopped)
+        Ok(state
+            .empty
+            .pop()
+            .expect("the wait above ends with REFILL >= 1 empty buffers"))
     }
 
     /// Reading side: no more batches.
@@ -168,6 +181,7 @@ impl Handoff {
         let mut state = self.lock();
         state.closed = true;
         if state.sink_asleep {
+            state.sink_asleep = false;
             self.filled_ready.notify_one();
         }
     }
@@ -197,6 +211,7 @@ impl Handoff {
         let mut state = self.lock();
         state.empty.push(buf);
         if state.reader_asleep && state.empty.len() >= REFILL {
+            state.reader_asleep = false;
             self.empty_ready.notify_one();
         }
     }
@@ -205,8 +220,10 @@ impl Handoff {
     fn sink_stopped_now(&self) {
         let mut state = self.lock();
         state.sink_gone = true;
-        state.filled.clear();
+        let unread = std::mem::take(&mut state.filled);
         self.empty_ready.notify_one();
+        drop(state);
+        drop(unread);
     }
 }
 
@@ -228,6 +245,15 @@ struct Batcher<'a> {
 }
 
 impl Batcher<'_> {
+    /// After a failed [`Batcher::send`] the batcher holds no buffer: every later write fails
+    /// the same way.
+    fn usable(&self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Err(Handoff::sink_stopped());
+        }
+        Ok(())
+    }
+
     /// Queue the batch being filled, and start the next.
     fn send(&mut self) -> io::Result<()> {
         if self.used == 0 {
@@ -260,6 +286,7 @@ impl Drop for Batcher<'_> {
 
 impl Write for Batcher<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.usable()?;
         let mut rest = data;
         while !rest.is_empty() {
             let n = (BATCH - self.used).min(rest.len());
@@ -281,6 +308,7 @@ impl Write for Batcher<'_> {
 /// File contents are read straight into the batch the sink thread will get.
 impl LendingSink for Batcher<'_> {
     fn room(&mut self, want: usize) -> io::Result<&mut [u8]> {
+        self.usable()?;
         if self.used == BATCH {
             self.send()?;
         }
@@ -289,6 +317,7 @@ impl LendingSink for Batcher<'_> {
     }
 
     fn commit(&mut self, n: usize) -> io::Result<()> {
+        self.usable()?;
         self.used = (self.used + n).min(BATCH);
         if self.used == BATCH {
             self.send()?;
@@ -332,7 +361,7 @@ fn in_background<R>(
         // alone takes 0.32 s on one core). A copy's loads run side by side and bring the batch
         // over at memory speed; the sink then reads it from its own core's cache (0.37-0.38 s
         // for the same bytes). The sink still gets one write per batch, and the batch goes back
-        // to the reading thread as soon as it is copied.
+        // to the pool of empty ones as soon as it is copied.
         let handoff = &handoff;
         let consumer = scope.spawn(move || -> io::Result<()> {
             let _gone = SinkGone(handoff);
@@ -480,23 +509,116 @@ mod tests {
         assert!(lent == plain, "the NARs differ");
     }
 
+    /// Runs `f` on a thread of its own and returns what it returned; fails the test, instead of
+    /// hanging it, if `f` takes longer than `secs`.
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .expect("hung: a thread is still waiting")
+    }
+
+    /// Waits (a few seconds at most) until the reading side of `handoff` is asleep.
+    fn until_reader_asleep(handoff: &Handoff) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !handoff.lock().reader_asleep {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader never slept"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn the_reader_sleeps_until_refill_batches_are_free() {
+        let handoff = Handoff::new();
+        handoff.lock().made = BUFFERS;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let h = &handoff;
+            scope.spawn(move || tx.send(h.next_empty().map(|b| b.len())));
+            until_reader_asleep(&handoff);
+            for _ in 0..REFILL - 1 {
+                handoff.give_back(vec![0u8; 7]);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let early = rx.try_recv().is_ok();
+            handoff.give_back(vec![0u8; 7]);
+            let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+            // A reader still waiting is let go, so that a failure fails rather than hangs.
+            handoff.sink_stopped_now();
+            assert!(!early, "the reader went on before REFILL batches were free");
+            assert_eq!(got.expect("not woken").unwrap(), 7);
+            assert_eq!(handoff.lock().empty.len(), REFILL - 1);
+        });
+    }
+
+    #[test]
+    fn a_stopped_sink_wakes_a_waiting_reader_with_an_error() {
+        let handoff = Handoff::new();
+        handoff.lock().made = BUFFERS;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let h = &handoff;
+            scope.spawn(move || tx.send(h.next_empty().map(|b| b.len())));
+            until_reader_asleep(&handoff);
+            handoff.sink_stopped_now();
+            let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+            let err = got.expect("not woken").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        });
+        // and the next queued batch is refused
+        assert!(handoff.queue(vec![1], 1).is_err());
+    }
+
     #[test]
     fn a_panicking_body_does_not_leave_the_sink_thread_waiting() {
-        let mut out = Vec::new();
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            with_background_sink(&mut out, |w| {
-                // Enough to queue batches and run out of empty ones.
-                w.write_all(&vec![5u8; (BUFFERS + 3) * BATCH]).unwrap();
-                panic!("body failed");
-            })
-        }));
-        assert!(caught.is_err());
+        let out = within(60, || {
+            let mut out = Vec::new();
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                with_background_sink(&mut out, |w| {
+                    w.write_all(&vec![5u8; (BUFFERS + 3) * BATCH]).unwrap();
+                    panic!("body failed");
+                })
+            }));
+            assert!(caught.is_err());
+            out
+        });
+        // Every full batch was queued before the panic, and the sink wrote them all.
+        assert_eq!(out.len(), (BUFFERS + 3) * BATCH);
         assert!(out.iter().all(|b| *b == 5));
     }
 
     #[test]
+    fn a_panicking_sink_comes_back_as_an_error() {
+        struct Panics;
+        impl Write for Panics {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                panic!("sink failed");
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = within(60, || {
+            with_background_sink(&mut Panics, |w| {
+                for _ in 0..4 * BUFFERS {
+                    if w.write_all(&vec![1u8; BATCH]).is_err() {
+                        break;
+                    }
+                }
+            })
+            .unwrap_err()
+        });
+        assert_eq!(err.to_string(), "sink thread panicked");
+    }
+
+    #[test]
     fn a_sink_that_stops_wakes_a_reader_waiting_for_empty_batches() {
-        // The sink fails only once the reader has filled every buffer and gone to sleep.
+        // The sink fails only after the reader has had time to fill every buffer and sleep.
         struct SlowlyFails;
         impl Write for SlowlyFails {
             fn write(&mut self, _: &[u8]) -> io::Result<usize> {
@@ -507,21 +629,28 @@ mod tests {
                 Ok(())
             }
         }
-        let mut written = 0usize;
-        let err = with_background_sink(&mut SlowlyFails, |w| {
-            for _ in 0..4 * BUFFERS {
-                if w.write_all(&vec![1u8; BATCH]).is_err() {
-                    break;
+        let (err, written, again) = within(60, || {
+            let mut written = 0usize;
+            let mut again = None;
+            let err = with_background_sink(&mut SlowlyFails, |w| {
+                for _ in 0..4 * BUFFERS {
+                    if w.write_all(&vec![1u8; BATCH]).is_err() {
+                        // A write after the failed one fails too (it does not panic).
+                        again = Some(w.write(&[1u8; 10]).is_err());
+                        break;
+                    }
+                    written += BATCH;
                 }
-                written += BATCH;
-            }
-        })
-        .unwrap_err();
+            })
+            .unwrap_err();
+            (err, written, again)
+        });
         assert_eq!(err.to_string(), "disk full");
         assert!(
             written < 4 * BUFFERS * BATCH,
             "the reader went on to the end"
         );
+        assert_eq!(again, Some(true));
     }
 
     #[test]
