@@ -520,8 +520,15 @@ mod tests {
             .expect("hung: a thread is still waiting")
     }
 
-    /// Waits (a few seconds at most) until the reading side of `handoff` is asleep.
-    fn until_reader_asleep(handoff: &Handoff) {
+    /// A reading side that has made all its buffers and asks for an empty one, on a thread of
+    /// `scope`, once it is asleep; its answer (the buffer's length) comes on the receiver.
+    fn waiting_reader<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        handoff: &'scope Handoff,
+    ) -> std::sync::mpsc::Receiver<io::Result<usize>> {
+        handoff.lock().made = BUFFERS;
+        let (tx, rx) = std::sync::mpsc::channel();
+        scope.spawn(move || tx.send(handoff.next_empty().map(|b| b.len())));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !handoff.lock().reader_asleep {
             assert!(
@@ -530,17 +537,14 @@ mod tests {
             );
             std::thread::yield_now();
         }
+        rx
     }
 
     #[test]
     fn the_reader_sleeps_until_refill_batches_are_free() {
         let handoff = Handoff::new();
-        handoff.lock().made = BUFFERS;
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let h = &handoff;
-            scope.spawn(move || tx.send(h.next_empty().map(|b| b.len())));
-            until_reader_asleep(&handoff);
+            let rx = waiting_reader(scope, &handoff);
             for _ in 0..REFILL - 1 {
                 handoff.give_back(vec![0u8; 7]);
             }
@@ -559,12 +563,8 @@ mod tests {
     #[test]
     fn a_stopped_sink_wakes_a_waiting_reader_with_an_error() {
         let handoff = Handoff::new();
-        handoff.lock().made = BUFFERS;
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let h = &handoff;
-            scope.spawn(move || tx.send(h.next_empty().map(|b| b.len())));
-            until_reader_asleep(&handoff);
+            let rx = waiting_reader(scope, &handoff);
             handoff.sink_stopped_now();
             let got = rx.recv_timeout(std::time::Duration::from_secs(10));
             let err = got.expect("not woken").unwrap_err();
