@@ -82,7 +82,24 @@ bench_remove() {
     chmod -R u+w "$dir" 2>/dev/null || true
     rm -rf "$dir"
     sync
-    if [ "$files" -gt 1000 ]; then date +%s > "$BENCH_REMOVED_STAMP"; fi
+    if [ "$files" -gt 1000 ]; then _stamp_now; fi
+}
+
+# The stamp lives in /var/tmp, where anyone may have put something by that name first: it is
+# replaced by rename (never written through a symlink), and `settle` reads only a plain file
+# of ours holding digits (its text goes into shell arithmetic).
+_stamp_now() {
+    local tmp
+    tmp=$(mktemp "$BENCH_REMOVED_STAMP.XXXXXX") || return 0
+    date +%s > "$tmp" && mv -fT "$tmp" "$BENCH_REMOVED_STAMP" || rm -f "$tmp"
+}
+_stamp_last() {
+    local last=0 stamp=$BENCH_REMOVED_STAMP
+    if [ -f "$stamp" ] && [ ! -L "$stamp" ] && [ -O "$stamp" ]; then
+        last=$(head -c 20 "$stamp")
+    fi
+    case $last in '' | *[!0-9]*) last=0 ;; esac
+    echo "$last"
 }
 
 # bench_done: $work removed, unless bench/run.sh removes every work dir at its end.
@@ -93,10 +110,11 @@ bench_done() {
 # settle: before a bench's first timed run, the window in which freed inodes slow allocation
 # waited out, if a removal ended less than BENCH_SETTLE seconds ago.
 settle() {
-    local last now left
-    last=$(cat "$BENCH_REMOVED_STAMP" 2>/dev/null || echo 0)
+    local last now left settle=${BENCH_SETTLE:-360}
+    last=$(_stamp_last)
     now=$(date +%s)
-    left=$((last + ${BENCH_SETTLE:-360} - now))
+    left=$((last + settle - now))
+    if [ "$left" -gt "$settle" ]; then left=$settle; fi
     if [ "$left" -gt 0 ]; then
         echo "bench/$BENCH_NAME: waiting ${left} s (files removed just before; see bench/lib.sh)" >&2
         sleep "$left"

@@ -21,9 +21,12 @@ rm -f "$BENCH_RESULTS"/*.jsonl
 # waits the rest of that window out before its first timed run (`settle`).
 # Each run holds a lock on its work dir for its whole life; a dir whose lock is free was left by
 # a run that was killed (SIGKILL runs no trap), and is reclaimed before this one starts (its
-# removal then counts for `settle`).
+# removal then counts for `settle`). Only dirs this user made with mktemp (a real directory of
+# ours, mode 700): anyone can create names in /var/tmp, and removing one deletes the store paths
+# and docker images it lists.
 for stale in /var/tmp/strata-bench.??????; do
-  [ -d "$stale" ] || continue
+  [ -d "$stale" ] && [ ! -L "$stale" ] && [ -O "$stale" ] || continue
+  [ "$(stat -c %a "$stale")" = 700 ] || continue
   if flock -n "$stale" true; then
     echo "== removing $stale (left by a run that was killed)" >&2
     bench_remove "$stale"
