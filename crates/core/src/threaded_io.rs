@@ -22,8 +22,9 @@ const REFILL: usize = BUFFERS / 2;
 const _: () = assert!(BUFFERS >= 2 && REFILL >= 1 && REFILL <= BUFFERS);
 
 /// A sink that lends out its own buffer for file contents, so that they are read from the file
-/// straight into the memory its consumer hashes, instead of into a scratch buffer first and
-/// copied from there (at gigabytes a second the copy costs as much as the read).
+/// straight into the batch the other thread takes, instead of into a scratch buffer first and
+/// copied from there on the reading thread (at gigabytes a second the copy costs as much as the
+/// read).
 pub trait LendingSink: Write {
     /// Memory for the next at most `want` (> 0) bytes of file contents; not empty.
     fn room(&mut self, want: usize) -> io::Result<&mut [u8]>;
@@ -157,15 +158,14 @@ impl Handoff {
             return Ok(vec![0u8; BATCH]);
         }
         if state.empty.is_empty() {
-            while state.empty.len() < REFILL && !state.sink_gone {
-                // Set before every wait: the side that wakes it clears it.
-                state.reader_asleep = true;
-                state = self
-                    .empty_ready
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            state.reader_asleep = false;
+            // Asleep while waiting (the sink then wakes it once REFILL are free), not after.
+            state = self
+                .empty_ready
+                .wait_while(state, |s| {
+                    s.reader_asleep = s.empty.len() < REFILL && !s.sink_gone;
+                    s.reader_asleep
+                })
+                .unwrap_or_else(PoisonError::into_inner);
         }
         if state.sink_gone {
             return Err(Self::sink_stopped());
@@ -189,21 +189,14 @@ impl Handoff {
     /// Sink side: the next filled batch, or `None` once the reading side closed and all were
     /// taken.
     fn take(&self) -> Option<(Vec<u8>, usize)> {
-        let mut state = self.lock();
-        loop {
-            if let Some(batch) = state.filled.pop_front() {
-                return Some(batch);
-            }
-            if state.closed {
-                return None;
-            }
-            state.sink_asleep = true;
-            state = self
-                .filled_ready
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-            state.sink_asleep = false;
-        }
+        let mut state = self
+            .filled_ready
+            .wait_while(self.lock(), |s| {
+                s.sink_asleep = s.filled.is_empty() && !s.closed;
+                s.sink_asleep
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        state.filled.pop_front()
     }
 
     /// Sink side: a buffer is empty again.
@@ -339,7 +332,7 @@ pub fn with_background_sink<R>(
 /// [`with_background_sink`] whose body gets a [`LendingSink`], so that
 /// [`crate::nix::nar::dump_path_into`] and [`crate::image::tar::write_layer_into`] read file
 /// contents straight into the batches the sink thread consumes (one thread reads while the
-/// other hashes, and nothing is copied between).
+/// other hashes; the only copy is the sink thread's own, see `in_background`).
 pub fn with_background_lending_sink<R>(
     sink: &mut (dyn Write + Send),
     body: impl FnOnce(&mut dyn LendingSink) -> R,

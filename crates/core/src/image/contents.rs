@@ -620,9 +620,12 @@ mod tests {
         tree(t.path(), &[("etc/ok", "o")]);
         let socket = t.path().join("etc/sock");
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-        let err = root_entries(t.path(), &[], 1, None)
-            .unwrap_err()
-            .to_string();
+        let refusal = || {
+            root_entries(t.path(), &[], 1, None)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refusal();
         assert!(
             err.contains("'/etc/sock' is a socket, not a file, directory or symlink"),
             "{err}"
@@ -636,9 +639,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let err = root_entries(t.path(), &[], 1, None)
-            .unwrap_err()
-            .to_string();
+        let err = refusal();
         assert!(
             err.contains("'/etc/pipe' is a pipe, not a file, directory or symlink"),
             "{err}"
