@@ -22,6 +22,7 @@ pub mod layering;
 pub mod manifest;
 pub mod nix;
 pub mod oci;
+mod prefetch;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
