@@ -2,7 +2,7 @@
 # The example image after a one-line change to the backend, from the new jar to the image in a
 # registry and in dockerd: `mkimage --push` and `mkimage --load docker` (no tar) against
 # `mkimage -o` + `push-image` and `mkimage -o` + `docker load` (the tar paths), interleaved,
-# $BENCH_QUICK_RUNS runs each (default 15: every side takes under a second). Before every run
+# $BENCH_QUICK_RUNS runs each (default 21: every side takes under a second). Before every run
 # the greeting changes and the jars are rebuilt (javac is not timed); each timed run is the rest
 # of the example's pipeline (launcher, closure, layers: make) and then the image's way out.
 # Nothing is deleted between runs (bench/lib.sh says why): the jar build's scratch files live in

@@ -17,8 +17,8 @@
 # A side's samples may carry a second time (e.g. through `sync`): `side_then NAME COMMAND` runs
 # COMMAND after each timed run of NAME and records the time to its end as NAME+then.
 #
-# Run counts: BENCH_RUNS (default 7) for sides that take a second or more, BENCH_QUICK_RUNS
-# (default 15) for figures whose sides take well under a second or so: a handful of runs of a
+# Run counts: BENCH_RUNS (default 9) for sides that take a second or more, BENCH_QUICK_RUNS
+# (default 21) for figures whose sides take well under a second or so: a handful of runs of a
 # quick command gives a spread too narrow to hold the machine's drift between two runs of
 # `make bench`. Both sides of a figure always get the same count.
 #
@@ -54,8 +54,8 @@
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_ROOT/bench/results}
-BENCH_RUNS=${BENCH_RUNS:-7}
-BENCH_QUICK_RUNS=${BENCH_QUICK_RUNS:-15}
+BENCH_RUNS=${BENCH_RUNS:-9}
+BENCH_QUICK_RUNS=${BENCH_QUICK_RUNS:-21}
 # When the last removal of bench work dirs ended (epoch seconds), for `settle`.
 BENCH_REMOVED_STAMP=${BENCH_REMOVED_STAMP:-/var/tmp/strata-bench.removed}
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # mkimage against nixpkgs' stream_layered_image.py on a >= 500 MB, >= 10k-file store in >= 30
-# layers, each run $BENCH_QUICK_RUNS times (default 15: the sides take 0.7 to 2.5 s),
+# layers, each run $BENCH_QUICK_RUNS times (default 21: the sides take 0.7 to 4 s),
 # interleaved, after `sync` and the same page-cache warm-up (the cache builds: from emptied
 # caches, see below); both write their image to a file
 # (the previous run's image file is removed first: one inode, not a mass deletion). Anchors: a

@@ -9,7 +9,7 @@
 #   - strata alone on a "dense" 100 000-path variant whose cross-ecosystem links go anywhere,
 #     so that closures grow with the graph (a stress case: exact popularity and closure sizes
 #     are sums over reachable sets, which cost more as those sets grow).
-# Usage: [RUNS=15] [MKLAYERS=binary] bench/mklayers.sh   (builds the release binary itself)
+# Usage: [RUNS=21] [MKLAYERS=binary] bench/mklayers.sh   (builds the release binary itself)
 # Needs python3 and GNU time (/usr/bin/time; `apt-get install -y time`).
 set -euo pipefail
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # push-image against `skopeo copy` of the same image to a docker-registry on 127.0.0.1: a
 # first push (empty registry) and a push after a one-line change, $BENCH_QUICK_RUNS times
-# (default 15: most pushes take well under a second), each run into fresh registries (one per
+# (default 21: most pushes take well under a second), each run into fresh registries (one per
 # tool, same config, filesystem storage in a dir of their own for that run, so neither finds or
 # mounts the other's blobs, and nothing is deleted between runs), the tools taking turns (which
 # goes first alternates), each timed run after `sync` and the image read into the page cache.

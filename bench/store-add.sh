@@ -2,13 +2,13 @@
 # store-add against nix-store --add and nix-hash on a >= 500 MB tree of >= 10k files, each side
 # run the same number of times, interleaved, after `sync` and the same page-cache warm-up.
 #   add:       store-add vs nix-store --add, anchor `cp -a` of the same tree, $BENCH_RUNS runs
-#              (default 7), each from emptied caches with the tree and the programs read back
+#              (default 9), each from emptied caches with the tree and the programs read back
 #              (bench/lib.sh's fresh_memory says why); timed to the end of the command and again to the end of a `sync`
 #              after it (the writeback each one leaves behind is part of its cost: store-add
 #              syncs before it renames, nix does not). Every run writes 10 000 new files into a
 #              target of its own (a fresh store root, copy dir, salted nix path); all of them are
 #              removed only at the end (bench/lib.sh says why)
-#   hash only: store-add --dry-run vs nix-hash, $BENCH_QUICK_RUNS runs (default 15); anchors `openssl dgst -sha256` of the tree's NAR
+#   hash only: store-add --dry-run vs nix-hash, $BENCH_QUICK_RUNS runs (default 21); anchors `openssl dgst -sha256` of the tree's NAR
 #              (the same bytes, one file in the page cache: the SHA-256 limit) and `cat` of it
 #              (reading), and `openssl speed -evp sha256` (the hash alone, no I/O)
 set -euo pipefail
