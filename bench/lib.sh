@@ -37,9 +37,9 @@
 #                                       now, or leave it to bench/run.sh's end
 #   settle                              wait until the last removal is BENCH_SETTLE (360) s old
 #
-# Passes: a figure's runs spread over the whole `make bench`. Fifteen runs taken within a minute
-# give a spread that holds the noise of that minute, not the machine's drift over the quarter of
-# an hour a `make bench` takes (a fixed computation, `openssl speed`, moved by 3 % between two
+# Passes: a figure's runs spread over the whole `make bench`. A figure's runs taken within a minute
+# give a spread that holds the noise of that minute, not the machine's drift over the 20 minutes
+# or so a `make bench` takes (a fixed computation, `openssl speed`, moved by 3 % between two
 # runs, and every figure with it). Under bench/run.sh the benchmarks take turns, one running
 # at a time: each makes BENCH_PASSES passes (run.sh's default 3), every figure's runs split among
 # them, and at the start of each pass hands the machine back to run.sh, which gives it to the

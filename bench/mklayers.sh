@@ -3,7 +3,7 @@
 # shared libraries, packages in ecosystems of 200 that mostly depend within their ecosystem,
 # 10% with one dependency into one of ten library ecosystems, self-references, log-normal NAR
 # sizes), then measures wall time (median and min–max of RUNS runs, default $BENCH_QUICK_RUNS,
-# 15: every side takes under a second) and peak RSS of
+# 21: every side takes under a second) and peak RSS of
 #   - strata vs nixpkgs' closure-graph.py (popularity) and auto-layer.py on 3000 paths,
 #   - strata alone on 100 000 paths (targets: < 1 s, < 200 MB),
 #   - strata alone on a "dense" 100 000-path variant whose cross-ecosystem links go anywhere,

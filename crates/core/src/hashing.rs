@@ -55,7 +55,9 @@ impl<W: Write> Digester<W> {
 impl<W: Write> Write for Digester<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(data)?;
-        self.hasher.update(&data[..n]);
+        // The layer's batches come from the other core (see `crate::prefetch`).
+        let hasher = &mut self.hasher;
+        crate::prefetch::in_pieces(&data[..n], |piece| hasher.update(piece));
         self.len += n as u64;
         Ok(n)
     }

@@ -10,7 +10,6 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::nix::nar::NarVisitor;
-use crate::prefetch;
 
 /// Bytes per batch handed to the sink thread.
 const BATCH: usize = 1 << 20;
@@ -18,7 +17,7 @@ const BATCH: usize = 1 << 20;
 const BUFFERS: usize = 8;
 /// Empty batches the reading thread waits for once it has run out, before it goes on.
 const REFILL: usize = BUFFERS / 2;
-// The reading thread waits only when it holds none and all are queued or being read out, so
+// The reading thread waits only when it holds none and all are queued or being read, so
 // all of them come back: it can wait for any REFILL up to BUFFERS, but for at least one.
 const _: () = assert!(BUFFERS >= 2 && REFILL >= 1 && REFILL <= BUFFERS);
 
@@ -347,14 +346,14 @@ fn in_background<R>(
 ) -> io::Result<R> {
     let handoff = Handoff::new();
     std::thread::scope(|scope| {
-        // The sink reads each batch straight from the pool, a few KiB behind prefetch hints
-        // (`write_prefetched`), and hands it back once done: 8 batches leave the reading thread
-        // plenty of room.
+        // The sink gets each batch in one write, in place, and the batch goes back to the pool
+        // once written. The batch was filled on the other core: the hashers among the sinks
+        // ask for its lines ahead of the hash (`crate::prefetch::in_pieces` says why).
         let handoff = &handoff;
         let consumer = scope.spawn(move || -> io::Result<()> {
             let _gone = SinkGone(handoff);
             while let Some((batch, used)) = handoff.take() {
-                write_prefetched(sink, &batch[..used])?;
+                sink.write_all(&batch[..used])?;
                 handoff.give_back(batch);
             }
             sink.flush()
@@ -373,36 +372,6 @@ fn in_background<R>(
         sent?;
         Ok(result)
     })
-}
-
-/// Bytes the sink gets per write from [`write_prefetched`].
-const PIECE: usize = 1 << 10;
-/// How far ahead of the sink's reads [`write_prefetched`] asks for the batch's cache lines.
-const AHEAD: usize = 4 << 10;
-
-/// Write `data` to `sink` in pieces of [`PIECE`] bytes, each after hinting the lines up to
-/// [`AHEAD`] bytes past it.
-///
-/// Why: the batch was filled on the other core, so its lines sit in that core's cache, and
-/// SHA-256 asks for them one dependent block at a time. Hashing a 548 MB NAR straight from the
-/// batches took 0.43-0.47 s on a 2-core VM, copying each batch into the sink thread's own
-/// buffer first 0.33-0.37 s (the copy's independent loads bring the lines over at memory
-/// speed), and hashing behind these hints 0.29-0.30 s, the hash's own speed: the lines arrive
-/// while the hash works. Longer pieces or distances were slower there (4 KiB pieces 8-16 KiB
-/// ahead: 0.33-0.37 s), as the hints of one piece then come in a burst.
-fn write_prefetched(sink: &mut (dyn Write + Send), data: &[u8]) -> io::Result<()> {
-    let mut hinted = 0;
-    let mut start = 0;
-    while start < data.len() {
-        let end = (start + PIECE).min(data.len());
-        while hinted < (end + AHEAD).min(data.len()) {
-            prefetch::line(&data[hinted..]);
-            hinted += prefetch::LINE;
-        }
-        sink.write_all(&data[start..end])?;
-        start = end;
-    }
-    Ok(())
 }
 
 /// A NAR entry event, owned so it can cross threads.
@@ -495,50 +464,6 @@ mod tests {
         })
         .unwrap();
         assert_eq!(out, data);
-    }
-
-    #[test]
-    fn prefetched_writes_pass_every_byte_in_order_in_pieces() {
-        let data: Vec<u8> = (0..BATCH as u32)
-            .map(|i| (i * 13 + i / 251) as u8)
-            .collect();
-        for len in [
-            0,
-            1,
-            PIECE - 1,
-            PIECE,
-            PIECE + 1,
-            AHEAD + 3,
-            BATCH - 1,
-            BATCH,
-        ] {
-            let mut sink = Pieces::default();
-            write_prefetched(&mut sink, &data[..len]).unwrap();
-            assert_eq!(sink.bytes, &data[..len], "{len} bytes");
-            assert!(
-                sink.longest <= PIECE,
-                "{len} bytes: a write of {}",
-                sink.longest
-            );
-        }
-    }
-
-    /// A sink that records its bytes and its longest write.
-    #[derive(Default)]
-    struct Pieces {
-        bytes: Vec<u8>,
-        longest: usize,
-    }
-
-    impl Write for Pieces {
-        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-            self.longest = self.longest.max(data.len());
-            self.bytes.extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
     }
 
     #[test]

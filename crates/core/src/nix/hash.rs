@@ -227,14 +227,17 @@ impl Hasher {
         }
     }
 
+    /// Hash `data` next; it may have just been written by another core (the NAR's batches,
+    /// see [`crate::prefetch`]).
     pub fn update(&mut self, data: &[u8]) {
         self.len += data.len() as u64;
-        match &mut self.state {
-            HasherState::Md5(h) => h.update(data),
-            HasherState::Sha1(h) => h.update(data),
-            HasherState::Sha256(h) => h.update(data),
-            HasherState::Sha512(h) => h.update(data),
-        }
+        let state = &mut self.state;
+        crate::prefetch::in_pieces(data, |piece| match state {
+            HasherState::Md5(h) => h.update(piece),
+            HasherState::Sha1(h) => h.update(piece),
+            HasherState::Sha256(h) => h.update(piece),
+            HasherState::Sha512(h) => h.update(piece),
+        });
     }
 
     /// Bytes hashed so far.
