@@ -11,7 +11,8 @@
 //! references, layer compression, image layouts), as [`nix`] holds Nix's.
 //!
 //! Beside them: [`hashing`] hashes bytes as they stream past, [`threaded_io`] overlaps
-//! reading, hashing and writing on threads, and [`exit`] says which errors are usage errors.
+//! reading, hashing and writing on threads (its hashers keep up through `prefetch`), and
+//! [`exit`] says which errors are usage errors.
 
 pub mod deb;
 pub mod exit;

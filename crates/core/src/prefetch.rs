@@ -20,9 +20,10 @@ const AHEAD: usize = 4 << 10;
 /// faster than after copying the batch.
 pub(crate) fn in_pieces(data: &[u8], mut each: impl FnMut(&[u8])) {
     let mut hinted = 0;
-    for (index, piece) in data.chunks(PIECE).enumerate() {
-        let wanted = (index * PIECE + piece.len() + AHEAD).min(data.len());
-        while hinted < wanted {
+    let mut end = 0;
+    for piece in data.chunks(PIECE) {
+        end += piece.len();
+        while hinted < (end + AHEAD).min(data.len()) {
             line(&data[hinted..]);
             hinted += LINE;
         }
